@@ -1,0 +1,114 @@
+#include "cli/output.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace sesscp {
+
+const char* to_string(FileReport::State state) {
+  switch (state) {
+  case FileReport::State::complete: return "complete";
+  case FileReport::State::already_complete: return "already complete";
+  case FileReport::State::interrupted: return "interrupted";
+  case FileReport::State::failed: return "failed";
+  }
+  return "failed";
+}
+
+namespace cli {
+
+namespace {
+
+const char* hint_for(ErrorKind kind) {
+  switch (kind) {
+  case ErrorKind::usage: return "see 'sesscp --help'";
+  case ErrorKind::unreachable: return "check that 'sesscp recv' runs there and the address is right";
+  case ErrorKind::refused:
+  case ErrorKind::busy: return "retry later or use another --name";
+  case ErrorKind::version: return "use the same sesscp version on both hosts";
+  case ErrorKind::protocol: return "the peer is not a compatible sesscp; check both versions";
+  case ErrorKind::timeout:
+  case ErrorKind::disconnected:
+  case ErrorKind::interrupted: return "state saved; re-run the same command to resume";
+  case ErrorKind::io:
+  case ErrorKind::corrupt: return "fix the disk problem, then re-run to resume";
+  case ErrorKind::no_space: return "free some space, then re-run to resume";
+  case ErrorKind::cannot_create: return "check that the directory exists and is writable";
+  case ErrorKind::integrity: return "the data cannot be verified; check the source and both disks";
+  case ErrorKind::source_changed: return "re-run to send the new version";
+  case ErrorKind::internal: return "please report this bug";
+  }
+  return "";
+}
+
+} // namespace
+
+std::string human_bytes(std::uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) { v /= 1024; ++u; }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+Output::Output(bool quiet, bool verbose) : m_quiet(quiet), m_verbose(verbose), m_tty(isatty(STDERR_FILENO)) {}
+
+Output::~Output() {
+  std::lock_guard lock(m_mutex);
+  if (m_progress_shown) std::fputs("\n", stderr);
+}
+
+void Output::line(const std::string& text) {
+  if (m_progress_shown) { std::fputs("\r\033[K", stderr); m_progress_shown = false; }
+  std::fprintf(stderr, "sesscp: %s\n", text.c_str());
+}
+
+void Output::info(const std::string& text) {
+  std::lock_guard lock(m_mutex);
+  if (!m_quiet) line(text);
+}
+
+void Output::notice(const std::string& text) { info(text); }
+
+void Output::debug(const std::string& text) {
+  std::lock_guard lock(m_mutex);
+  if (m_verbose) line(text);
+}
+
+void Output::progress(const std::string& name, std::uint64_t done, std::uint64_t total) {
+  // Redraw in place on a terminal only, at most ten times a second; cron and
+  // pipes get the summary line alone.
+  std::lock_guard lock(m_mutex);
+  if (m_quiet || !m_tty) return;
+  auto now = std::chrono::steady_clock::now();
+  if (done < total && now - m_last_draw < std::chrono::milliseconds(100)) return;
+  m_last_draw = now;
+  int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
+  std::fprintf(stderr, "\r\033[K%s  %s / %s  %d%%", name.c_str(), human_bytes(done).c_str(),
+               human_bytes(total).c_str(), pct);
+  m_progress_shown = true;
+}
+
+void Output::file_report(bool sending, const FileReport& r) {
+  std::lock_guard lock(m_mutex);
+  if (m_quiet) return;
+  double rate = r.seconds > 0 ? static_cast<double>(r.bytes) / r.seconds / 1e6 : 0;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%s %s: %s, %llu bytes total, resumed at %llu, %llu bytes %s, %.2f s, %.1f MB/s",
+                sending ? "send" : "recv", r.name.c_str(), to_string(r.state),
+                static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.resumed_at),
+                static_cast<unsigned long long>(r.bytes), sending ? "sent" : "received", r.seconds, rate);
+  line(buf);
+}
+
+void Output::error(const Error& e) {
+  std::lock_guard lock(m_mutex);
+  if (m_progress_shown) { std::fputs("\r\033[K", stderr); m_progress_shown = false; }
+  std::fprintf(stderr, "sesscp: error: %s; %s\n", e.message.c_str(), hint_for(e.kind));
+}
+
+} // namespace cli
+} // namespace sesscp

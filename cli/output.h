@@ -1,0 +1,41 @@
+// Terminal and log output for both subcommands.
+#pragma once
+
+#include "core/events.h"
+#include "core/result.h"
+
+#include <chrono>
+#include <mutex>
+#include <string>
+
+namespace sesscp::cli {
+
+class Output final : public Events {
+public:
+  Output(bool quiet, bool verbose);
+  ~Output() override;
+
+  void info(const std::string& line) override;
+  void debug(const std::string& line) override;
+  void progress(const std::string& name, std::uint64_t done, std::uint64_t total) override;
+  void file_report(bool sending, const FileReport& report) override;
+
+  // A line shown unless --quiet.
+  void notice(const std::string& line);
+  // `sesscp: error: <what>; <what the user can do>`, always shown.
+  void error(const Error& error);
+
+private:
+  void line(const std::string& text); // caller holds m_mutex
+  std::mutex m_mutex;
+  bool m_quiet;
+  bool m_verbose;
+  bool m_tty;
+  bool m_progress_shown = false;
+  std::chrono::steady_clock::time_point m_last_draw{};
+};
+
+// Return "1.5 GiB", "12.0 MiB", "512 B".
+std::string human_bytes(std::uint64_t bytes);
+
+} // namespace sesscp::cli

@@ -1,0 +1,157 @@
+#include "core/conn.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace sesscp {
+
+namespace {
+
+constexpr std::size_t k_read_buffer = 256 * 1024;
+// Waits are cut into slices so a stop request is noticed within this time.
+constexpr int k_slice_ms = 200;
+
+Error lost(const char* what, int err) {
+  return make_error(ErrorKind::disconnected, std::string("connection lost while ") + what + " (" +
+                                                 std::strerror(err) + ")");
+}
+
+} // namespace
+
+Conn::Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms)
+    : m_fd(std::move(fd)), m_stop(stop), m_timeout_ms(timeout_ms), m_rbuf(k_read_buffer) {
+  int flags = fcntl(m_fd.get(), F_GETFL);
+  fcntl(m_fd.get(), F_SETFL, flags | O_NONBLOCK);
+}
+
+Status Conn::wait_io(short events) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(m_timeout_ms);
+  for (;;) {
+    if (m_stop && m_stop->load()) return make_error(ErrorKind::interrupted, "interrupted by a signal");
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    pollfd p{m_fd.get(), events, 0};
+    int rc = poll(&p, 1, static_cast<int>(std::clamp<long long>(left, 0, k_slice_ms)));
+    if (rc < 0 && errno != EINTR) return make_error(ErrorKind::io, std::string("poll: ") + std::strerror(errno));
+    if (rc > 0) return {};
+    if (left <= 0)
+      return make_error(ErrorKind::timeout, "peer stalled for " + std::to_string(m_timeout_ms / 1000) + " s");
+  }
+}
+
+Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms) {
+  if (has_buffered()) return true;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    if (m_stop && m_stop->load()) return make_error(ErrorKind::interrupted, "interrupted by a signal");
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    pollfd p[2] = {{m_fd.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    int rc = poll(p, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::clamp<long long>(left, 0, k_slice_ms)));
+    if (rc < 0 && errno != EINTR) return make_error(ErrorKind::io, std::string("poll: ") + std::strerror(errno));
+    if (rc > 0 && wake_fd >= 0 && (p[1].revents & POLLIN)) return false;
+    if (rc > 0 && p[0].revents) return true;
+    if (left <= 0)
+      return make_error(ErrorKind::timeout, "peer sent nothing for " + std::to_string(timeout_ms / 1000) + " s");
+  }
+}
+
+Status Conn::fill() {
+  // Compact, then read whatever is available.
+  if (m_rpos == m_rend) m_rpos = m_rend = 0;
+  for (;;) {
+    ssize_t n = recv(m_fd.get(), m_rbuf.data() + m_rend, m_rbuf.size() - m_rend, 0);
+    if (n > 0) { m_rend += static_cast<std::size_t>(n); return {}; }
+    if (n == 0) return make_error(ErrorKind::disconnected, "connection closed by peer");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("reading", errno);
+    SESSCP_TRY(wait_io(POLLIN));
+  }
+}
+
+Status Conn::read_exact(std::span<std::uint8_t> out) {
+  std::size_t done = 0;
+  // Use what is buffered first, then read large remainders straight into `out`.
+  while (done < out.size()) {
+    if (m_rpos < m_rend) {
+      std::size_t n = std::min(out.size() - done, m_rend - m_rpos);
+      std::memcpy(out.data() + done, m_rbuf.data() + m_rpos, n);
+      m_rpos += n;
+      done += n;
+      continue;
+    }
+    std::size_t want = out.size() - done;
+    if (want < m_rbuf.size() / 2) { SESSCP_TRY(fill()); continue; }
+    ssize_t n = recv(m_fd.get(), out.data() + done, want, 0);
+    if (n > 0) { done += static_cast<std::size_t>(n); continue; }
+    if (n == 0) return make_error(ErrorKind::disconnected, "connection closed by peer mid-frame");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("reading", errno);
+    SESSCP_TRY(wait_io(POLLIN));
+  }
+  return {};
+}
+
+Result<frame::Header> Conn::read_header(std::uint32_t max_data_payload) {
+  std::uint8_t raw[frame::k_header_size];
+  SESSCP_TRY(read_exact(raw));
+  return frame::decode_header(std::span<const std::uint8_t, frame::k_header_size>(raw), max_data_payload);
+}
+
+Result<std::span<const std::uint8_t>> Conn::read_control_payload(const frame::Header& header) {
+  if (header.length > frame::k_max_control_payload)
+    return make_error(ErrorKind::protocol, "control frame too long");
+  m_payload.resize(header.length);
+  SESSCP_TRY(read_exact(m_payload));
+  return std::span<const std::uint8_t>(m_payload);
+}
+
+Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
+                  {const_cast<std::uint8_t*>(b.data()), b.size()}};
+  int first = 0;
+  int count = b.empty() ? 1 : 2;
+  while (first < count) {
+    msghdr msg{};
+    msg.msg_iov = iov + first;
+    msg.msg_iovlen = static_cast<std::size_t>(count - first);
+    ssize_t n = sendmsg(m_fd.get(), &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("sending", errno);
+      SESSCP_TRY(wait_io(POLLOUT));
+      continue;
+    }
+    auto left = static_cast<std::size_t>(n);
+    while (first < count && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (first < count) {
+      iov[first].iov_base = static_cast<std::uint8_t*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return {};
+}
+
+Status Conn::send(std::span<const std::uint8_t> frame) { return write_all(frame, {}); }
+
+Status Conn::send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk) {
+  std::uint8_t head[frame::k_header_size + frame::k_data_prefix];
+  frame::encode_data_prefix(prefix, static_cast<std::uint32_t>(chunk.size()), head);
+  return write_all(head, chunk);
+}
+
+void Conn::send_abort(frame::Reason reason, const std::string& message) {
+  int saved = m_timeout_ms;
+  m_timeout_ms = std::min(m_timeout_ms, 2000); // do not linger on a dead peer
+  (void)send(frame::encode(frame::Abort{reason, message}));
+  m_timeout_ms = saved;
+}
+
+void Conn::shutdown_write() { ::shutdown(m_fd.get(), SHUT_WR); }
+
+} // namespace sesscp

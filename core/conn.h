@@ -1,0 +1,65 @@
+// A framed connection: reads and writes whole frames over a non-blocking
+// socket with deadlines, so no peer can make a session hang.
+#pragma once
+
+#include "core/fd.h"
+#include "core/frame.h"
+#include "core/result.h"
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace sesscp {
+
+class Conn {
+public:
+  // Take ownership of a connected socket. `stop` (may be null) is polled
+  // while waiting so a signal ends a blocked session promptly.
+  Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms);
+
+  // Send one encoded frame within the timeout.
+  Status send(std::span<const std::uint8_t> frame);
+  // Send a DATA frame (header, prefix and chunk) with one writev.
+  Status send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk);
+  // Send ABORT(reason) if the socket still takes it; errors are ignored
+  // because the session is ending anyway.
+  void send_abort(frame::Reason reason, const std::string& message);
+
+  // Wait up to `timeout_ms` until a frame's bytes can be read (return true)
+  // or `wake_fd` (if >= 0) becomes readable (return false). Times out with
+  // ErrorKind::timeout.
+  Result<bool> wait_readable(int wake_fd, int timeout_ms);
+  // True when a frame's first bytes are already buffered.
+  bool has_buffered() const { return m_rpos < m_rend; }
+
+  // Read the next frame header; DATA payloads may be up to max_data_payload.
+  Result<frame::Header> read_header(std::uint32_t max_data_payload);
+  // Read exactly out.size() bytes of payload.
+  Status read_exact(std::span<std::uint8_t> out);
+  // Read a control frame's payload (<= k_max_control_payload) into an
+  // internal buffer valid until the next read.
+  Result<std::span<const std::uint8_t>> read_control_payload(const frame::Header& header);
+
+  void set_timeout(int timeout_ms) { m_timeout_ms = timeout_ms; }
+  int timeout_ms() const { return m_timeout_ms; }
+  int fd() const { return m_fd.get(); }
+  // Shut the socket down for writing after the last frame (orderly release).
+  void shutdown_write();
+
+private:
+  Status wait_io(short events);
+  Status fill();
+  Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+
+  Fd m_fd;
+  const std::atomic<bool>* m_stop;
+  int m_timeout_ms;
+  std::vector<std::uint8_t> m_rbuf;
+  std::size_t m_rpos = 0;
+  std::size_t m_rend = 0;
+  std::vector<std::uint8_t> m_payload;
+};
+
+} // namespace sesscp

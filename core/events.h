@@ -1,0 +1,38 @@
+// What the engine tells its user interface; cli/ implements it.
+#pragma once
+
+#include "core/hash.h"
+
+#include <cstdint>
+#include <string>
+
+namespace sesscp {
+
+struct FileReport {
+  enum class State { complete, already_complete, interrupted, failed };
+  std::string name;
+  State state = State::failed;
+  std::uint64_t size = 0;       // bytes in the file
+  std::uint64_t resumed_at = 0; // offset this run started from
+  std::uint64_t bytes = 0;      // file bytes carried in DATA frames this run (sent or received)
+  double seconds = 0;
+  Hash128 file_root{};          // set when complete
+};
+
+const char* to_string(FileReport::State state);
+
+// Called from any session thread; implementations must be thread-safe.
+class Events {
+public:
+  virtual ~Events() = default;
+  // A line for the person running the command (resume point, restarts, ...).
+  virtual void info(const std::string& line) = 0;
+  // Protocol-level detail, shown with -v.
+  virtual void debug(const std::string& line) = 0;
+  // Bytes of `name` confirmed so far, out of `total`.
+  virtual void progress(const std::string& name, std::uint64_t done, std::uint64_t total) = 0;
+  // One file finished, in whatever state. `sending` tells the side.
+  virtual void file_report(bool sending, const FileReport& report) = 0;
+};
+
+} // namespace sesscp

@@ -1,0 +1,203 @@
+// Session protocol frames: types, limits, and encoding of each message.
+// Byte layouts: docs/PROTOCOL.md. Every decoder checks lengths before use.
+#pragma once
+
+#include "core/bytes.h"
+#include "core/hash.h"
+#include "core/result.h"
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace sesscp::frame {
+
+inline constexpr std::uint16_t k_protocol_version = 1;
+inline constexpr std::size_t k_header_size = 8;
+inline constexpr std::uint32_t k_max_control_payload = 64 * 1024;
+inline constexpr std::uint32_t k_min_chunk_size = 4096;
+inline constexpr std::uint32_t k_max_chunk_size = 16u << 20;
+inline constexpr std::uint32_t k_data_prefix = 8 + 16; // chunk index + XXH3-128
+inline constexpr std::size_t k_max_name = 255;
+inline constexpr std::size_t k_max_text = 1024;
+inline constexpr char k_magic[8] = {'S', 'E', 'S', 'S', 'C', 'P', 0, 0};
+
+enum class Type : std::uint8_t {
+  hello = 0x01,
+  accept = 0x02,
+  refuse = 0x03,
+  offer = 0x10,
+  resume = 0x11,
+  data = 0x12,
+  sync = 0x13,
+  checkpoint = 0x14,
+  resend = 0x15,
+  file_end = 0x16,
+  file_done = 0x17,
+  release = 0x20,
+  release_ack = 0x21,
+  abort = 0x7F,
+};
+
+const char* to_string(Type type);
+bool is_known(std::uint8_t type);
+
+// Functional units (feature bits) negotiated at establishment.
+namespace feature {
+inline constexpr std::uint64_t k_minor_sync = 1u << 0;
+inline constexpr std::uint64_t k_major_sync = 1u << 1;
+inline constexpr std::uint64_t k_resend = 1u << 2;     // in-session resync of one chunk
+inline constexpr std::uint64_t k_activities = 1u << 3; // resume a file on a later connection
+inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | k_activities;
+} // namespace feature
+
+enum class DialogMode : std::uint8_t { simplex = 0 };
+
+// Reason codes carried by REFUSE and ABORT.
+enum class Reason : std::uint16_t {
+  none = 0,
+  protocol = 1,
+  version = 2,
+  busy = 3,
+  bad_name = 4,
+  io_error = 5,
+  no_space = 6,
+  integrity = 7,
+  interrupted = 8,
+  source_changed = 9,
+  timeout = 10,
+  cannot_create = 11,
+  internal = 12,
+  too_large = 13,
+  shutting_down = 14,
+};
+const char* to_string(Reason reason);
+ErrorKind error_kind_for(Reason reason);
+Reason reason_for(ErrorKind kind);
+
+struct Header {
+  Type type;
+  std::uint32_t length;
+};
+
+// Encode a header into out[0..8).
+void encode_header(Type type, std::uint32_t length, std::uint8_t* out);
+
+// Decode and validate a header: known type, zero flags/reserved, and a
+// length within the bound for that type (`max_data_payload` for DATA).
+Result<Header> decode_header(std::span<const std::uint8_t, k_header_size> bytes,
+                             std::uint32_t max_data_payload);
+
+struct Hello {
+  std::uint16_t version = k_protocol_version;
+  std::uint64_t features = feature::k_all;
+  DialogMode mode = DialogMode::simplex;
+  std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
+  std::string identity;
+};
+struct Accept {
+  std::uint16_t version = k_protocol_version;
+  std::uint64_t features = feature::k_all;
+  DialogMode mode = DialogMode::simplex;
+  std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
+  std::string identity;
+};
+struct Refuse {
+  Reason reason = Reason::none;
+  std::uint16_t version = k_protocol_version; // the refuser's protocol version
+  std::string message;
+};
+struct Offer {
+  std::string name;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::uint32_t chunk_size = 0;
+  std::uint32_t mode_bits = 0644;
+  Hash128 fingerprint{};
+};
+enum class ResumeStatus : std::uint8_t { transfer = 0, complete = 1 };
+// Why the resume point is what it is.
+enum class ResumeWhy : std::uint8_t {
+  fresh = 0,          // nothing there: start at 0
+  journal = 1,        // resumed from the journal
+  source_changed = 2, // journal was for another version of the source: restart at 0
+  journal_unusable = 3, // journal missing or corrupt: restart at 0
+  already_complete = 4,
+};
+struct Resume {
+  ResumeStatus status = ResumeStatus::transfer;
+  ResumeWhy why = ResumeWhy::fresh;
+  std::uint32_t chunk_size = 0;   // chunk size the sender must use
+  std::uint64_t next_chunk = 0;   // first chunk to send
+  std::uint64_t next_serial = 1;  // serial of the next minor sync point
+  std::string message;            // human detail, e.g. what changed
+};
+// A DATA frame's fixed prefix; the chunk bytes follow it.
+struct DataPrefix {
+  std::uint64_t chunk = 0;
+  Hash128 hash{};
+};
+struct Sync {
+  std::uint64_t serial = 0;
+  std::uint64_t end_chunk = 0; // every chunk below this is part of the sync point
+};
+struct Checkpoint {
+  std::uint64_t serial = 0;
+  std::uint64_t end_chunk = 0; // every chunk below this is durable and journaled
+};
+struct Resend {
+  std::uint64_t chunk = 0;
+};
+struct FileEnd {
+  std::uint64_t first_chunk = 0; // first chunk sent in this session
+  std::uint64_t chunk_count = 0; // chunks in the file
+  Hash128 session_root{};        // hash_list_root of chunks [first_chunk, chunk_count)
+};
+struct FileDone {
+  std::uint64_t size = 0;
+  Hash128 file_root{}; // hash_list_root of every chunk of the file
+};
+struct Abort {
+  Reason reason = Reason::none;
+  std::string message;
+};
+
+// Encode a whole frame (header + payload) for each message.
+std::vector<std::uint8_t> encode(const Hello& m);
+std::vector<std::uint8_t> encode(const Accept& m);
+std::vector<std::uint8_t> encode(const Refuse& m);
+std::vector<std::uint8_t> encode(const Offer& m);
+std::vector<std::uint8_t> encode(const Resume& m);
+std::vector<std::uint8_t> encode(const Sync& m);
+std::vector<std::uint8_t> encode(const Checkpoint& m);
+std::vector<std::uint8_t> encode(const Resend& m);
+std::vector<std::uint8_t> encode(const FileEnd& m);
+std::vector<std::uint8_t> encode(const FileDone& m);
+std::vector<std::uint8_t> encode(const Abort& m);
+std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK
+// Encode the header and prefix of a DATA frame carrying `chunk_len` bytes.
+void encode_data_prefix(const DataPrefix& m, std::uint32_t chunk_len,
+                        std::uint8_t (&out)[k_header_size + k_data_prefix]);
+
+// Decode a payload (without header). Each fails with ErrorKind::protocol on
+// a short, long or invalid payload.
+Result<Hello> decode_hello(std::span<const std::uint8_t> p);
+Result<Accept> decode_accept(std::span<const std::uint8_t> p);
+Result<Refuse> decode_refuse(std::span<const std::uint8_t> p);
+Result<Offer> decode_offer(std::span<const std::uint8_t> p);
+Result<Resume> decode_resume(std::span<const std::uint8_t> p);
+Result<DataPrefix> decode_data_prefix(std::span<const std::uint8_t> p);
+Result<Sync> decode_sync(std::span<const std::uint8_t> p);
+Result<Checkpoint> decode_checkpoint(std::span<const std::uint8_t> p);
+Result<Resend> decode_resend(std::span<const std::uint8_t> p);
+Result<FileEnd> decode_file_end(std::span<const std::uint8_t> p);
+Result<FileDone> decode_file_done(std::span<const std::uint8_t> p);
+Result<Abort> decode_abort(std::span<const std::uint8_t> p);
+Status decode_empty(std::span<const std::uint8_t> p);
+
+// Return "" when `name` is a safe single path component for the receiver's
+// directory, else why not (absolute, "..", "/", control characters, ...).
+std::string check_name(std::string_view name);
+
+} // namespace sesscp::frame

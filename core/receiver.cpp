@@ -1,0 +1,716 @@
+#include "core/receiver.h"
+
+#include "checkpoint/journal.h"
+#include "core/conn.h"
+#include "core/frame.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace sesscp {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using checkpoint::chunk_count;
+using checkpoint::chunk_length;
+
+// Bound on chunks verified but not yet journaled: the sender's window keeps
+// far below this; a peer that goes past it is broken or hostile.
+constexpr std::size_t k_max_pending_chunks = checkpoint::k_max_record_hashes;
+// A chunk that arrives corrupt this many times is not a transient fault.
+constexpr int k_max_resends_per_chunk = 3;
+
+std::string part_suffix(const std::string& name) { return name + ".sesscp.part"; }
+std::string journal_suffix(const std::string& name) { return name + ".sesscp.journal"; }
+
+Status fsync_dir(int dir_fd, const std::string& dir) {
+  if (fsync(dir_fd) != 0) return errno_error(ErrorKind::io, "fsync directory " + dir, errno);
+  return {};
+}
+
+Status write_all_at(int fd, std::span<const std::uint8_t> data, std::uint64_t offset, const std::string& what) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(ErrorKind::io, "write " + what, errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// A batch of verified chunks to make durable and journal as one sync point.
+struct Job {
+  std::uint64_t serial = 0;
+  std::uint64_t first_chunk = 0;
+  std::vector<Hash128> hashes;
+};
+
+// Makes sync points durable off the network thread, in order: fdatasync the
+// data, then append and sync the journal record, then report the serial as
+// confirmed. Jobs that queue up while a sync runs are merged into one record,
+// so a slow disk costs fewer syncs rather than more latency.
+class Syncer {
+public:
+  Syncer(int part_fd, checkpoint::Journal& journal, std::string part_path)
+      : m_part_fd(part_fd), m_journal(journal), m_part_path(std::move(part_path)),
+        m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), m_thread([this] { loop(); }) {}
+  ~Syncer() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+
+  void submit(Job job) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_jobs.push_back(std::move(job));
+    }
+    m_cv.notify_all();
+  }
+
+  // Wait until every submitted job is durable (or failed).
+  void drain() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return (m_jobs.empty() && !m_busy) || m_error; });
+  }
+
+  bool idle() {
+    std::lock_guard lock(m_mutex);
+    return m_jobs.empty() && !m_busy;
+  }
+
+  // The newest confirmed (serial, end chunk) not yet taken, if any.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> take_confirmed() {
+    std::uint64_t v;
+    (void)!read(m_wake.get(), &v, sizeof v);
+    std::lock_guard lock(m_mutex);
+    return std::exchange(m_confirmed, std::nullopt);
+  }
+
+  std::optional<Error> error() {
+    std::lock_guard lock(m_mutex);
+    return m_error;
+  }
+
+  int wake_fd() const { return m_wake.get(); }
+
+private:
+  void loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_cv.wait(lock, [&] { return m_quit || !m_jobs.empty(); });
+      if (m_jobs.empty() || m_error) {
+        if (m_quit) return;
+        m_jobs.clear();
+        continue;
+      }
+      Job merged = std::move(m_jobs.front());
+      m_jobs.pop_front();
+      while (!m_jobs.empty() &&
+             merged.hashes.size() + m_jobs.front().hashes.size() <= checkpoint::k_max_record_hashes) {
+        auto& next = m_jobs.front();
+        merged.hashes.insert(merged.hashes.end(), next.hashes.begin(), next.hashes.end());
+        merged.serial = next.serial;
+        m_jobs.pop_front();
+      }
+      m_busy = true;
+      lock.unlock();
+      auto status = make_durable(merged);
+      lock.lock();
+      m_busy = false;
+      if (!status) m_error = status.error();
+      else m_confirmed = {merged.serial, merged.first_chunk + merged.hashes.size()};
+      std::uint64_t one = 1;
+      (void)!write(m_wake.get(), &one, sizeof one);
+      m_cv.notify_all();
+    }
+  }
+
+  Status make_durable(const Job& job) {
+    // fdatasync before the journal append: a record must never point past
+    // durable data, or a power cut could leave the journal vouching for
+    // bytes the disk never got.
+    if (fdatasync(m_part_fd) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_path, errno);
+    return m_journal.append({job.serial, job.first_chunk, job.hashes});
+  }
+
+  int m_part_fd;
+  checkpoint::Journal& m_journal;
+  std::string m_part_path;
+  Fd m_wake;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Job> m_jobs;
+  bool m_busy = false;
+  bool m_quit = false;
+  std::optional<Error> m_error;
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> m_confirmed;
+  std::thread m_thread; // last: starts after every member above exists
+};
+
+// Exclusive right to write one destination name, held for the whole file.
+// It is an flock on the journal path; the inode check closes the race with a
+// session that unlinks the journal at completion.
+Result<Fd> lock_destination(int dir_fd, const std::string& journal_name) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    Fd fd(openat(dir_fd, journal_name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) return errno_error(ErrorKind::cannot_create, "cannot create " + journal_name, errno);
+    if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK)
+        return make_error(ErrorKind::busy, "destination is being written by another session");
+      return errno_error(ErrorKind::io, "flock " + journal_name, errno);
+    }
+    struct stat held{}, now{};
+    if (fstat(fd.get(), &held) == 0 && fstatat(dir_fd, journal_name.c_str(), &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+      return fd;
+  }
+  return make_error(ErrorKind::busy, "destination is being written by another session");
+}
+
+std::int64_t mtime_of(const struct stat& st) {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+// The receiving half of one file (an activity): resume planning, the data
+// path, minor sync points, and the major sync point.
+class IncomingFile {
+public:
+  IncomingFile(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
+               FileReport& report)
+      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_conn(conn), m_report(report) {}
+
+  // Handle an OFFER through FILE_DONE (or until the session breaks).
+  Status run(const frame::Offer& offer);
+
+private:
+  Result<frame::Resume> plan(const frame::Offer& offer);
+  Status start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume);
+  Status receive();
+  Status on_data(const frame::Header& header);
+  Status on_sync(std::span<const std::uint8_t> payload);
+  Status on_file_end(std::span<const std::uint8_t> payload);
+  void dispatch();
+  Status flush_confirmed();
+  Status finish_file();
+  void save_progress();
+  std::string path(const std::string& leaf) const { return m_opt.dir + "/" + leaf; }
+
+  int m_dir_fd;
+  const ReceiveOptions& m_opt;
+  unsigned m_umask;
+  Events& m_events;
+  Conn& m_conn;
+  FileReport& m_report;
+
+  frame::Offer m_offer;
+  std::string m_part_name, m_journal_name;
+  Fd m_lock;
+  Fd m_part;
+  std::optional<checkpoint::Journal> m_journal;
+  std::optional<Syncer> m_syncer;
+  checkpoint::Identity m_identity;
+  std::uint32_t m_chunk_size = 0;
+  std::uint64_t m_chunks = 0;
+
+  std::uint64_t m_first = 0;           // first chunk of this session
+  std::uint64_t m_dispatched = 0;      // chunks below are handed to the syncer (or journaled before)
+  std::uint64_t m_contiguous = 0;      // chunks below are verified (or dispatched)
+  std::uint64_t m_last_sync_end = 0;   // end chunk of the last SYNC received
+  std::uint64_t m_next_serial = 1;     // serial the next SYNC must carry
+  std::uint64_t m_last_serial = 0;     // last serial handed to the syncer
+  std::map<std::uint64_t, Hash128> m_verified; // verified, not yet dispatched
+  std::deque<frame::Sync> m_syncs;     // SYNCs waiting for their chunks
+  std::map<std::uint64_t, int> m_resends;
+  std::optional<frame::FileEnd> m_file_end;
+  RootBuilder m_file_root;
+  RootBuilder m_session_root;
+  std::vector<std::uint8_t> m_buf;
+  bool m_done = false;
+};
+
+Status IncomingFile::start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume) {
+  auto journal = checkpoint::Journal::create(path(m_journal_name), m_identity);
+  if (!journal) return journal.error();
+  m_journal.emplace(std::move(*journal));
+  if (ftruncate(m_part.get(), 0) != 0) return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
+  resume = {frame::ResumeStatus::transfer, why, m_identity.chunk_size, 0, 1, message};
+  return {};
+}
+
+Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
+  m_identity = {offer.name, offer.size, offer.mtime_ns, offer.chunk_size, offer.fingerprint};
+  frame::Resume resume;
+  struct stat jst{};
+  if (fstat(m_lock.get(), &jst) != 0) return errno_error(ErrorKind::io, "stat " + m_journal_name, errno);
+  bool have_journal = jst.st_size > 0;
+
+  // Already complete: the final file is the offered one (size and mtime, as
+  // set by our own major sync) and no journal says otherwise.
+  struct stat fst{};
+  bool have_final = fstatat(m_dir_fd, offer.name.c_str(), &fst, AT_SYMLINK_NOFOLLOW) == 0;
+  if (have_final && !S_ISREG(fst.st_mode))
+    return make_error(ErrorKind::cannot_create, offer.name + " exists and is not a regular file");
+  bool final_matches = have_final && static_cast<std::uint64_t>(fst.st_size) == offer.size &&
+                       mtime_of(fst) == offer.mtime_ns;
+  if (final_matches && (!have_journal || faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) != 0)) {
+    unlinkat(m_dir_fd, m_journal_name.c_str(), 0);
+    return frame::Resume{frame::ResumeStatus::complete, frame::ResumeWhy::already_complete, 0, 0, 0, ""};
+  }
+
+  bool part_existed = faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) == 0;
+  m_part.reset(openat(m_dir_fd, m_part_name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
+
+  if (!have_journal) {
+    SESSCP_TRY(start_fresh(part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
+                           part_existed ? "a partial file without a journal is not trusted; restarting from zero" : "",
+                           resume));
+    return resume;
+  }
+  checkpoint::Replay replay;
+  auto journal = checkpoint::Journal::open(path(m_journal_name), replay);
+  if (!journal) {
+    SESSCP_TRY(start_fresh(frame::ResumeWhy::journal_unusable,
+                           "journal unusable (" + journal.error().message + "); restarting from zero", resume));
+    return resume;
+  }
+  if (auto diff = checkpoint::identity_mismatch(replay.identity, m_identity); !diff.empty()) {
+    SESSCP_TRY(start_fresh(frame::ResumeWhy::source_changed,
+                           "source changed since the partial transfer (" + diff + "); restarting from zero", resume));
+    return resume;
+  }
+  // The journal proves everything but what a lying disk might have lost:
+  // re-read only the last window of confirmed chunks, never the whole file.
+  m_identity.chunk_size = replay.identity.chunk_size;
+  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size,
+                                        replay.chunk_hashes, m_opt.verify_tail_bytes);
+  if (!proven) return proven.error();
+  std::string note = "journal confirms " + std::to_string(replay.chunk_hashes.size()) + " chunks";
+  if (!replay.tail_problem.empty()) note += "; ignored a damaged journal tail";
+  if (*proven < replay.chunk_hashes.size()) {
+    // Rewrite the journal so it claims only what was proven.
+    note += "; " + std::to_string(replay.chunk_hashes.size() - *proven) + " chunks failed re-verification";
+    replay.chunk_hashes.resize(*proven);
+    auto fresh = checkpoint::Journal::create(path(m_journal_name), m_identity);
+    if (!fresh) return fresh.error();
+    std::uint64_t serial = 0;
+    for (std::uint64_t first = 0; first < *proven; first += checkpoint::k_max_record_hashes) {
+      auto end = std::min<std::uint64_t>(*proven, first + checkpoint::k_max_record_hashes);
+      SESSCP_TRY(fresh->append({++serial, first, {replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(first),
+                                                  replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
+    }
+    replay.last_serial = serial;
+    journal = std::move(fresh);
+  }
+  m_journal.emplace(std::move(*journal));
+  for (const auto& h : replay.chunk_hashes) m_file_root.add(h);
+  resume = {frame::ResumeStatus::transfer, frame::ResumeWhy::journal, m_identity.chunk_size,
+            replay.chunk_hashes.size(), replay.last_serial + 1, note};
+  return resume;
+}
+
+Status IncomingFile::run(const frame::Offer& offer) {
+  m_offer = offer;
+  m_report.name = offer.name;
+  m_report.size = offer.size;
+  m_part_name = part_suffix(offer.name);
+  m_journal_name = journal_suffix(offer.name);
+  // Take the destination, then agree on the resume point.
+  auto lock = lock_destination(m_dir_fd, m_journal_name);
+  if (!lock) return lock.error();
+  m_lock = std::move(*lock);
+  auto resume = plan(offer);
+  if (!resume) return resume.error();
+  SESSCP_TRY(m_conn.send(frame::encode(*resume)));
+  if (resume->status == frame::ResumeStatus::complete) {
+    m_report.resumed_at = offer.size;
+    m_report.state = FileReport::State::already_complete;
+    return {};
+  }
+  m_chunk_size = resume->chunk_size;
+  m_chunks = chunk_count(m_chunk_size, offer.size);
+  m_first = m_dispatched = m_contiguous = m_last_sync_end = resume->next_chunk;
+  m_next_serial = resume->next_serial;
+  m_last_serial = resume->next_serial - 1;
+  m_report.resumed_at = std::min(m_first * m_chunk_size, offer.size);
+  if (!resume->message.empty()) m_events.info(offer.name + ": " + resume->message);
+  m_buf.resize(m_chunk_size);
+  m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
+  // Receive data and sync points until the major sync point.
+  auto status = receive();
+  if (!status) save_progress();
+  return status;
+}
+
+void IncomingFile::save_progress() {
+  // Every chunk that arrived whole and verified is worth keeping: checkpoint
+  // it now, so a killed sender re-sends at most the chunk it was cut in.
+  if (!m_syncer) return;
+  m_syncs.clear();
+  if (m_contiguous > m_dispatched) m_syncs.push_back({m_last_serial + 1, m_contiguous});
+  dispatch();
+  m_syncer->drain();
+  if (auto err = m_syncer->error()) m_events.info(m_report.name + ": could not save progress: " + err->message);
+}
+
+void IncomingFile::dispatch() {
+  while (!m_syncs.empty() && m_syncs.front().end_chunk <= m_contiguous) {
+    auto sync = m_syncs.front();
+    m_syncs.pop_front();
+    Job job{sync.serial, m_dispatched, {}};
+    job.hashes.reserve(sync.end_chunk - m_dispatched);
+    for (auto it = m_verified.begin(); it != m_verified.end() && it->first < sync.end_chunk;) {
+      job.hashes.push_back(it->second);
+      m_file_root.add(it->second);
+      m_session_root.add(it->second);
+      it = m_verified.erase(it);
+    }
+    m_dispatched = sync.end_chunk;
+    m_last_serial = sync.serial;
+    m_syncer->submit(std::move(job));
+  }
+}
+
+Status IncomingFile::flush_confirmed() {
+  if (auto err = m_syncer->error()) return *err;
+  if (auto confirmed = m_syncer->take_confirmed()) {
+    SESSCP_TRY(m_conn.send(frame::encode(frame::Checkpoint{confirmed->first, confirmed->second})));
+    m_events.progress(m_report.name, std::min(confirmed->second * m_chunk_size, m_offer.size), m_offer.size);
+  }
+  return {};
+}
+
+Status IncomingFile::on_data(const frame::Header& header) {
+  std::uint8_t raw[frame::k_data_prefix];
+  if (header.length < frame::k_data_prefix) return make_error(ErrorKind::protocol, "DATA shorter than its prefix");
+  SESSCP_TRY(m_conn.read_exact(raw));
+  auto prefix = frame::decode_data_prefix(raw);
+  if (!prefix) return prefix.error();
+  auto index = prefix->chunk;
+  if (index < m_dispatched || index >= m_chunks || m_verified.count(index))
+    return make_error(ErrorKind::protocol, "DATA for chunk " + std::to_string(index) + " that is not outstanding");
+  if (m_verified.size() >= k_max_pending_chunks)
+    return make_error(ErrorKind::protocol, "sender exceeded the unconfirmed-chunk limit");
+  auto len = chunk_length(index, m_chunk_size, m_offer.size);
+  if (header.length != frame::k_data_prefix + len)
+    return make_error(ErrorKind::protocol, "DATA length does not match chunk " + std::to_string(index));
+  std::span<std::uint8_t> chunk(m_buf.data(), len);
+  SESSCP_TRY(m_conn.read_exact(chunk));
+  m_report.bytes += len;
+  if (xxh3_128(chunk) != prefix->hash) {
+    // Never journal a chunk whose bytes do not match the sender's hash.
+    if (++m_resends[index] > k_max_resends_per_chunk)
+      return make_error(ErrorKind::integrity, "chunk " + std::to_string(index) + " arrived corrupt " +
+                                                  std::to_string(k_max_resends_per_chunk + 1) + " times");
+    m_events.debug(m_report.name + ": chunk " + std::to_string(index) + " failed its hash; asking again");
+    return m_conn.send(frame::encode(frame::Resend{index}));
+  }
+  SESSCP_TRY(write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name));
+  // Start writeback now rather than at the next sync point, so the disk works
+  // while data keeps arriving and fdatasync finds little left to do.
+  sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
+                  SYNC_FILE_RANGE_WRITE);
+  m_verified.emplace(index, prefix->hash);
+  while (m_contiguous < m_chunks && m_verified.count(m_contiguous)) ++m_contiguous;
+  dispatch();
+  return {};
+}
+
+Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
+  auto sync = frame::decode_sync(payload);
+  if (!sync) return sync.error();
+  if (sync->serial != m_next_serial)
+    return make_error(ErrorKind::protocol, "SYNC serial " + std::to_string(sync->serial) + ", expected " +
+                                               std::to_string(m_next_serial));
+  if (sync->end_chunk <= m_last_sync_end || sync->end_chunk > m_chunks)
+    return make_error(ErrorKind::protocol, "SYNC end chunk out of order");
+  if (sync->end_chunk - m_last_sync_end > checkpoint::k_max_record_hashes)
+    return make_error(ErrorKind::protocol, "SYNC spans more chunks than one journal record holds");
+  ++m_next_serial;
+  m_last_sync_end = sync->end_chunk;
+  m_syncs.push_back(*sync);
+  dispatch();
+  return {};
+}
+
+Status IncomingFile::on_file_end(std::span<const std::uint8_t> payload) {
+  auto end = frame::decode_file_end(payload);
+  if (!end) return end.error();
+  if (end->chunk_count != m_chunks || end->first_chunk != m_first || m_last_sync_end != m_chunks)
+    return make_error(ErrorKind::protocol, "FILE_END does not match the offer and sync points");
+  m_file_end = *end;
+  return {};
+}
+
+Status IncomingFile::receive() {
+  std::uint32_t max_data = frame::k_data_prefix + m_chunk_size;
+  while (!m_done) {
+    SESSCP_TRY(flush_confirmed());
+    // Major sync point once every chunk is durable and journaled.
+    if (m_file_end && m_dispatched == m_chunks && m_syncer->idle()) {
+      SESSCP_TRY(flush_confirmed());
+      return finish_file();
+    }
+    auto ready = m_conn.wait_readable(m_syncer->wake_fd(), m_conn.timeout_ms());
+    if (!ready) return ready.error();
+    if (!*ready) continue;
+    auto header = m_conn.read_header(max_data);
+    if (!header) return header.error();
+    if (header->type == frame::Type::data) {
+      SESSCP_TRY(on_data(*header));
+      continue;
+    }
+    auto payload = m_conn.read_control_payload(*header);
+    if (!payload) return payload.error();
+    switch (header->type) {
+    case frame::Type::sync: SESSCP_TRY(on_sync(*payload)); break;
+    case frame::Type::file_end: SESSCP_TRY(on_file_end(*payload)); break;
+    case frame::Type::abort: {
+      auto abort = frame::decode_abort(*payload);
+      if (!abort) return abort.error();
+      return make_error(frame::error_kind_for(abort->reason),
+                        std::string("sender aborted: ") + frame::to_string(abort->reason) +
+                            (abort->message.empty() ? "" : ": " + abort->message));
+    }
+    default:
+      return make_error(ErrorKind::protocol, std::string(frame::to_string(header->type)) +
+                                                 " while receiving a file");
+    }
+  }
+  return {};
+}
+
+Status IncomingFile::finish_file() {
+  auto session_root = m_session_root.digest();
+  if (session_root != m_file_end->session_root)
+    return make_error(ErrorKind::integrity, "digest over this session's chunk hashes differs from the sender's");
+  m_syncer.reset();
+  // Major sync point: exact size, metadata, fsync, atomic rename, directory
+  // fsync, and only then drop the journal. A crash before the rename leaves
+  // a resumable partial; after it, the final file and a stale journal that
+  // the next offer recognises as complete.
+  int fd = m_part.get();
+  if (ftruncate(fd, static_cast<off_t>(m_offer.size)) != 0)
+    return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
+  fchmod(fd, m_offer.mode_bits & 0777 & ~m_umask);
+  timespec times[2] = {{0, UTIME_OMIT},
+                       {static_cast<time_t>(m_offer.mtime_ns / 1'000'000'000),
+                        static_cast<long>(m_offer.mtime_ns % 1'000'000'000)}};
+  if (m_offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
+  if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + m_part_name, errno);
+  if (fsync(fd) != 0) return errno_error(ErrorKind::io, "fsync " + m_part_name, errno);
+  if (renameat(m_dir_fd, m_part_name.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
+    return errno_error(ErrorKind::io, "rename " + m_part_name + " to " + m_offer.name, errno);
+  SESSCP_TRY(fsync_dir(m_dir_fd, m_opt.dir));
+  m_journal.reset();
+  if (unlinkat(m_dir_fd, m_journal_name.c_str(), 0) != 0)
+    return errno_error(ErrorKind::io, "remove " + m_journal_name, errno);
+  SESSCP_TRY(fsync_dir(m_dir_fd, m_opt.dir));
+  m_report.file_root = m_file_root.digest();
+  m_report.state = FileReport::State::complete;
+  SESSCP_TRY(m_conn.send(frame::encode(frame::FileDone{m_offer.size, m_report.file_root})));
+  m_done = true;
+  return {};
+}
+
+// One connection: establishment, files, release.
+class Session {
+public:
+  Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Fd socket)
+      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_peer(net::peer_name(socket.get())),
+        m_conn(std::move(socket), opt.stop, opt.handshake_timeout_ms) {}
+
+  Status run();
+  // Refuse before establishment (e.g. too many sessions).
+  void refuse(frame::Reason reason, const std::string& message) {
+    (void)m_conn.send(frame::encode(frame::Refuse{reason, frame::k_protocol_version, message}));
+  }
+
+private:
+  Status establish();
+  Status serve_files();
+  Status receive_file(std::span<const std::uint8_t> payload);
+
+  int m_dir_fd;
+  const ReceiveOptions& m_opt;
+  unsigned m_umask;
+  Events& m_events;
+  std::string m_peer;
+  Conn m_conn;
+};
+
+Status Session::establish() {
+  auto header = m_conn.read_header(0);
+  if (!header) return header.error();
+  if (header->type != frame::Type::hello)
+    return make_error(ErrorKind::protocol, std::string("expected HELLO, got ") + frame::to_string(header->type));
+  auto payload = m_conn.read_control_payload(*header);
+  if (!payload) return payload.error();
+  auto hello = frame::decode_hello(*payload);
+  if (!hello) return hello.error();
+  if (hello->version != frame::k_protocol_version) {
+    std::string msg = "sender speaks protocol version " + std::to_string(hello->version) + ", this sesscp speaks " +
+                      std::to_string(frame::k_protocol_version);
+    refuse(frame::Reason::version, msg);
+    return make_error(ErrorKind::version, msg + "; install the same sesscp version on both hosts");
+  }
+  frame::Accept accept;
+  accept.features = hello->features & frame::feature::k_all;
+  accept.identity = "sesscp/" SESSCP_VERSION;
+  SESSCP_TRY(m_conn.send(frame::encode(accept)));
+  m_events.debug(m_peer + ": session established with " + hello->identity);
+  m_conn.set_timeout(m_opt.timeout_ms);
+  return {};
+}
+
+Status Session::receive_file(std::span<const std::uint8_t> payload) {
+  auto offer = frame::decode_offer(payload);
+  if (!offer) return offer.error();
+  if (auto why = frame::check_name(offer->name); !why.empty()) {
+    m_conn.send_abort(frame::Reason::bad_name, why);
+    return make_error(ErrorKind::refused, "refused name '" + offer->name + "': " + why);
+  }
+  FileReport report;
+  report.name = offer->name;
+  auto start = Clock::now();
+  IncomingFile file(m_dir_fd, m_opt, m_umask, m_events, m_conn, report);
+  auto status = file.run(*offer);
+  report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!status) {
+    auto kind = status.error().kind;
+    report.state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
+                                                                 : FileReport::State::failed;
+    // Tell the sender why, unless it is the one who left (protocol errors are
+    // reported once, by Session::run).
+    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol)
+      m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
+                        status.error().message);
+  }
+  m_events.file_report(false, report);
+  return status;
+}
+
+Status Session::serve_files() {
+  for (;;) {
+    auto ready = m_conn.wait_readable(-1, m_opt.timeout_ms);
+    if (!ready) return ready.error();
+    auto header = m_conn.read_header(0);
+    if (!header) return header.error();
+    auto payload = m_conn.read_control_payload(*header);
+    if (!payload) return payload.error();
+    switch (header->type) {
+    case frame::Type::offer: SESSCP_TRY(receive_file(*payload)); break;
+    case frame::Type::release:
+      SESSCP_TRY(frame::decode_empty(*payload));
+      // Nothing is unconfirmed between files, so release is always accepted here.
+      SESSCP_TRY(m_conn.send(frame::encode_empty(frame::Type::release_ack)));
+      m_conn.shutdown_write();
+      return {};
+    case frame::Type::abort: {
+      auto abort = frame::decode_abort(*payload);
+      if (!abort) return abort.error();
+      return make_error(frame::error_kind_for(abort->reason),
+                        std::string("sender aborted: ") + frame::to_string(abort->reason));
+    }
+    default:
+      return make_error(ErrorKind::protocol, std::string("expected OFFER or RELEASE, got ") +
+                                                 frame::to_string(header->type));
+    }
+  }
+}
+
+Status Session::run() {
+  // Establish the session.
+  auto status = establish();
+  // Serve files until release.
+  if (status) status = serve_files();
+  if (!status && status.error().kind == ErrorKind::protocol)
+    m_conn.send_abort(frame::Reason::protocol, status.error().message);
+  if (!status) m_events.debug(m_peer + ": session ended: " + status.error().message);
+  return status;
+}
+
+} // namespace
+
+Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events) {
+  Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
+  if (faccessat(dir.get(), ".", W_OK, AT_EACCESS) != 0)
+    return errno_error(ErrorKind::cannot_create, "cannot write to " + options.dir, errno);
+  auto listener = net::listen_tcp(options.listen);
+  if (!listener) return listener.error();
+  unsigned mask = ::umask(0);
+  ::umask(mask);
+  return Receiver(options, events, std::move(*listener), std::move(dir), mask);
+}
+
+std::string Receiver::address() const { return net::local_name(m_listener.get()); }
+
+Status Receiver::serve() {
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::list<Worker> workers;
+  auto reap = [&](bool all) {
+    for (auto it = workers.begin(); it != workers.end();) {
+      if (all || it->done->load()) { it->thread.join(); it = workers.erase(it); }
+      else ++it;
+    }
+  };
+  Status result;
+  while (!(m_opt.stop && m_opt.stop->load())) {
+    pollfd p{m_listener.get(), POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) { reap(false); continue; }
+    Fd sock(accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!sock) continue;
+    net::tune_socket(sock.get());
+    reap(false);
+    if (m_opt.once) {
+      Session session(m_dir.get(), m_opt, m_umask, m_events, std::move(sock));
+      result = session.run();
+      break;
+    }
+    if (workers.size() >= static_cast<std::size_t>(m_opt.max_sessions)) {
+      Session(m_dir.get(), m_opt, m_umask, m_events, std::move(sock))
+          .refuse(frame::Reason::busy, "too many sessions; retry later");
+      continue;
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, std::move(sock));
+    workers.push_back({std::thread([session = std::move(session), done] {
+                         (void)session->run();
+                         done->store(true);
+                       }),
+                       done});
+  }
+  reap(true);
+  return result;
+}
+
+} // namespace sesscp

@@ -1,0 +1,49 @@
+// The accepting side: listen, serve sessions, write files into one directory.
+#pragma once
+
+#include "core/events.h"
+#include "core/fd.h"
+#include "core/net.h"
+#include "core/result.h"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace sesscp {
+
+struct ReceiveOptions {
+  net::Endpoint listen;
+  std::string dir;                   // every file lands here
+  bool once = false;                 // serve one session, then return its status
+  int timeout_ms = 30'000;           // peer silence that ends a session
+  int handshake_timeout_ms = 10'000; // a connection must say HELLO within this
+  int max_sessions = 16;             // concurrent sessions; more are refused (busy)
+  std::uint64_t verify_tail_bytes = 64u << 20; // re-verified on resume (default window + chunk)
+  const std::atomic<bool>* stop = nullptr;
+};
+
+class Receiver {
+public:
+  // Check the directory and bind the listening socket.
+  static Result<Receiver> create(const ReceiveOptions& options, Events& events);
+
+  // The address actually bound (with the real port when 0 was asked).
+  std::string address() const;
+
+  // Serve sessions until `stop` is set; with `once`, serve one session and
+  // return its status.
+  Status serve();
+
+private:
+  Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, unsigned umask)
+      : m_opt(options), m_events(events), m_listener(std::move(listener)), m_dir(std::move(dir)),
+        m_umask(umask) {}
+  const ReceiveOptions& m_opt;
+  Events& m_events;
+  Fd m_listener;
+  Fd m_dir;
+  unsigned m_umask;
+};
+
+} // namespace sesscp

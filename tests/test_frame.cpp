@@ -1,0 +1,250 @@
+#include "core/frame.h"
+
+#include <doctest/doctest.h>
+
+#include <array>
+#include <span>
+#include <vector>
+
+using namespace sesscp;
+using namespace sesscp::frame;
+
+namespace {
+
+constexpr std::uint32_t k_max_data = k_data_prefix + (1u << 20);
+
+// Split an encoded frame into its checked header and payload.
+std::pair<Header, std::vector<std::uint8_t>> split(const std::vector<std::uint8_t>& f) {
+  REQUIRE(f.size() >= k_header_size);
+  auto h = decode_header(std::span<const std::uint8_t, k_header_size>(f.data(), k_header_size), k_max_data);
+  REQUIRE(h.ok());
+  REQUIRE(h->length == f.size() - k_header_size);
+  return {*h, std::vector<std::uint8_t>(f.begin() + k_header_size, f.end())};
+}
+
+Hash128 pattern_hash(std::uint8_t seed) {
+  Hash128 h;
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint8_t>(seed + i);
+  return h;
+}
+
+// Every strict prefix and every one-byte extension of a valid payload must be rejected.
+template <typename Decode> void check_length_strict(const std::vector<std::uint8_t>& payload, Decode decode) {
+  for (std::size_t n = 0; n < payload.size(); ++n) {
+    CAPTURE(n);
+    auto r = decode(std::span<const std::uint8_t>(payload.data(), n));
+    CHECK_FALSE(r.ok());
+    if (!r.ok()) CHECK(r.error().kind == ErrorKind::protocol);
+  }
+  auto longer = payload;
+  longer.push_back(0);
+  CHECK_FALSE(decode(std::span<const std::uint8_t>(longer)).ok());
+}
+
+} // namespace
+
+TEST_SUITE("frame") {
+
+TEST_CASE("header round trip and validation") {
+  std::uint8_t raw[k_header_size];
+  encode_header(Type::data, 123456, raw);
+  auto h = decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data);
+  REQUIRE(h.ok());
+  CHECK(h->type == Type::data);
+  CHECK(h->length == 123456);
+
+  SUBCASE("unknown type") {
+    raw[0] = 0x55;
+    CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+  }
+  SUBCASE("nonzero flags or reserved") {
+    for (int i = 1; i <= 3; ++i) {
+      encode_header(Type::sync, 16, raw);
+      raw[i] = 1;
+      CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+    }
+  }
+  SUBCASE("control frame longer than the control limit") {
+    encode_header(Type::offer, k_max_control_payload + 1, raw);
+    CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+    encode_header(Type::offer, k_max_control_payload, raw);
+    CHECK(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+  }
+  SUBCASE("data frame longer than the negotiated chunk") {
+    encode_header(Type::data, k_max_data + 1, raw);
+    CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+    encode_header(Type::data, 0xFFFFFFFFu, raw);
+    CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), k_max_data).ok());
+  }
+  SUBCASE("data before a file is open is refused by a zero data limit") {
+    encode_header(Type::data, 1, raw);
+    CHECK_FALSE(decode_header(std::span<const std::uint8_t, k_header_size>(raw), 0).ok());
+  }
+}
+
+TEST_CASE("HELLO round trip, bad magic, other version") {
+  Hello m;
+  m.identity = "sesscp/test host";
+  m.features = feature::k_minor_sync | feature::k_major_sync;
+  auto [h, p] = split(encode(m));
+  CHECK(h.type == Type::hello);
+  auto d = decode_hello(p);
+  REQUIRE(d.ok());
+  CHECK(d->version == k_protocol_version);
+  CHECK(d->features == m.features);
+  CHECK(d->identity == m.identity);
+  CHECK(d->max_payload == m.max_payload);
+  check_length_strict(p, decode_hello);
+
+  auto bad = p;
+  bad[0] = 'X';
+  CHECK_FALSE(decode_hello(bad).ok());
+
+  // A future version's HELLO is understood far enough to refuse it precisely.
+  auto future = p;
+  future[8] = 0;
+  future[9] = 99;
+  future.resize(10);
+  auto f = decode_hello(future);
+  REQUIRE(f.ok());
+  CHECK(f->version == 99);
+}
+
+TEST_CASE("ACCEPT, REFUSE, ABORT round trips") {
+  Accept a;
+  a.identity = "receiver";
+  auto [ha, pa] = split(encode(a));
+  CHECK(ha.type == Type::accept);
+  auto da = decode_accept(pa);
+  REQUIRE(da.ok());
+  CHECK(da->identity == "receiver");
+  check_length_strict(pa, decode_accept);
+
+  auto [hr, pr] = split(encode(Refuse{Reason::busy, 1, "too many sessions"}));
+  CHECK(hr.type == Type::refuse);
+  auto dr = decode_refuse(pr);
+  REQUIRE(dr.ok());
+  CHECK(dr->reason == Reason::busy);
+  CHECK(dr->message == "too many sessions");
+  check_length_strict(pr, decode_refuse);
+
+  auto [hb, pb] = split(encode(Abort{Reason::no_space, "disk full"}));
+  CHECK(hb.type == Type::abort);
+  auto db = decode_abort(pb);
+  REQUIRE(db.ok());
+  CHECK(db->reason == Reason::no_space);
+  CHECK(db->message == "disk full");
+  check_length_strict(pb, decode_abort);
+}
+
+TEST_CASE("OFFER round trip and invalid chunk sizes") {
+  Offer m{"disk.img", (5ull << 30) + 7, 1700000000123456789, 1u << 20, 0640, pattern_hash(3)};
+  auto [h, p] = split(encode(m));
+  CHECK(h.type == Type::offer);
+  auto d = decode_offer(p);
+  REQUIRE(d.ok());
+  CHECK(d->name == m.name);
+  CHECK(d->size == m.size); // > 4 GiB survives
+  CHECK(d->mtime_ns == m.mtime_ns);
+  CHECK(d->chunk_size == m.chunk_size);
+  CHECK(d->mode_bits == 0640u);
+  CHECK(d->fingerprint == m.fingerprint);
+  check_length_strict(p, decode_offer);
+
+  for (std::uint32_t cs : {0u, 4095u, 4097u, k_max_chunk_size + 4096u}) {
+    CAPTURE(cs);
+    m.chunk_size = cs;
+    CHECK_FALSE(decode_offer(split(encode(m)).second).ok());
+  }
+}
+
+TEST_CASE("RESUME round trip and invalid values") {
+  Resume m{ResumeStatus::transfer, ResumeWhy::journal, 1u << 20, 4242, 17, "journal confirms 4242 chunks"};
+  auto [h, p] = split(encode(m));
+  CHECK(h.type == Type::resume);
+  auto d = decode_resume(p);
+  REQUIRE(d.ok());
+  CHECK(d->status == ResumeStatus::transfer);
+  CHECK(d->why == ResumeWhy::journal);
+  CHECK(d->next_chunk == 4242);
+  CHECK(d->next_serial == 17);
+  CHECK(d->message == m.message);
+  check_length_strict(p, decode_resume);
+  auto bad = p;
+  bad[0] = 9; // status
+  CHECK_FALSE(decode_resume(bad).ok());
+}
+
+TEST_CASE("DATA prefix round trip") {
+  std::uint8_t raw[k_header_size + k_data_prefix];
+  DataPrefix m{(6ull << 30) / 4096, pattern_hash(9)};
+  encode_data_prefix(m, 4096, raw);
+  auto h = decode_header(std::span<const std::uint8_t, k_header_size>(raw, k_header_size), k_max_data);
+  REQUIRE(h.ok());
+  CHECK(h->type == Type::data);
+  CHECK(h->length == k_data_prefix + 4096);
+  auto d = decode_data_prefix(std::span<const std::uint8_t>(raw + k_header_size, k_data_prefix));
+  REQUIRE(d.ok());
+  CHECK(d->chunk == m.chunk);
+  CHECK(d->hash == m.hash);
+  CHECK_FALSE(decode_data_prefix(std::span<const std::uint8_t>(raw + k_header_size, k_data_prefix - 1)).ok());
+}
+
+TEST_CASE("sync, checkpoint, resend, file end, file done round trips") {
+  auto [hs, ps] = split(encode(Sync{5, 40}));
+  CHECK(hs.type == Type::sync);
+  CHECK(decode_sync(ps)->end_chunk == 40);
+  check_length_strict(ps, decode_sync);
+
+  auto [hc, pc] = split(encode(Checkpoint{5, 40}));
+  CHECK(hc.type == Type::checkpoint);
+  CHECK(decode_checkpoint(pc)->serial == 5);
+  check_length_strict(pc, decode_checkpoint);
+
+  auto [hr, pr] = split(encode(Resend{77}));
+  CHECK(decode_resend(pr)->chunk == 77);
+  check_length_strict(pr, decode_resend);
+
+  auto [he, pe] = split(encode(FileEnd{3, 10, pattern_hash(1)}));
+  auto de = decode_file_end(pe);
+  REQUIRE(de.ok());
+  CHECK(de->first_chunk == 3);
+  CHECK(de->chunk_count == 10);
+  CHECK(de->session_root == pattern_hash(1));
+  check_length_strict(pe, decode_file_end);
+  CHECK_FALSE(decode_file_end(split(encode(FileEnd{11, 10, {}})).second).ok());
+
+  auto [hd, pd] = split(encode(FileDone{12345, pattern_hash(2)}));
+  CHECK(decode_file_done(pd)->file_root == pattern_hash(2));
+  check_length_strict(pd, decode_file_done);
+
+  auto [hx, px] = split(encode_empty(Type::release));
+  CHECK(hx.type == Type::release);
+  CHECK(decode_empty(px).ok());
+  CHECK_FALSE(decode_empty(std::vector<std::uint8_t>{0}).ok());
+}
+
+TEST_CASE("names from the wire stay inside the directory") {
+  CHECK(check_name("disk.img").empty());
+  CHECK(check_name("a b-c_d.tar.gz").empty());
+  for (const char* bad : {"", ".", "..", "../etc/passwd", "/etc/passwd", "a/b", "x.sesscp.part",
+                          "x.sesscp.journal"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(check_name(bad).empty());
+  }
+  CHECK_FALSE(check_name(std::string("a\nb")).empty());
+  CHECK_FALSE(check_name(std::string("a\0b", 3)).empty());
+  CHECK_FALSE(check_name(std::string(256, 'a')).empty());
+  CHECK(check_name(std::string(255, 'a')).empty());
+}
+
+TEST_CASE("hash list root is order sensitive and incremental") {
+  std::vector<Hash128> hs = {pattern_hash(1), pattern_hash(2), pattern_hash(3)};
+  RootBuilder b;
+  for (auto& h : hs) b.add(h);
+  CHECK(b.digest() == hash_list_root(hs));
+  std::swap(hs[0], hs[1]);
+  CHECK(b.digest() != hash_list_root(hs));
+}
+
+} // TEST_SUITE
