@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install what sesscp needs to build and test, if anything is missing.
+#
+#   bash scripts/deps.sh        # run it
+#   . scripts/deps.sh           # or source it (the other scripts do)
+#
+# Checks each package with dpkg-query and runs apt-get (update + install
+# --no-install-recommends) only when something is missing, so an offline
+# re-run on a prepared machine works. Needs root to install; without root it
+# names the packages to install and fails. Non-interactive (no stdin, CI=true).
+
+SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev doctest-dev
+  libssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps)
+
+sesscp_deps() {
+  local pkg status
+  local -a missing=()
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "deps: dpkg-query not found: this script supports Debian/Ubuntu only." >&2
+    echo "deps: install the equivalents of: ${SESSCP_DEPS[*]}" >&2
+    return 1
+  fi
+  for pkg in "${SESSCP_DEPS[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ $status != "install ok installed" ]]; then
+      missing+=("$pkg")
+    fi
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "deps: all ${#SESSCP_DEPS[@]} packages present"
+    return 0
+  fi
+  echo "deps: missing: ${missing[*]}"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: error: not root, cannot install the missing packages; run:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    return 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get update -q </dev/null; then
+    echo "deps: error: apt-get update failed (offline?); missing: ${missing[*]}" >&2
+    return 1
+  fi
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null; then
+    echo "deps: error: apt-get install failed for: ${missing[*]}" >&2
+    return 1
+  fi
+  echo "deps: installed ${missing[*]}"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  set -euo pipefail
+  sesscp_deps
+else
+  sesscp_deps || return
+fi

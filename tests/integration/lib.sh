@@ -1,0 +1,393 @@
+# shellcheck shell=bash disable=SC2034  # globals are used by the sourcing test scripts
+# Shared helpers for the sesscp integration tests (sourced, never run).
+#
+# Every test script starts with:
+#     . "$(dirname "$0")/lib.sh"
+#     itest_init "$@"          # $1 = path to the sesscp binary
+# and then uses the helpers below. Conventions:
+#   - exit 0 = pass, 1 = fail, 125 = skipped (cannot run here);
+#   - everything lives in one mktemp -d scratch dir ($T), removed on exit;
+#   - every process started in the background is registered and killed
+#     (kill -9 + wait) on exit, whatever happened;
+#   - every wait is bounded in count and in time;
+#   - only 127.0.0.1, and receivers always pick their own port (port 0).
+
+set -euo pipefail
+
+# Defaults of the binary (see the CLI contract).
+readonly DEFAULT_CHUNK=$((1024 * 1024))
+readonly DEFAULT_WINDOW=$((60 * 1024 * 1024))
+readonly MiB=$((1024 * 1024))
+readonly GiB=$((1024 * 1024 * 1024))
+
+# Upper bound for one foreground sesscp run (seconds).
+SESSCP_RUN_TIMEOUT=${SESSCP_RUN_TIMEOUT:-240}
+
+BIN=""
+T=""
+TEST_NAME=$(basename "${0%.sh}")
+declare -a ITEST_PIDS=()
+
+# ---------------------------------------------------------------- messages
+
+log() { printf '[%s] %s\n' "$TEST_NAME" "$*"; }
+
+# check DESCRIPTION: announce what is being verified.
+check() { printf '[%s] check: %s\n' "$TEST_NAME" "$*"; }
+
+ok() { printf '[%s]   ok: %s\n' "$TEST_NAME" "$*"; }
+
+fail() {
+  printf '[%s] FAIL: %s\n' "$TEST_NAME" "$*" >&2
+  exit 1
+}
+
+skip() {
+  printf '[%s] SKIP: %s\n' "$TEST_NAME" "$*" >&2
+  exit 125
+}
+
+# show_log FILE [TITLE]: print a log file indented (for failure diagnostics).
+show_log() {
+  local f=$1 title=${2:-$1}
+  printf '[%s] ---- %s ----\n' "$TEST_NAME" "$title" >&2
+  if [[ -f $f ]]; then
+    sed 's/^/    /' "$f" >&2
+  else
+    printf '    (missing)\n' >&2
+  fi
+}
+
+# fail_with_logs MESSAGE LOG...: print the logs, then fail.
+fail_with_logs() {
+  local msg=$1
+  shift
+  local f
+  for f in "$@"; do show_log "$f"; done
+  fail "$msg"
+}
+
+# ------------------------------------------------------------ set-up/clean
+
+itest_cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  for pid in "${ITEST_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${ITEST_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n $T && -d $T ]]; then
+    rm -rf -- "$T"
+  fi
+  exit "$rc"
+}
+
+itest_init() {
+  if [[ $# -lt 1 || -z $1 ]]; then
+    printf 'usage: bash %s /path/to/sesscp\n' "$0" >&2
+    exit 64
+  fi
+  BIN=$1
+  [[ $BIN == /* ]] || BIN="$PWD/$BIN"
+  [[ -x $BIN ]] || fail "binary not found or not executable: $BIN"
+  T=$(mktemp -d "${TMPDIR:-/tmp}/sesscp-${TEST_NAME}.XXXXXX")
+  trap itest_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  log "binary: $BIN"
+  log "scratch: $T"
+}
+
+# register PID: kill -9 this process on exit.
+register() { ITEST_PIDS+=("$1"); }
+
+# ----------------------------------------------------------------- timing
+
+now_ms() { date +%s%3N; }
+
+# fmt_ms MS -> "1.234"
+fmt_ms() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+# ---------------------------------------------------------- process state
+
+# is_running PID: true while the process exists and is not a zombie.
+is_running() {
+  local pid=$1 state
+  kill -0 "$pid" 2>/dev/null || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+  [[ -n $state && $state != Z ]]
+}
+
+# wait_exit PID SECS: wait (bounded) for a background child to exit and set
+# WAIT_RC to its exit status. On timeout the process is killed with -9,
+# WAIT_RC is set to 124 and the function returns 1.
+WAIT_RC=0
+wait_exit() {
+  local pid=$1 secs=$2 i max
+  max=$((secs * 10))
+  for ((i = 0; i < max; i++)); do
+    is_running "$pid" || break
+    sleep 0.1
+  done
+  if is_running "$pid"; then
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    WAIT_RC=124
+    return 1
+  fi
+  WAIT_RC=0
+  wait "$pid" 2>/dev/null || WAIT_RC=$?
+  return 0
+}
+
+# kill9 PID: kill -9 and reap a background child.
+kill9() {
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# ------------------------------------------------------------------ files
+
+# gen_file PATH SIZE [SEED]: SIZE bytes of pseudo-random data, reproducible
+# for a given SEED (AES-CTR keystream); falls back to /dev/urandom when
+# openssl is not installed.
+gen_file() {
+  local path=$1 size=$2 seed=${3:-sesscp-test}
+  if command -v openssl >/dev/null 2>&1; then
+    { openssl enc -aes-128-ctr -pass "pass:$seed" -nosalt </dev/zero 2>/dev/null || true; } |
+      head -c "$size" >"$path"
+  fi
+  if [[ ! -f $path || $(stat -c %s "$path") -ne $size ]]; then
+    head -c "$size" /dev/urandom >"$path"
+  fi
+  [[ $(stat -c %s "$path") -eq $size ]] || fail "could not generate $size bytes in $path"
+}
+
+# fsize PATH: apparent size in bytes.
+fsize() { stat -c %s "$1"; }
+
+# written_bytes PATH: a lower estimate of the bytes actually written to a
+# file: min(apparent size, allocated bytes). Allocated bytes matter when the
+# receiver preallocates the partial file to its final size with ftruncate.
+written_bytes() {
+  local s b bs alloc
+  read -r s b bs < <(stat -c '%s %b %B' "$1" 2>/dev/null || echo '0 0 512')
+  alloc=$((b * bs))
+  if ((alloc < s)); then echo "$alloc"; else echo "$s"; fi
+}
+
+# sha PATH: SHA-256 of a file (openssl's SHA-NI code is ~2x faster than
+# coreutils' sha256sum here; same digest).
+sha() {
+  if command -v openssl >/dev/null 2>&1; then
+    openssl dgst -sha256 -r "$1" | awk '{print $1}'
+  else
+    sha256sum "$1" | awk '{print $1}'
+  fi
+}
+
+# assert_same SRC DST: byte-identical (SHA-256 printed).
+assert_same() {
+  local a b
+  [[ -f $2 ]] || fail "$2 does not exist"
+  a=$(sha "$1")
+  b=$(sha "$2")
+  log "sha256 source: $a"
+  log "sha256 result: $b"
+  [[ $a == "$b" ]] || fail "$2 differs from $1"
+  ok "byte-identical ($(fsize "$2") bytes)"
+}
+
+# assert_no_leftovers DIR NAME: no .part/.journal left after completion.
+assert_no_leftovers() {
+  local d=$1 n=$2
+  [[ ! -e $d/$n.sesscp.part ]] || fail "$d/$n.sesscp.part left behind after completion"
+  [[ ! -e $d/$n.sesscp.journal ]] || fail "$d/$n.sesscp.journal left behind after completion"
+  ok "no $n.sesscp.part / $n.sesscp.journal left"
+}
+
+# assert_interrupted_state DIR NAME: only the partial state exists.
+assert_interrupted_state() {
+  local d=$1 n=$2
+  [[ ! -e $d/$n ]] || fail "$d/$n exists after an interrupted transfer (must only appear when complete)"
+  [[ -f $d/$n.sesscp.part ]] || fail "$d/$n.sesscp.part missing after an interrupted transfer"
+  [[ -f $d/$n.sesscp.journal ]] || fail "$d/$n.sesscp.journal missing after an interrupted transfer"
+  ok "$n absent; $n.sesscp.part ($(fsize "$d/$n.sesscp.part") bytes) and $n.sesscp.journal ($(fsize "$d/$n.sesscp.journal") bytes) present"
+}
+
+# --------------------------------------------------------------- receiver
+
+# start_recv DIR LOG [ARGS...]: start `sesscp recv --listen 127.0.0.1:0`,
+# wait (max 15 s) for its "listening on" line and set RECV_PID, RECV_PORT.
+RECV_PID=""
+RECV_PORT=""
+start_recv() {
+  local dir=$1 logf=$2 i line
+  shift 2
+  "$BIN" recv --listen 127.0.0.1:0 --dir "$dir" "$@" 2>"$logf" &
+  RECV_PID=$!
+  register "$RECV_PID"
+  RECV_PORT=""
+  for ((i = 0; i < 150; i++)); do
+    line=$(grep -m1 -oE 'sesscp: listening on 127\.0\.0\.1:[0-9]+' "$logf" 2>/dev/null || true)
+    if [[ -n $line ]]; then
+      RECV_PORT=${line##*:}
+      break
+    fi
+    is_running "$RECV_PID" || break
+    sleep 0.1
+  done
+  if [[ -z $RECV_PORT ]]; then
+    fail_with_logs "receiver did not print 'sesscp: listening on 127.0.0.1:PORT' within 15 s" "$logf"
+  fi
+  [[ $RECV_PORT -gt 0 ]] || fail_with_logs "receiver reported port $RECV_PORT for --listen 127.0.0.1:0" "$logf"
+  log "receiver pid $RECV_PID listening on 127.0.0.1:$RECV_PORT (dir $dir)"
+}
+
+# ----------------------------------------------------------------- sender
+
+# run_send LOG ARGS...: run `sesscp send ARGS...` in the foreground (bounded
+# by SESSCP_RUN_TIMEOUT) and set SEND_RC and SEND_MS.
+SEND_RC=0
+SEND_MS=0
+run_send() {
+  local logf=$1 t0
+  shift
+  t0=$(now_ms)
+  SEND_RC=0
+  timeout -k 5 "$SESSCP_RUN_TIMEOUT" "$BIN" send "$@" 2>"$logf" || SEND_RC=$?
+  SEND_MS=$(($(now_ms) - t0))
+  if [[ $SEND_RC -eq 124 || $SEND_RC -eq 137 ]]; then
+    fail_with_logs "sesscp send did not finish within ${SESSCP_RUN_TIMEOUT}s" "$logf"
+  fi
+}
+
+# start_send LOG ARGS...: start `sesscp send ARGS...` in the background and
+# set SEND_PID (and SEND_T0, its start time in ms).
+SEND_PID=""
+SEND_T0=0
+start_send() {
+  local logf=$1
+  shift
+  SEND_T0=$(now_ms)
+  "$BIN" send "$@" 2>"$logf" &
+  SEND_PID=$!
+  register "$SEND_PID"
+}
+
+# wait_progress PART TARGET PID RATE BASE SECS: poll every 50 ms (at most
+# SECS seconds) until the partial file PART holds at least TARGET bytes,
+# while process PID (the throttled sender, rate RATE bytes/s, starting at
+# most at offset BASE) is alive. The measure is
+#   min(apparent size, allocated bytes, BASE + RATE * elapsed)
+# so that it stays meaningful if the receiver preallocates the part file.
+# Sets PROGRESS (bytes). Fails if PID exits first or the time runs out.
+PROGRESS=0
+wait_progress() {
+  local part=$1 target=$2 pid=$3 rate=$4 base=$5 secs=$6
+  local t0 i max el w bound
+  t0=$(now_ms)
+  max=$((secs * 20))
+  PROGRESS=0
+  for ((i = 0; i < max; i++)); do
+    if ! is_running "$pid"; then
+      wait "$pid" 2>/dev/null && WAIT_RC=0 || WAIT_RC=$?
+      fail "process $pid exited (status $WAIT_RC) before $part reached $target bytes (had $PROGRESS); is --bwlimit honoured?"
+    fi
+    if [[ -f $part ]]; then
+      el=$(($(now_ms) - t0))
+      w=$(written_bytes "$part")
+      bound=$((base + rate * el / 1000))
+      PROGRESS=$((w < bound ? w : bound))
+      if ((PROGRESS >= target)); then
+        return 0
+      fi
+    fi
+    sleep 0.05
+  done
+  fail "$part did not reach $target bytes within ${secs}s (had $PROGRESS)"
+}
+
+# -------------------------------------------------------- summary lines
+#
+#   sesscp: send NAME: STATE, SIZE bytes total, resumed at OFFSET, N bytes sent, SECS s, RATE
+#   sesscp: recv NAME: STATE, SIZE bytes total, resumed at OFFSET, N bytes received, SECS s, RATE
+
+# summaries LOG SIDE [NAME]: print "name|state|size|offset|n|secs|rate" for
+# each summary line of SIDE (send|recv) in LOG, optionally only for NAME.
+summaries() {
+  local logf=$1 side=$2 name=${3:-} verb
+  if [[ $side == send ]]; then verb=sent; else verb=received; fi
+  [[ -f $logf ]] || return 0
+  sed -nE "s/^sesscp: $side (.+): (complete|already complete|interrupted|failed), ([0-9]+) bytes total, resumed at ([0-9]+), ([0-9]+) bytes $verb, ([0-9]+(\.[0-9]+)?) s, (.+)\$/\1|\2|\3|\4|\5|\6|\8/p" "$logf" |
+    awk -F'|' -v n="$name" 'n == "" || $1 == n'
+}
+
+# summary_count LOG SIDE NAME
+summary_count() { summaries "$1" "$2" "$3" | wc -l; }
+
+# last_summary LOG SIDE NAME: set S_STATE S_SIZE S_OFFSET S_N S_SECS S_RATE
+# from the last summary line for NAME; fails if there is none.
+S_STATE="" S_SIZE=0 S_OFFSET=0 S_N=0 S_SECS="" S_RATE=""
+last_summary() {
+  local logf=$1 side=$2 name=$3 line
+  line=$(summaries "$logf" "$side" "$name" | tail -n 1)
+  if [[ -z $line ]]; then
+    fail_with_logs "no '$side' summary line for $name in $logf matching the contract format" "$logf"
+  fi
+  IFS='|' read -r _ S_STATE S_SIZE S_OFFSET S_N S_SECS S_RATE <<<"$line"
+}
+
+# wait_summary LOG SIDE NAME COUNT SECS: wait (bounded) until LOG holds at
+# least COUNT summary lines for NAME.
+wait_summary() {
+  local logf=$1 side=$2 name=$3 count=$4 secs=$5 i max
+  max=$((secs * 10))
+  for ((i = 0; i < max; i++)); do
+    if (($(summary_count "$logf" "$side" "$name") >= count)); then
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail_with_logs "no $side summary line #$count for $name within ${secs}s" "$logf"
+}
+
+# sum_n LOG SIDE NAME: sum of the N ("bytes sent/received") fields.
+sum_n() {
+  summaries "$1" "$2" "$3" | awk -F'|' '{ s += $5 } END { printf "%.0f\n", s }'
+}
+
+# ---------------------------------------------------------------- asserts
+
+assert_rc() {
+  local want=$1 got=$2 what=$3
+  shift 3
+  if [[ $got -ne $want ]]; then
+    fail_with_logs "$what: exit status $got, expected $want" "$@"
+  fi
+  ok "$what: exit $got"
+}
+
+# assert_resent_bound RESENT BOUND WHAT: 0 <= RESENT <= BOUND (a negative
+# figure means the summary lines account for fewer bytes than the file has).
+assert_resent_bound() {
+  local r=$1 b=$2 what=$3
+  ((r >= 0)) || fail "$what: $r bytes re-sent is negative: the summary lines account for fewer bytes than the file has"
+  assert_le "$r" "$b" "$what"
+}
+
+assert_le() {
+  local a=$1 b=$2 what=$3
+  ((a <= b)) || fail "$what: $a > $b"
+  ok "$what: $a <= $b"
+}
+
+assert_contains() {
+  local file=$1 pat=$2 what=$3
+  grep -qF -- "$pat" "$file" || fail_with_logs "$what: '$pat' not found" "$file"
+  ok "$what: contains '$pat'"
+}
