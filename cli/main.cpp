@@ -32,7 +32,8 @@ const char* k_exit_codes = R"(Exit codes:
   73  cannot create the output file or journal
   74  local I/O error (e.g. disk full)
   75  interrupted; state saved: re-run the same command to resume
-  76  protocol error: the peer broke the protocol)";
+  76  protocol error: the peer broke the protocol
+  77  authentication failed (wrong or missing key, untrusted certificate))";
 
 // Parse "64M", "1G", "4096", "512KiB" (powers of 1024).
 sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
@@ -57,9 +58,29 @@ struct CommonFlags {
   bool quiet = false;
   bool verbose = false;
   double timeout_s = 30;
+  sesscp::tls::Options tls;
 };
 
+// Exactly one way to protect the session must be chosen; plaintext only on request.
+sesscp::Status check_security(const sesscp::tls::Options& t) {
+  int modes = int(t.insecure) + int(!t.key_file.empty()) + int(!t.cert_file.empty() || !t.private_key_file.empty());
+  if (modes == 1) return {};
+  if (modes == 0)
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              "no authentication configured (use --key-file FILE from 'sesscp keygen', "
+                              "or --cert/--key with --ca or --peer-fingerprint, or --insecure for plaintext)");
+  return sesscp::make_error(sesscp::ErrorKind::usage,
+                            "choose one of --insecure, --key-file, or --cert/--key");
+}
+
 void add_common(CLI::App* cmd, CommonFlags& f) {
+  cmd->add_option("--key-file", f.tls.key_file, "Shared key made by 'sesscp keygen' (TLS 1.3 PSK); env SESSCP_KEY_FILE")
+      ->envname("SESSCP_KEY_FILE");
+  cmd->add_option("--cert", f.tls.cert_file, "PEM certificate (chain) of this side");
+  cmd->add_option("--key", f.tls.private_key_file, "PEM private key of --cert");
+  cmd->add_option("--ca", f.tls.ca_file, "CA file that the peer's certificate must chain to");
+  cmd->add_option("--peer-fingerprint", f.tls.peer_fingerprint, "Pin the peer's certificate: sha256:HEX");
+  cmd->add_flag("--insecure", f.tls.insecure, "Plaintext: no encryption, no authentication (both sides)");
   cmd->add_flag("-q,--quiet", f.quiet, "Print only errors");
   cmd->add_flag("-v,--verbose", f.verbose, "Print protocol-level events");
   cmd->add_option("--timeout", f.timeout_s, "Seconds of peer silence that end a session")
@@ -78,7 +99,10 @@ struct SendArgs {
 
 int run_send(const SendArgs& a, const CommonFlags& f) {
   sesscp::cli::Output out(f.quiet, f.verbose);
+  if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
+  if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
   sesscp::SendOptions o;
+  o.tls = f.tls;
   o.path = a.source;
   o.name = a.name;
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
@@ -110,24 +134,43 @@ struct RecvArgs {
   std::string listen, dir;
   bool once = false;
   int max_sessions = 16;
+  std::string max_size = "0";
 };
 
 int run_recv(const RecvArgs& a, const CommonFlags& f) {
   sesscp::cli::Output out(f.quiet, f.verbose);
+  if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   sesscp::ReceiveOptions o;
+  o.tls = f.tls;
   auto endpoint = sesscp::net::parse_endpoint(a.listen, true);
   if (!endpoint) return fail(out, endpoint.error());
   o.listen = *endpoint;
   o.dir = a.dir;
   o.once = a.once;
   o.max_sessions = a.max_sessions;
+  auto max_size = parse_size(a.max_size, "--max-size");
+  if (!max_size) return fail(out, max_size.error());
+  o.max_size = *max_size;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
-  out.notice("listening on " + receiver->address() + ", writing into " + a.dir);
+  out.notice("listening on " + receiver->address() + ", writing into " + a.dir + " (" + receiver->security() + ")");
   auto status = receiver->serve();
   if (!status) return sesscp::exit_code_for(status.error().kind); // already reported per file/session
+  return sesscp::exit_code::k_ok;
+}
+
+int run_keygen(const std::string& path) {
+  sesscp::cli::Output out(false, false);
+  auto text = sesscp::tls::generate_key_text();
+  if (!text) return fail(out, text.error());
+  if (path.empty()) {
+    std::fputs(text->c_str(), stdout);
+    return sesscp::exit_code::k_ok;
+  }
+  if (auto st = sesscp::tls::write_key_file(path, *text); !st) return fail(out, st.error());
+  out.notice("wrote a new key to " + path + " (mode 0600); copy it to both hosts and use --key-file " + path);
   return sesscp::exit_code::k_ok;
 }
 
@@ -161,9 +204,17 @@ int main(int argc, char** argv) {
   recv->add_flag("--once", recv_args.once, "Exit after one session, with its exit code");
   recv->add_option("--max-sessions", recv_args.max_sessions, "Concurrent sessions (default 16)")
       ->check(CLI::Range(1, 4096));
+  recv->add_option("--max-size", recv_args.max_size, "Largest file accepted, e.g. 100G (default: no limit)");
   add_common(recv, recv_flags);
   recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming\n"
                "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n\n" + std::string(k_exit_codes));
+
+  std::string keygen_out;
+  auto* keygen = app.add_subcommand("keygen", "Make a shared key for --key-file (prints it without -o)");
+  keygen->add_option("-o,--output", keygen_out, "Write the key to this new file, mode 0600");
+  keygen->footer("Example:\n  sesscp keygen -o sesscp.key   # then copy sesscp.key to both hosts\n"
+                 "  sesscp recv --listen 0.0.0.0:7070 --dir /in --key-file sesscp.key\n"
+                 "  sesscp send disk.img host:7070 --key-file sesscp.key");
 
   try {
     app.parse(argc, argv);
@@ -174,5 +225,6 @@ int main(int argc, char** argv) {
     return sesscp::exit_code::k_usage;
   }
   if (send->parsed()) return run_send(send_args, send_flags);
+  if (keygen->parsed()) return run_keygen(keygen_out);
   return run_recv(recv_args, recv_flags);
 }

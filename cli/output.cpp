@@ -26,6 +26,7 @@ const char* hint_for(ErrorKind kind) {
   case ErrorKind::unreachable: return "check that 'sesscp recv' runs there and the address is right";
   case ErrorKind::refused:
   case ErrorKind::busy: return "retry later or use another --name";
+  case ErrorKind::auth: return "use the same --key-file on both hosts (sesscp keygen), or matching certificates";
   case ErrorKind::version: return "use the same sesscp version on both hosts";
   case ErrorKind::protocol: return "the peer is not a compatible sesscp; check both versions";
   case ErrorKind::timeout:

@@ -1,6 +1,7 @@
 #include "core/conn.h"
 
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -61,17 +62,42 @@ Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms) {
   }
 }
 
-Status Conn::fill() {
-  // Compact, then read whatever is available.
-  if (m_rpos == m_rend) m_rpos = m_rend = 0;
+bool Conn::has_buffered() const {
+  return m_rpos < m_rend || (m_ssl && SSL_pending(m_ssl.get()) > 0);
+}
+
+Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
   for (;;) {
-    ssize_t n = recv(m_fd.get(), m_rbuf.data() + m_rend, m_rbuf.size() - m_rend, 0);
-    if (n > 0) { m_rend += static_cast<std::size_t>(n); return {}; }
+    if (m_ssl) {
+      std::size_t n = 0;
+      int rc = SSL_read_ex(m_ssl.get(), out.data(), out.size(), &n);
+      if (rc == 1) return n;
+      int err = SSL_get_error(m_ssl.get(), rc);
+      if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
+      if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
+      if (err == SSL_ERROR_ZERO_RETURN) return make_error(ErrorKind::disconnected, "connection closed by peer");
+      int saved = errno;
+      std::string detail = tls::last_error();
+      if (err == SSL_ERROR_SYSCALL && detail.empty()) return lost("reading", saved ? saved : ECONNRESET);
+      // A record that fails authentication means bytes were altered in
+      // transit; the session ends and the journal keeps what was verified.
+      return make_error(ErrorKind::disconnected, "TLS connection failed while reading (" + detail + ")");
+    }
+    ssize_t n = recv(m_fd.get(), out.data(), out.size(), 0);
+    if (n > 0) return static_cast<std::size_t>(n);
     if (n == 0) return make_error(ErrorKind::disconnected, "connection closed by peer");
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("reading", errno);
     SESSCP_TRY(wait_io(POLLIN));
   }
+}
+
+Status Conn::fill() {
+  if (m_rpos == m_rend) m_rpos = m_rend = 0;
+  auto n = read_some({m_rbuf.data() + m_rend, m_rbuf.size() - m_rend});
+  if (!n) return n.error();
+  m_rend += *n;
+  return {};
 }
 
 Status Conn::read_exact(std::span<std::uint8_t> out) {
@@ -87,12 +113,9 @@ Status Conn::read_exact(std::span<std::uint8_t> out) {
     }
     std::size_t want = out.size() - done;
     if (want < m_rbuf.size() / 2) { SESSCP_TRY(fill()); continue; }
-    ssize_t n = recv(m_fd.get(), out.data() + done, want, 0);
-    if (n > 0) { done += static_cast<std::size_t>(n); continue; }
-    if (n == 0) return make_error(ErrorKind::disconnected, "connection closed by peer mid-frame");
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("reading", errno);
-    SESSCP_TRY(wait_io(POLLIN));
+    auto n = read_some(out.subspan(done));
+    if (!n) return n.error();
+    done += *n;
   }
   return {};
 }
@@ -111,7 +134,24 @@ Result<std::span<const std::uint8_t>> Conn::read_control_payload(const frame::He
   return std::span<const std::uint8_t>(m_payload);
 }
 
+Status Conn::write_tls(std::span<const std::uint8_t> data) {
+  while (!data.empty()) {
+    std::size_t n = 0;
+    int rc = SSL_write_ex(m_ssl.get(), data.data(), data.size(), &n);
+    if (rc == 1) { data = data.subspan(n); continue; }
+    int err = SSL_get_error(m_ssl.get(), rc);
+    if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
+    if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
+    return lost("sending", errno ? errno : EPIPE);
+  }
+  return {};
+}
+
 Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  if (m_ssl) {
+    SESSCP_TRY(write_tls(a));
+    return write_tls(b);
+  }
   iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
                   {const_cast<std::uint8_t*>(b.data()), b.size()}};
   int first = 0;
@@ -137,6 +177,21 @@ Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uin
   return {};
 }
 
+Status Conn::start_tls(tls::SslPtr ssl, bool server) {
+  for (;;) {
+    int rc = server ? SSL_accept(ssl.get()) : SSL_connect(ssl.get());
+    if (rc == 1) break;
+    int err = SSL_get_error(ssl.get(), rc);
+    Status waited;
+    if (err == SSL_ERROR_WANT_READ) waited = wait_io(POLLIN);
+    else if (err == SSL_ERROR_WANT_WRITE) waited = wait_io(POLLOUT);
+    else return make_error(ErrorKind::auth, "authentication failed: " + tls::handshake_failure(ssl.get()));
+    if (!waited) return waited.error();
+  }
+  m_ssl = std::move(ssl);
+  return {};
+}
+
 Status Conn::send(std::span<const std::uint8_t> frame) { return write_all(frame, {}); }
 
 Status Conn::send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk) {
@@ -152,6 +207,9 @@ void Conn::send_abort(frame::Reason reason, const std::string& message) {
   m_timeout_ms = saved;
 }
 
-void Conn::shutdown_write() { ::shutdown(m_fd.get(), SHUT_WR); }
+void Conn::shutdown_write() {
+  if (m_ssl) SSL_shutdown(m_ssl.get()); // close_notify: a clean end, not a truncation
+  ::shutdown(m_fd.get(), SHUT_WR);
+}
 
 } // namespace sesscp

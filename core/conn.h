@@ -5,6 +5,7 @@
 #include "core/fd.h"
 #include "core/frame.h"
 #include "core/result.h"
+#include "core/tls.h"
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +20,12 @@ public:
   // while waiting so a signal ends a blocked session promptly.
   Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms);
 
+  // Run the TLS handshake over the socket (client or server side) within
+  // the timeout; from then on every frame is encrypted. Failure is
+  // ErrorKind::auth with the reason (key mismatch, untrusted certificate).
+  Status start_tls(tls::SslPtr ssl, bool server);
+  SSL* ssl() const { return m_ssl.get(); }
+
   // Send one encoded frame within the timeout.
   Status send(std::span<const std::uint8_t> frame);
   // Send a DATA frame (header, prefix and chunk) with one writev.
@@ -32,7 +39,7 @@ public:
   // ErrorKind::timeout.
   Result<bool> wait_readable(int wake_fd, int timeout_ms);
   // True when a frame's first bytes are already buffered.
-  bool has_buffered() const { return m_rpos < m_rend; }
+  bool has_buffered() const;
 
   // Read the next frame header; DATA payloads may be up to max_data_payload.
   Result<frame::Header> read_header(std::uint32_t max_data_payload);
@@ -51,9 +58,13 @@ public:
 private:
   Status wait_io(short events);
   Status fill();
+  // Read at least one byte (at most out.size()), waiting within the timeout.
+  Result<std::size_t> read_some(std::span<std::uint8_t> out);
+  Status write_tls(std::span<const std::uint8_t> data);
   Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
 
   Fd m_fd;
+  tls::SslPtr m_ssl; // set after start_tls; freed before the socket closes
   const std::atomic<bool>* m_stop;
   int m_timeout_ms;
   std::vector<std::uint8_t> m_rbuf;

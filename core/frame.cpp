@@ -85,6 +85,7 @@ const char* to_string(Reason reason) {
   case Reason::internal: return "internal error";
   case Reason::too_large: return "too large";
   case Reason::shutting_down: return "shutting down";
+  case Reason::auth: return "authentication failed";
   }
   return "unknown reason";
 }
@@ -103,6 +104,7 @@ ErrorKind error_kind_for(Reason reason) {
   case Reason::timeout: return ErrorKind::timeout;
   case Reason::cannot_create: return ErrorKind::cannot_create;
   case Reason::internal: return ErrorKind::internal;
+  case Reason::auth: return ErrorKind::auth;
   case Reason::none:
   case Reason::interrupted:
   case Reason::shutting_down: return ErrorKind::interrupted;
@@ -128,6 +130,7 @@ Reason reason_for(ErrorKind kind) {
   case ErrorKind::disconnected:
   case ErrorKind::unreachable: return Reason::interrupted;
   case ErrorKind::internal: return Reason::internal;
+  case ErrorKind::auth: return Reason::auth;
   }
   return Reason::internal;
 }

@@ -71,6 +71,7 @@ enum class Reason : std::uint16_t {
   internal = 12,
   too_large = 13,
   shutting_down = 14,
+  auth = 15,
 };
 const char* to_string(Reason reason);
 ErrorKind error_kind_for(Reason reason);

@@ -9,7 +9,10 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -175,10 +178,35 @@ private:
 // Exclusive right to write one destination name, held for the whole file.
 // It is an flock on the journal path; the inode check closes the race with a
 // session that unlinks the journal at completion.
+// Open `name` inside the directory and nowhere else: openat2 with
+// RESOLVE_BENEATH and no symlinks where the kernel has it, O_NOFOLLOW on a
+// single checked path component otherwise.
+int open_beneath(int dir_fd, const std::string& name, int flags, mode_t mode) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+  how.mode = (flags & O_CREAT) ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd = syscall(SYS_openat2, dir_fd, name.c_str(), &how, sizeof how);
+  if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
+  return openat(dir_fd, name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
+}
+
+// Refuse a file we did not create: a regular file owned by this user only.
+Status check_own_file(int fd, const std::string& name) {
+  struct stat st{};
+  if (fstat(fd, &st) != 0) return errno_error(ErrorKind::io, "stat " + name, errno);
+  if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::cannot_create, name + " is not a regular file");
+  if (st.st_uid != geteuid())
+    return make_error(ErrorKind::cannot_create, name + " is owned by uid " + std::to_string(st.st_uid) +
+                                                    ", not by this receiver (uid " + std::to_string(geteuid()) + ")");
+  return {};
+}
+
 Result<Fd> lock_destination(int dir_fd, const std::string& journal_name) {
   for (int attempt = 0; attempt < 5; ++attempt) {
-    Fd fd(openat(dir_fd, journal_name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    Fd fd(open_beneath(dir_fd, journal_name, O_RDWR | O_CREAT, 0600));
     if (!fd) return errno_error(ErrorKind::cannot_create, "cannot create " + journal_name, errno);
+    SESSCP_TRY(check_own_file(fd.get(), journal_name));
     if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK)
         return make_error(ErrorKind::busy, "destination is being written by another session");
@@ -218,6 +246,7 @@ private:
   Status flush_confirmed();
   Status finish_file();
   void save_progress();
+  Status check_free_space(const frame::Resume& resume) const;
   std::string path(const std::string& leaf) const { return m_opt.dir + "/" + leaf; }
 
   int m_dir_fd;
@@ -283,8 +312,9 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   }
 
   bool part_existed = faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) == 0;
-  m_part.reset(openat(m_dir_fd, m_part_name.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
   if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
+  SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
 
   if (!have_journal) {
     SESSCP_TRY(start_fresh(part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
@@ -346,6 +376,7 @@ Status IncomingFile::run(const frame::Offer& offer) {
   m_lock = std::move(*lock);
   auto resume = plan(offer);
   if (!resume) return resume.error();
+  if (resume->status == frame::ResumeStatus::transfer) SESSCP_TRY(check_free_space(*resume));
   SESSCP_TRY(m_conn.send(frame::encode(*resume)));
   if (resume->status == frame::ResumeStatus::complete) {
     m_report.resumed_at = offer.size;
@@ -365,6 +396,21 @@ Status IncomingFile::run(const frame::Offer& offer) {
   auto status = receive();
   if (!status) save_progress();
   return status;
+}
+
+Status IncomingFile::check_free_space(const frame::Resume& resume) const {
+  // Refuse up front rather than fail hours later: the bytes still to come
+  // must fit (what the partial already holds is counted as allocated).
+  struct statvfs vfs{};
+  if (fstatvfs(m_dir_fd, &vfs) != 0) return {}; // cannot tell: let writes decide
+  std::uint64_t have = std::min<std::uint64_t>(resume.next_chunk * resume.chunk_size, m_offer.size);
+  std::uint64_t need = m_offer.size - have;
+  std::uint64_t avail = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  if (need > avail)
+    return make_error(ErrorKind::no_space, "not enough space in " + m_opt.dir + " for " + m_offer.name + " (" +
+                                               std::to_string(need) + " bytes to come, " + std::to_string(avail) +
+                                               " free)");
+  return {};
 }
 
 void IncomingFile::save_progress() {
@@ -541,9 +587,10 @@ Status IncomingFile::finish_file() {
 // One connection: establishment, files, release.
 class Session {
 public:
-  Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Fd socket)
-      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_peer(net::peer_name(socket.get())),
-        m_conn(std::move(socket), opt.stop, opt.handshake_timeout_ms) {}
+  Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, const tls::Context* tls,
+          Fd socket)
+      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(tls),
+        m_peer(net::peer_name(socket.get())), m_conn(std::move(socket), opt.stop, opt.handshake_timeout_ms) {}
 
   Status run();
   // Refuse before establishment (e.g. too many sessions).
@@ -552,6 +599,7 @@ public:
   }
 
 private:
+  Status authenticate();
   Status establish();
   Status serve_files();
   Status receive_file(std::span<const std::uint8_t> payload);
@@ -560,9 +608,35 @@ private:
   const ReceiveOptions& m_opt;
   unsigned m_umask;
   Events& m_events;
+  const tls::Context* m_tls;
   std::string m_peer;
   Conn m_conn;
 };
+
+Status Session::authenticate() {
+  // Look at the first bytes without consuming them: a plaintext HELLO or a
+  // TLS ClientHello on the wrong kind of receiver gets a precise refusal.
+  auto ready = m_conn.wait_readable(-1, m_opt.handshake_timeout_ms);
+  if (!ready) return ready.error();
+  std::uint8_t first[4] = {};
+  ssize_t n = recv(m_conn.fd(), first, sizeof first, MSG_PEEK | MSG_DONTWAIT);
+  bool plaintext_hello = n >= 4 && first[0] == static_cast<std::uint8_t>(frame::Type::hello) && first[1] == 0 &&
+                         first[2] == 0 && first[3] == 0;
+  bool tls_hello = n >= 1 && first[0] == 0x16;
+  if (!m_tls) {
+    if (tls_hello)
+      return make_error(ErrorKind::auth, "authentication failed: the sender speaks TLS but this receiver runs with --insecure");
+    return {};
+  }
+  if (plaintext_hello) {
+    refuse(frame::Reason::auth, "this receiver requires TLS; the sender must use --key-file or --cert, not --insecure");
+    return make_error(ErrorKind::auth, "authentication failed: the sender sent a plaintext HELLO (--insecure); this receiver requires TLS");
+  }
+  auto ssl = m_tls->wrap(m_conn.fd(), "");
+  if (!ssl) return ssl.error();
+  SESSCP_TRY(m_conn.start_tls(std::move(*ssl), true));
+  return m_tls->check_peer(m_conn.ssl());
+}
 
 Status Session::establish() {
   auto header = m_conn.read_header(0);
@@ -594,6 +668,12 @@ Status Session::receive_file(std::span<const std::uint8_t> payload) {
   if (auto why = frame::check_name(offer->name); !why.empty()) {
     m_conn.send_abort(frame::Reason::bad_name, why);
     return make_error(ErrorKind::refused, "refused name '" + offer->name + "': " + why);
+  }
+  if (m_opt.max_size && offer->size > m_opt.max_size) {
+    std::string why = "file of " + std::to_string(offer->size) + " bytes exceeds the receiver's --max-size " +
+                      std::to_string(m_opt.max_size);
+    m_conn.send_abort(frame::Reason::too_large, why);
+    return make_error(ErrorKind::refused, "refused " + offer->name + ": " + why);
   }
   FileReport report;
   report.name = offer->name;
@@ -645,8 +725,13 @@ Status Session::serve_files() {
 }
 
 Status Session::run() {
-  // Establish the session.
-  auto status = establish();
+  // Authenticate the peer (TLS), then establish the session.
+  auto status = authenticate();
+  if (!status) {
+    m_events.info(m_peer + ": refused: " + status.error().message);
+    return status;
+  }
+  status = establish();
   // Serve files until release.
   if (status) status = serve_files();
   if (!status && status.error().kind == ErrorKind::protocol)
@@ -666,10 +751,25 @@ Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events)
   if (!listener) return listener.error();
   unsigned mask = ::umask(0);
   ::umask(mask);
-  return Receiver(options, events, std::move(*listener), std::move(dir), mask);
+  std::optional<tls::Context> tls;
+  if (!options.tls.insecure) {
+    auto ctx = tls::Context::create(options.tls, true);
+    if (!ctx) return ctx.error();
+    tls.emplace(std::move(*ctx));
+  }
+  return Receiver(options, events, std::move(*listener), std::move(dir), mask, std::move(tls));
 }
 
 std::string Receiver::address() const { return net::local_name(m_listener.get()); }
+
+Status Receiver::handle_connection(Fd socket) {
+  Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket));
+  return session.run();
+}
+
+std::string Receiver::security() const {
+  return m_tls ? m_tls->describe() : "PLAINTEXT (--insecure): data is neither encrypted nor authenticated";
+}
 
 Status Receiver::serve() {
   struct Worker {
@@ -684,6 +784,7 @@ Status Receiver::serve() {
     }
   };
   Status result;
+  const tls::Context* tls_ptr = m_tls ? &*m_tls : nullptr;
   while (!(m_opt.stop && m_opt.stop->load())) {
     pollfd p{m_listener.get(), POLLIN, 0};
     if (poll(&p, 1, 200) <= 0) { reap(false); continue; }
@@ -692,17 +793,21 @@ Status Receiver::serve() {
     net::tune_socket(sock.get());
     reap(false);
     if (m_opt.once) {
-      Session session(m_dir.get(), m_opt, m_umask, m_events, std::move(sock));
-      result = session.run();
+      result = handle_connection(std::move(sock));
       break;
     }
     if (workers.size() >= static_cast<std::size_t>(m_opt.max_sessions)) {
-      Session(m_dir.get(), m_opt, m_umask, m_events, std::move(sock))
-          .refuse(frame::Reason::busy, "too many sessions; retry later");
+      // Plaintext REFUSE only where the peer speaks plaintext; a TLS peer
+      // just sees the connection close before the handshake.
+      m_events.info(net::peer_name(sock.get()) + ": refused: too many sessions (--max-sessions " +
+                    std::to_string(m_opt.max_sessions) + ")");
+      if (!tls_ptr)
+        Session(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock))
+            .refuse(frame::Reason::busy, "too many sessions; retry later");
       continue;
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, std::move(sock));
+    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock));
     workers.push_back({std::thread([session = std::move(session), done] {
                          (void)session->run();
                          done->store(true);

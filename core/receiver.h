@@ -5,9 +5,11 @@
 #include "core/fd.h"
 #include "core/net.h"
 #include "core/result.h"
+#include "core/tls.h"
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace sesscp {
@@ -19,7 +21,9 @@ struct ReceiveOptions {
   int timeout_ms = 30'000;           // peer silence that ends a session
   int handshake_timeout_ms = 10'000; // a connection must say HELLO within this
   int max_sessions = 16;             // concurrent sessions; more are refused (busy)
+  std::uint64_t max_size = 0;        // largest file accepted, 0 = no limit
   std::uint64_t verify_tail_bytes = 64u << 20; // re-verified on resume (default window + chunk)
+  tls::Options tls;                  // how to encrypt and authenticate
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -31,19 +35,28 @@ public:
   // The address actually bound (with the real port when 0 was asked).
   std::string address() const;
 
+  // How sessions are protected, for the banner.
+  std::string security() const;
+
   // Serve sessions until `stop` is set; with `once`, serve one session and
   // return its status.
   Status serve();
 
+  // Run one session on an accepted (or socketpair) connection in this
+  // thread. serve() uses it; so do the fuzz and hostile-input tests.
+  Status handle_connection(Fd socket);
+
 private:
-  Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, unsigned umask)
+  Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, unsigned umask,
+           std::optional<tls::Context> tls)
       : m_opt(options), m_events(events), m_listener(std::move(listener)), m_dir(std::move(dir)),
-        m_umask(umask) {}
+        m_umask(umask), m_tls(std::move(tls)) {}
   const ReceiveOptions& m_opt;
   Events& m_events;
   Fd m_listener;
   Fd m_dir;
   unsigned m_umask;
+  std::optional<tls::Context> m_tls; // empty with --insecure
 };
 
 } // namespace sesscp

@@ -22,6 +22,7 @@ const char* to_string(ErrorKind kind) {
   case ErrorKind::integrity: return "integrity";
   case ErrorKind::source_changed: return "source_changed";
   case ErrorKind::busy: return "busy";
+  case ErrorKind::auth: return "auth";
   case ErrorKind::internal: return "internal";
   }
   return "unknown";
@@ -44,6 +45,7 @@ int exit_code_for(ErrorKind kind) {
   case ErrorKind::corrupt: return exit_code::k_io;
   case ErrorKind::cannot_create: return exit_code::k_cannot_create;
   case ErrorKind::integrity: return exit_code::k_integrity;
+  case ErrorKind::auth: return exit_code::k_no_perm;
   case ErrorKind::internal: return 70; // EX_SOFTWARE
   }
   return 70;

@@ -25,6 +25,7 @@ enum class ErrorKind {
   integrity,      // end-to-end digest mismatch that retrying cannot fix
   source_changed, // source file changed while being read
   busy,           // resource held by another session
+  auth,           // authentication failed (wrong or missing key, untrusted certificate)
   internal,       // a bug
 };
 
@@ -48,6 +49,7 @@ inline constexpr int k_cannot_create = 73;
 inline constexpr int k_io = 74;
 inline constexpr int k_temp_fail = 75;
 inline constexpr int k_protocol = 76;
+inline constexpr int k_no_perm = 77;
 } // namespace exit_code
 
 template <typename T> class [[nodiscard]] Result {

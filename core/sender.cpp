@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <deque>
 #include <thread>
 #include <vector>
@@ -298,35 +299,56 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
   return std::max<std::uint64_t>(1, window_chunks(window, chunk_size) / 4);
 }
 
+namespace {
+
+// Connect, authenticate, and run the session; everything after the source is open.
+Status connect_and_send(const SendOptions& options, Events& events, FileReport& report, SourceFile& source) {
+  // Load keys or certificates before touching the network: a bad key file is a usage error.
+  std::optional<tls::Context> tls;
+  if (!options.tls.insecure) {
+    auto ctx = tls::Context::create(options.tls, false);
+    if (!ctx) return ctx.error();
+    tls.emplace(std::move(*ctx));
+  }
+  auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
+  if (!fd) return fd.error();
+  Conn conn(std::move(*fd), options.stop, options.timeout_ms);
+  if (tls) {
+    // Authenticate both ends before a single frame of the session is sent.
+    auto ssl = tls->wrap(conn.fd(), options.endpoint.host);
+    if (!ssl) return ssl.error();
+    SESSCP_TRY(conn.start_tls(std::move(*ssl), false));
+    SESSCP_TRY(tls->check_peer(conn.ssl()));
+    events.debug(tls->describe() + (tls::ktls_send_active(conn.ssl()) ? ", kernel TLS offload" : ", TLS in user space"));
+  }
+  Sender sender(options, events, report);
+  auto status = sender.run(source, conn);
+  if (!status && status.error().kind == ErrorKind::interrupted)
+    conn.send_abort(frame::Reason::interrupted, "sender interrupted");
+  else if (!status && status.error().kind == ErrorKind::source_changed)
+    conn.send_abort(frame::Reason::source_changed, status.error().message);
+  return status;
+}
+
+} // namespace
+
 Status send_file(const SendOptions& options, Events& events, FileReport& report) {
   report = FileReport{};
   report.name = options.name.empty() ? basename_of(options.path) : options.name;
   auto start = Clock::now();
-  auto finish = [&](Status status) {
-    report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    if (!status && report.state != FileReport::State::complete)
-      report.state = exit_code_for(status.error().kind) == exit_code::k_temp_fail
-                         ? FileReport::State::interrupted
-                         : FileReport::State::failed;
-    events.file_report(true, report);
-    return status;
-  };
   // Open the source first: a missing file is a usage error, not a network one.
   auto source = SourceFile::open(options.path);
   if (!source) return source.error();
   report.size = source->size();
   if (auto why = frame::check_name(report.name); !why.empty())
     return make_error(ErrorKind::usage, "cannot send as '" + report.name + "' (" + why + ")");
-  auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
-  if (!fd) return fd.error();
-  Conn conn(std::move(*fd), options.stop, options.timeout_ms);
-  Sender sender(options, events, report);
-  auto status = sender.run(*source, conn);
-  if (!status && status.error().kind == ErrorKind::interrupted)
-    conn.send_abort(frame::Reason::interrupted, "sender interrupted");
-  else if (!status && status.error().kind == ErrorKind::source_changed)
-    conn.send_abort(frame::Reason::source_changed, status.error().message);
-  return finish(std::move(status));
+  auto status = connect_and_send(options, events, report, *source);
+  report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (!status && report.state != FileReport::State::complete)
+    report.state = exit_code_for(status.error().kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
+                                                                                : FileReport::State::failed;
+  events.file_report(true, report);
+  return status;
 }
 
 } // namespace sesscp

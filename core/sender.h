@@ -4,6 +4,7 @@
 #include "core/events.h"
 #include "core/net.h"
 #include "core/result.h"
+#include "core/tls.h"
 
 #include <atomic>
 #include <cstdint>
@@ -23,6 +24,7 @@ struct SendOptions {
   std::uint64_t window = 60u << 20;
   std::uint64_t bwlimit = 0;          // bytes per second, 0 = unlimited
   int timeout_ms = 30'000;            // peer silence that ends the session
+  tls::Options tls;                   // how to encrypt and authenticate
   const std::atomic<bool>* stop = nullptr;
 };
 
