@@ -21,14 +21,18 @@ trap cleanup EXIT
 free_kib=$(df -Pk "$work" | awk 'NR==2 {print $4}')
 if (( free_kib < size_mib * 1024 * 3 )); then echo "bench: need $((size_mib * 3)) MiB free in $work" >&2; exit 1; fi
 
+# Sessions use TLS 1.3 with a shared key, as users run them.
+"$bin" keygen -o "$work/key" >/dev/null 2>&1
+export SESSCP_KEY_FILE=$work/key
+
 src=$work/src.bin
 echo "generating ${size_mib} MiB source..." >&2
-openssl enc -aes-128-ctr -pass pass:sesscp-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null | head -c $((size_mib << 20)) >"$src"
+{ openssl enc -aes-128-ctr -pass pass:sesscp-bench -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } | head -c $((size_mib << 20)) >"$src"
 size=$(stat -c %s "$src")
 
 # start_receiver LOG -> sets $rpid and $port
 start_receiver() {
-  /usr/bin/time -f "%M" -o "$1.rss" "$bin" recv --listen 127.0.0.1:0 --dir "$work/dst" 2>"$1" &
+  "$bin" recv --listen 127.0.0.1:0 --dir "$work/dst" 2>"$1" &
   rpid=$!
   pids+=("$rpid")
   for _ in $(seq 100); do
@@ -38,6 +42,8 @@ start_receiver() {
   done
   echo "bench: receiver did not start" >&2; exit 1
 }
+# Peak RSS of the receiver (VmHWM), read just before it is stopped.
+receiver_rss() { awk '/VmHWM/ {print $2}' "/proc/$rpid/status"; }
 stop_receiver() { kill -TERM "$rpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.*, \([0-9]*\) bytes $1.*/\1/p" "$2" | tail -1; }
@@ -49,10 +55,11 @@ for i in $(seq "$runs"); do
   sync
   start_receiver "$work/r$i.log"
   /usr/bin/time -f "%e %M" -o "$work/s$i.time" "$bin" send "$src" "127.0.0.1:$port" 2>"$work/s$i.log"
+  receiver_rss >>"$work/rrss"
   stop_receiver
   cmp -s "$src" "$work/dst/src.bin" || { echo "bench: run $i result differs" >&2; exit 1; }
   read -r secs srss <"$work/s$i.time"
-  echo "$secs" >>"$work/secs"; echo "$srss" >>"$work/srss"; cat "$work/r$i.log.rss" >>"$work/rrss"
+  echo "$secs" >>"$work/secs"; echo "$srss" >>"$work/srss"
 done
 secs=$(median <"$work/secs")
 mbps=$(awk -v b="$size" -v s="$secs" 'BEGIN {printf "%.0f", b / s / 1e6}')
@@ -70,10 +77,15 @@ resend_after_kill() { # $1 = sender|receiver
     (( have >= size / 2 )) && break
     sleep 0.05
   done
-  if [ "$1" = sender ]; then kill -9 "$spid"; else kill -9 "$rpid"; fi
-  wait "$spid" 2>/dev/null || true
-  wait "$rpid" 2>/dev/null || true
-  [ "$1" = receiver ] && start_receiver "$work/k2.log"
+  if [ "$1" = sender ]; then
+    kill -9 "$spid"
+    wait "$spid" 2>/dev/null || true
+  else
+    kill -9 "$rpid"
+    wait "$rpid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true # exits 75 on its own
+    start_receiver "$work/k2.log"
+  fi
   local t0 t1
   t0=$(date +%s.%N)
   "$bin" send "$src" "127.0.0.1:$port" 2>"$work/k3.log"
@@ -85,7 +97,7 @@ resend_after_kill() { # $1 = sender|receiver
   second=$(field sent "$work/k3.log")
   if [ "$1" = sender ]; then
     # The receiver survived: total received by it minus the file.
-    first=$(grep -h 'recv src.bin' "$work/k.log" | sed -n 's/.*, \([0-9]*\) bytes received.*/\1/p' | awk '{s+=$1} END {print s}')
+    first=$(grep -h 'recv src.bin' "$work/k.log" | sed -n 's/.*, \([0-9]*\) bytes received.*/\1/p' | awk '{s+=$1} END {printf "%.0f", s}')
     echo "$1 $resumed $(( first - size )) $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')"
   else
     first=$(field sent "$work/k1.log")

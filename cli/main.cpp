@@ -7,6 +7,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace {
@@ -61,8 +62,11 @@ struct CommonFlags {
   sesscp::tls::Options tls;
 };
 
-// Exactly one way to protect the session must be chosen; plaintext only on request.
-sesscp::Status check_security(const sesscp::tls::Options& t) {
+// Exactly one way to protect the session must be chosen; plaintext only on
+// request. An explicit --insecure wins over a key from SESSCP_KEY_FILE.
+sesscp::Status check_security(sesscp::tls::Options& t) {
+  const char* env_key = std::getenv("SESSCP_KEY_FILE");
+  if (t.insecure && env_key && t.key_file == env_key) t.key_file.clear();
   int modes = int(t.insecure) + int(!t.key_file.empty()) + int(!t.cert_file.empty() || !t.private_key_file.empty());
   if (modes == 1) return {};
   if (modes == 0)
@@ -97,7 +101,7 @@ struct SendArgs {
   std::string source, target, name, chunk = "1M", window = "60M", bwlimit = "0";
 };
 
-int run_send(const SendArgs& a, const CommonFlags& f) {
+int run_send(const SendArgs& a, CommonFlags& f) {
   sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
@@ -137,7 +141,7 @@ struct RecvArgs {
   std::string max_size = "0";
 };
 
-int run_recv(const RecvArgs& a, const CommonFlags& f) {
+int run_recv(const RecvArgs& a, CommonFlags& f) {
   sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   sesscp::ReceiveOptions o;

@@ -24,9 +24,9 @@ const char* hint_for(ErrorKind kind) {
   switch (kind) {
   case ErrorKind::usage: return "see 'sesscp --help'";
   case ErrorKind::unreachable: return "check that 'sesscp recv' runs there and the address is right";
-  case ErrorKind::refused:
+  case ErrorKind::refused: return "the receiver refused this file for the reason given";
   case ErrorKind::busy: return "retry later or use another --name";
-  case ErrorKind::auth: return "use the same --key-file on both hosts (sesscp keygen), or matching certificates";
+  case ErrorKind::auth: return "check --key-file (the same key on both hosts), or --cert/--ca/--peer-fingerprint";
   case ErrorKind::version: return "use the same sesscp version on both hosts";
   case ErrorKind::protocol: return "the peer is not a compatible sesscp; check both versions";
   case ErrorKind::timeout:
@@ -43,7 +43,38 @@ const char* hint_for(ErrorKind kind) {
   return "";
 }
 
+// Length of the well-formed UTF-8 sequence at s[i], 0 if it is not one.
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  std::size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 0;
+  // C1 controls (U+0080..U+009F) steer some terminals: escape them too.
+  if (n == 2 && c == 0xC2 && static_cast<unsigned char>(s[i + 1]) < 0xA0) return 0;
+  return n;
+}
+
 } // namespace
+
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c >= 0x20 && c < 0x7F ? 1 : c >= 0x80 ? utf8_length(s, i) : 0;
+    if (n == 0) {
+      char esc[5];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      out += esc;
+      ++i;
+      continue;
+    }
+    out.append(s.substr(i, n));
+    i += n;
+  }
+  return out;
+}
 
 std::string human_bytes(std::uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -64,7 +95,9 @@ Output::~Output() {
 
 void Output::line(const std::string& text) {
   if (m_progress_shown) { std::fputs("\r\033[K", stderr); m_progress_shown = false; }
-  std::fprintf(stderr, "sesscp: %s\n", text.c_str());
+  // Names and messages come from the network: never let them forge a line
+  // or send escape sequences to the terminal.
+  std::fprintf(stderr, "sesscp: %s\n", printable(text).c_str());
 }
 
 void Output::info(const std::string& text) {
@@ -88,7 +121,7 @@ void Output::progress(const std::string& name, std::uint64_t done, std::uint64_t
   if (done < total && now - m_last_draw < std::chrono::milliseconds(100)) return;
   m_last_draw = now;
   int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
-  std::fprintf(stderr, "\r\033[K%s  %s / %s  %d%%", name.c_str(), human_bytes(done).c_str(),
+  std::fprintf(stderr, "\r\033[K%s  %s / %s  %d%%", printable(name).c_str(), human_bytes(done).c_str(),
                human_bytes(total).c_str(), pct);
   m_progress_shown = true;
 }
@@ -108,7 +141,7 @@ void Output::file_report(bool sending, const FileReport& r) {
 void Output::error(const Error& e) {
   std::lock_guard lock(m_mutex);
   if (m_progress_shown) { std::fputs("\r\033[K", stderr); m_progress_shown = false; }
-  std::fprintf(stderr, "sesscp: error: %s; %s\n", e.message.c_str(), hint_for(e.kind));
+  std::fprintf(stderr, "sesscp: error: %s; %s\n", printable(e.message).c_str(), hint_for(e.kind));
 }
 
 } // namespace cli

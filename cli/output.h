@@ -35,6 +35,10 @@ private:
   std::chrono::steady_clock::time_point m_last_draw{};
 };
 
+// Return `text` with control characters, C1 controls and invalid UTF-8
+// written as \xNN, so text from the network cannot forge log lines.
+std::string printable(std::string_view text);
+
 // Return "1.5 GiB", "12.0 MiB", "512 B".
 std::string human_bytes(std::uint64_t bytes);
 

@@ -56,14 +56,32 @@ Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms) {
     int rc = poll(p, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::clamp<long long>(left, 0, k_slice_ms)));
     if (rc < 0 && errno != EINTR) return make_error(ErrorKind::io, std::string("poll: ") + std::strerror(errno));
     if (rc > 0 && wake_fd >= 0 && (p[1].revents & POLLIN)) return false;
-    if (rc > 0 && p[0].revents) return true;
+    // With TLS, bytes on the socket may be only part of a record: loop back
+    // to has_buffered(), which reads them and says whether a record is whole.
+    if (rc > 0 && p[0].revents && (!m_ssl || tls_record_ready())) return true;
     if (left <= 0)
       return make_error(ErrorKind::timeout, "peer sent nothing for " + std::to_string(timeout_ms / 1000) + " s");
   }
 }
 
-bool Conn::has_buffered() const {
-  return m_rpos < m_rend || (m_ssl && SSL_pending(m_ssl.get()) > 0);
+bool Conn::has_buffered() {
+  if (m_rpos < m_rend) return true;
+  if (!m_ssl) return false;
+  if (SSL_pending(m_ssl.get()) > 0) return true;
+  // Read-ahead may hold a whole record that is not decrypted yet, or only
+  // part of one: peek to tell, so a caller neither waits on a socket that
+  // will stay quiet nor blocks on half a record.
+  return SSL_has_pending(m_ssl.get()) == 1 && tls_record_ready();
+}
+
+bool Conn::tls_record_ready() {
+  // Non-blocking: reads what the socket has, decrypts a record if whole.
+  std::uint8_t byte;
+  std::size_t n = 0;
+  int rc = SSL_peek_ex(m_ssl.get(), &byte, 1, &n);
+  if (rc == 1) return true;
+  int err = SSL_get_error(m_ssl.get(), rc);
+  return err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE; // errors surface on the next read
 }
 
 Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
@@ -142,9 +160,23 @@ Status Conn::write_tls(std::span<const std::uint8_t> data) {
     int err = SSL_get_error(m_ssl.get(), rc);
     if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
     if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
-    return lost("sending", errno ? errno : EPIPE);
+    return tls_write_failure(errno ? errno : EPIPE);
   }
   return {};
+}
+
+Error Conn::tls_write_failure(int err) {
+  // The peer often says why before it closes (a TLS alert such as "bad
+  // record mac" after tampering); read it if it is still in the socket.
+  tls::last_error();
+  std::uint8_t scratch[512];
+  std::size_t n = 0;
+  int rc = SSL_read_ex(m_ssl.get(), scratch, sizeof scratch, &n);
+  if (rc != 1 && SSL_get_error(m_ssl.get(), rc) == SSL_ERROR_SSL) {
+    auto detail = tls::last_error();
+    if (!detail.empty()) return make_error(ErrorKind::disconnected, "TLS connection failed while sending (" + detail + ")");
+  }
+  return lost("sending", err);
 }
 
 Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {

@@ -39,7 +39,10 @@ public:
   // ErrorKind::timeout.
   Result<bool> wait_readable(int wake_fd, int timeout_ms);
   // True when a frame's first bytes are already buffered.
-  bool has_buffered() const;
+  // True when a frame's first bytes can be read without waiting (with TLS:
+  // a whole record is ready).
+  bool has_buffered();
+  bool tls_record_ready();
 
   // Read the next frame header; DATA payloads may be up to max_data_payload.
   Result<frame::Header> read_header(std::uint32_t max_data_payload);
@@ -61,6 +64,7 @@ private:
   // Read at least one byte (at most out.size()), waiting within the timeout.
   Result<std::size_t> read_some(std::span<std::uint8_t> out);
   Status write_tls(std::span<const std::uint8_t> data);
+  Error tls_write_failure(int err);
   Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
 
   Fd m_fd;

@@ -231,7 +231,7 @@ Result<Refuse> decode_refuse(std::span<const std::uint8_t> p) {
 
 std::vector<std::uint8_t> encode(const Offer& m) {
   ByteWriter w;
-  w.str16(clip(m.name, k_max_name));
+  w.str16(clip(m.name, k_max_text));
   w.u64(m.size);
   w.i64(m.mtime_ns);
   w.u32(m.chunk_size);
@@ -250,6 +250,9 @@ Result<Offer> decode_offer(std::span<const std::uint8_t> p) {
   m.mode_bits = r.u32();
   m.fingerprint = get_hash(r);
   if (!r.done()) return bad("OFFER: bad length");
+  // Longer names than a receiver accepts still decode, so the receiver can
+  // refuse them as a bad name (check_name) rather than as a protocol error.
+  if (m.name.size() > k_max_text) return bad("OFFER: name longer than 1024 bytes");
   if (!valid_chunk_size(m.chunk_size)) return bad("OFFER: invalid chunk size");
   if (m.size > (std::uint64_t{1} << 62)) return bad("OFFER: size out of range");
   return m;
@@ -276,6 +279,7 @@ Result<Resume> decode_resume(std::span<const std::uint8_t> p) {
   m.next_serial = r.u64();
   m.message = r.str16();
   if (!r.done()) return bad("RESUME: bad length");
+  if (m.message.size() > k_max_text) return bad("RESUME: message too long");
   if (status > 1 || why > 4) return bad("RESUME: invalid status");
   m.status = static_cast<ResumeStatus>(status);
   m.why = static_cast<ResumeWhy>(why);
@@ -405,7 +409,8 @@ Status decode_empty(std::span<const std::uint8_t> p) {
 
 std::string check_name(std::string_view name) {
   if (name.empty()) return "empty name";
-  if (name.size() > k_max_name) return "name longer than 255 bytes";
+  if (name.size() > k_max_dest_name)
+    return "name longer than 240 bytes (the receiver needs room for its .sesscp.journal suffix)";
   if (name == "." || name == "..") return "name is '.' or '..'";
   for (unsigned char c : name) {
     if (c == '/') return "name contains '/' (only plain file names are accepted)";
@@ -414,7 +419,7 @@ std::string check_name(std::string_view name) {
   auto ends_with = [&](std::string_view suffix) {
     return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
   };
-  if (ends_with(".sesscp.part") || ends_with(".sesscp.journal"))
+  if (ends_with(".sesscp.part") || ends_with(".sesscp.journal") || ends_with(".sesscp.publish"))
     return "name ends with a suffix sesscp reserves for its own files";
   return "";
 }

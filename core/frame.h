@@ -19,7 +19,8 @@ inline constexpr std::uint32_t k_max_control_payload = 64 * 1024;
 inline constexpr std::uint32_t k_min_chunk_size = 4096;
 inline constexpr std::uint32_t k_max_chunk_size = 16u << 20;
 inline constexpr std::uint32_t k_data_prefix = 8 + 16; // chunk index + XXH3-128
-inline constexpr std::size_t k_max_name = 255;
+inline constexpr std::size_t k_max_name = 255;      // NAME_MAX: no file name is longer
+inline constexpr std::size_t k_max_dest_name = 240; // leaves room for ".sesscp.journal" in NAME_MAX
 inline constexpr std::size_t k_max_text = 1024;
 inline constexpr char k_magic[8] = {'S', 'E', 'S', 'S', 'C', 'P', 0, 0};
 

@@ -245,6 +245,8 @@ private:
   void dispatch();
   Status flush_confirmed();
   Status finish_file();
+  Status publish();
+  bool part_path_is_ours() const;
   void save_progress();
   Status check_free_space(const frame::Resume& resume) const;
   std::string path(const std::string& leaf) const { return m_opt.dir + "/" + leaf; }
@@ -551,6 +553,35 @@ Status IncomingFile::receive() {
   return {};
 }
 
+bool IncomingFile::part_path_is_ours() const {
+  struct stat ours{}, there{};
+  return fstat(m_part.get(), &ours) == 0 &&
+         fstatat(m_dir_fd, m_part_name.c_str(), &there, AT_SYMLINK_NOFOLLOW) == 0 && ours.st_ino == there.st_ino &&
+         ours.st_dev == there.st_dev;
+}
+
+Status IncomingFile::publish() {
+  // Publish the inode we wrote, not whatever the part's path names now (a
+  // local user could have swapped it for a symlink): link it by descriptor
+  // under a temporary name, then rename that over NAME atomically.
+  std::string tmp = m_offer.name + ".sesscp.publish";
+  unlinkat(m_dir_fd, tmp.c_str(), 0); // a leftover from a crash at this very step
+  std::string self = "/proc/self/fd/" + std::to_string(m_part.get());
+  if (linkat(AT_FDCWD, self.c_str(), m_dir_fd, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+    if (renameat(m_dir_fd, tmp.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
+      return errno_error(ErrorKind::io, "rename " + tmp + " to " + m_offer.name, errno);
+    if (part_path_is_ours()) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
+    else m_events.info(m_part_name + " was replaced during the transfer; published the data received, left it alone");
+    return {};
+  }
+  // No /proc: rename by path, after checking the path is still our file.
+  if (!part_path_is_ours())
+    return make_error(ErrorKind::cannot_create, m_part_name + " was replaced during the transfer; not publishing it");
+  if (renameat(m_dir_fd, m_part_name.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
+    return errno_error(ErrorKind::io, "rename " + m_part_name + " to " + m_offer.name, errno);
+  return {};
+}
+
 Status IncomingFile::finish_file() {
   auto session_root = m_session_root.digest();
   if (session_root != m_file_end->session_root)
@@ -570,8 +601,7 @@ Status IncomingFile::finish_file() {
   if (m_offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
   if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + m_part_name, errno);
   if (fsync(fd) != 0) return errno_error(ErrorKind::io, "fsync " + m_part_name, errno);
-  if (renameat(m_dir_fd, m_part_name.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
-    return errno_error(ErrorKind::io, "rename " + m_part_name + " to " + m_offer.name, errno);
+  SESSCP_TRY(publish());
   SESSCP_TRY(fsync_dir(m_dir_fd, m_opt.dir));
   m_journal.reset();
   if (unlinkat(m_dir_fd, m_journal_name.c_str(), 0) != 0)
@@ -641,10 +671,17 @@ Status Session::authenticate() {
 Status Session::establish() {
   auto header = m_conn.read_header(0);
   if (!header) return header.error();
-  if (header->type != frame::Type::hello)
+  if (header->type != frame::Type::hello && header->type != frame::Type::abort)
     return make_error(ErrorKind::protocol, std::string("expected HELLO, got ") + frame::to_string(header->type));
   auto payload = m_conn.read_control_payload(*header);
   if (!payload) return payload.error();
+  if (header->type == frame::Type::abort) {
+    // The sender gave up before HELLO, e.g. it does not trust our certificate.
+    auto abort = frame::decode_abort(*payload);
+    if (!abort) return abort.error();
+    return make_error(frame::error_kind_for(abort->reason), std::string("sender aborted: ") +
+                                                                frame::to_string(abort->reason) + ": " + abort->message);
+  }
   auto hello = frame::decode_hello(*payload);
   if (!hello) return hello.error();
   if (hello->version != frame::k_protocol_version) {
@@ -736,7 +773,7 @@ Status Session::run() {
   if (status) status = serve_files();
   if (!status && status.error().kind == ErrorKind::protocol)
     m_conn.send_abort(frame::Reason::protocol, status.error().message);
-  if (!status) m_events.debug(m_peer + ": session ended: " + status.error().message);
+  if (!status) m_events.info(m_peer + ": session ended: " + status.error().message);
   return status;
 }
 

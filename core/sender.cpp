@@ -38,8 +38,7 @@ Error remote_error(frame::Reason reason, const std::string& message) {
   auto kind = frame::error_kind_for(reason);
   // The receiver's disk or I/O trouble is not ours: the state is saved and
   // the same command resumes once the receiver is fixed.
-  if (kind == ErrorKind::io || kind == ErrorKind::no_space || kind == ErrorKind::cannot_create)
-    kind = ErrorKind::interrupted;
+  if (kind == ErrorKind::io || kind == ErrorKind::no_space) kind = ErrorKind::interrupted;
   return make_error(kind, "receiver: " + std::string(frame::to_string(reason)) +
                               (message.empty() ? "" : ": " + message));
 }
@@ -84,6 +83,7 @@ public:
 
 private:
   Status establish(Conn& conn);
+  Status exchange_hello(Conn& conn);
   Result<frame::Resume> offer(SourceFile& source, Conn& conn);
   Status transfer(SourceFile& source, Conn& conn, const frame::Resume& resume);
   Status send_chunk(SourceFile& source, Conn& conn, std::uint64_t index, bool resend);
@@ -108,6 +108,18 @@ private:
 };
 
 Status Sender::establish(Conn& conn) {
+  auto status = exchange_hello(conn);
+  // In TLS 1.3 the client finishes its handshake before the server has
+  // judged the client's certificate: a receiver that rejects it sends an
+  // alert and closes while we send or await HELLO. That is an
+  // authentication failure, not an interruption a retry could fix.
+  if (!status && conn.ssl() && status.error().kind == ErrorKind::disconnected)
+    return make_error(ErrorKind::auth, "authentication failed: the receiver closed the session before accepting it (" +
+                                           status.error().message + "); does it trust this side's certificate?");
+  return status;
+}
+
+Status Sender::exchange_hello(Conn& conn) {
   frame::Hello hello;
   hello.identity = "sesscp/" SESSCP_VERSION " " + hostname();
   SESSCP_TRY(conn.send(frame::encode(hello)));
@@ -318,7 +330,10 @@ Status connect_and_send(const SendOptions& options, Events& events, FileReport& 
     auto ssl = tls->wrap(conn.fd(), options.endpoint.host);
     if (!ssl) return ssl.error();
     SESSCP_TRY(conn.start_tls(std::move(*ssl), false));
-    SESSCP_TRY(tls->check_peer(conn.ssl()));
+    if (auto peer = tls->check_peer(conn.ssl()); !peer) {
+      conn.send_abort(frame::Reason::auth, "the sender does not trust the receiver's certificate");
+      return peer.error();
+    }
     events.debug(tls->describe() + (tls::ktls_send_active(conn.ssl()) ? ", kernel TLS offload" : ", TLS in user space"));
   }
   Sender sender(options, events, report);

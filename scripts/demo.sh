@@ -82,9 +82,14 @@ fi
 [[ $(stat -c %s "$SRC") -eq $SIZE ]] || die "could not generate the source file"
 echo "$SRC: $SIZE bytes in $(($(now_ms) - t0)) ms"
 
+# ------------------------------------------------------------- the key
+say "Making a shared key (both hosts use the same file): sesscp keygen -o $WORK/sesscp.key"
+"$BIN" keygen -o "$WORK/sesscp.key" || die "keygen failed"
+KEY=$WORK/sesscp.key
+
 # ------------------------------------------------------------- receiver
-say "Starting the receiver: sesscp recv --listen 127.0.0.1:0 --dir $DEST"
-"$BIN" recv --listen 127.0.0.1:0 --dir "$DEST" 2>"$WORK/recv.log" &
+say "Starting the receiver: sesscp recv --listen 127.0.0.1:0 --dir $DEST --key-file $KEY"
+"$BIN" recv --listen 127.0.0.1:0 --dir "$DEST" --key-file "$KEY" 2>"$WORK/recv.log" &
 RPID=$!
 PIDS+=("$RPID")
 PORT=""
@@ -105,8 +110,8 @@ sed 's/^/  receiver| /' "$WORK/recv.log"
 
 # ------------------------------------------------ interrupted transfer
 say "Sending with --bwlimit $RATE_ARG, and killing the sender (kill -9) once past 50 %"
-echo "\$ sesscp send $SRC 127.0.0.1:$PORT --bwlimit $RATE_ARG"
-"$BIN" send "$SRC" "127.0.0.1:$PORT" --bwlimit "$RATE_ARG" 2>"$WORK/send1.log" &
+echo "\$ sesscp send $SRC 127.0.0.1:$PORT --key-file $KEY --bwlimit $RATE_ARG"
+"$BIN" send "$SRC" "127.0.0.1:$PORT" --key-file "$KEY" --bwlimit "$RATE_ARG" 2>"$WORK/send1.log" &
 SPID=$!
 PIDS+=("$SPID")
 t0=$(now_ms)
@@ -158,10 +163,10 @@ echo "=> only the partial file and its journal: no $NAME yet"
 
 # ------------------------------------------------------------- resume
 say "Re-running the same send, without the limit"
-echo "\$ sesscp send $SRC 127.0.0.1:$PORT"
+echo "\$ sesscp send $SRC 127.0.0.1:$PORT --key-file $KEY"
 t0=$(now_ms)
 rc=0
-timeout -k 5 "$MAX_WAIT" "$BIN" send "$SRC" "127.0.0.1:$PORT" 2>"$WORK/send2.log" || rc=$?
+timeout -k 5 "$MAX_WAIT" "$BIN" send "$SRC" "127.0.0.1:$PORT" --key-file "$KEY" 2>"$WORK/send2.log" || rc=$?
 sed 's/^/  sender  | /' "$WORK/send2.log"
 ((rc == 0)) || die "the resumed send exited $rc"
 echo "finished in $(($(now_ms) - t0)) ms"

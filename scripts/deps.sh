@@ -12,22 +12,22 @@
 SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev doctest-dev
   libssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps)
 
-sesscp_deps() {
+# sesscp_install_missing PKG...: install those of the Debian packages that
+# are missing (apt-get update first), or say what to install when not root.
+sesscp_install_missing() {
   local pkg status
   local -a missing=()
   if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "deps: dpkg-query not found: this script supports Debian/Ubuntu only." >&2
-    echo "deps: install the equivalents of: ${SESSCP_DEPS[*]}" >&2
+    echo "deps: install the equivalents of: $*" >&2
     return 1
   fi
-  for pkg in "${SESSCP_DEPS[@]}"; do
+  for pkg in "$@"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    if [[ $status != "install ok installed" ]]; then
-      missing+=("$pkg")
-    fi
+    [[ $status == "install ok installed" ]] || missing+=("$pkg")
   done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "deps: all ${#SESSCP_DEPS[@]} packages present"
+    echo "deps: all $# packages present"
     return 0
   fi
   echo "deps: missing: ${missing[*]}"
@@ -47,6 +47,8 @@ sesscp_deps() {
   fi
   echo "deps: installed ${missing[*]}"
 }
+
+sesscp_deps() { sesscp_install_missing "${SESSCP_DEPS[@]}"; }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail

@@ -151,6 +151,18 @@ TEST_CASE("OFFER round trip and invalid chunk sizes") {
   CHECK(d->fingerprint == m.fingerprint);
   check_length_strict(p, decode_offer);
 
+  // Found by fuzz_frame: a name the encoder would clip must not decode.
+  {
+    ByteWriter w;
+    w.str16(std::string(1100, 'n'));
+    w.u64(100);
+    w.i64(0);
+    w.u32(4096);
+    w.u32(0644);
+    w.bytes(Hash128{});
+    CHECK_FALSE(decode_offer(w.buffer()).ok());
+  }
+
   for (std::uint32_t cs : {0u, 4095u, 4097u, k_max_chunk_size + 4096u}) {
     CAPTURE(cs);
     m.chunk_size = cs;
@@ -173,6 +185,15 @@ TEST_CASE("RESUME round trip and invalid values") {
   auto bad = p;
   bad[0] = 9; // status
   CHECK_FALSE(decode_resume(bad).ok());
+  // Found by fuzz_frame: a message the encoder would clip must not decode.
+  ByteWriter w;
+  w.u8(0);
+  w.u8(1);
+  w.u32(4096);
+  w.u64(0);
+  w.u64(1);
+  w.str16(std::string(1100, 'm'));
+  CHECK_FALSE(decode_resume(w.buffer()).ok());
 }
 
 TEST_CASE("DATA prefix round trip") {
@@ -235,7 +256,9 @@ TEST_CASE("names from the wire stay inside the directory") {
   CHECK_FALSE(check_name(std::string("a\nb")).empty());
   CHECK_FALSE(check_name(std::string("a\0b", 3)).empty());
   CHECK_FALSE(check_name(std::string(256, 'a')).empty());
-  CHECK(check_name(std::string(255, 'a')).empty());
+  // NAME.sesscp.journal must fit in NAME_MAX (255): names stop at 240 bytes.
+  CHECK_FALSE(check_name(std::string(241, 'a')).empty());
+  CHECK(check_name(std::string(240, 'a')).empty());
 }
 
 TEST_CASE("hash list root is order sensitive and incremental") {

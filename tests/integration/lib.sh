@@ -100,6 +100,10 @@ itest_init() {
   trap 'exit 143' TERM
   log "binary: $BIN"
   log "scratch: $T"
+  # Sessions are TLS 1.3 with a shared key by default, as users run them; a
+  # test that needs plaintext passes --insecure, which wins over this.
+  "$BIN" keygen -o "$T/sesscp.key" >/dev/null 2>&1 || fail "sesscp keygen failed"
+  export SESSCP_KEY_FILE="$T/sesscp.key"
 }
 
 # register PID: kill -9 this process on exit.
@@ -390,4 +394,44 @@ assert_contains() {
   local file=$1 pat=$2 what=$3
   grep -qF -- "$pat" "$file" || fail_with_logs "$what: '$pat' not found" "$file"
   ok "$what: contains '$pat'"
+}
+
+# ------------------------------------------------ nothing outside --dir
+
+# parent_listing PARENT DIR: everything under PARENT except inside DIR, with
+# type, size, mode, mtime and (for regular files) a content hash; DIR itself
+# must still be a directory (not replaced by a link).
+parent_listing() {
+  local parent=$1 dir=$2 p
+  while IFS= read -r -d '' p; do
+    if [[ -L $p ]]; then
+      printf '%q L -> %q\n' "${p#"$parent"}" "$(readlink "$p")"
+    elif [[ -f $p ]]; then
+      printf '%q f %s %s\n' "${p#"$parent"}" "$(stat -c '%s %a %y' "$p")" "$(sha256sum <"$p" | cut -c1-64)"
+    else
+      printf '%q %s\n' "${p#"$parent"}" "$(stat -c '%F %a' "$p")"
+    fi
+  done < <(find "$parent" -path "$dir" -prune -o -print0 | sort -z)
+  printf 'DIR %s\n' "$(stat -c '%F' "$dir")"
+}
+
+# new_dest TAG: a receiver directory $T/TAG/dest inside its own parent, next to
+# a sentinel file; sets PARENT and DEST and records the parent's listing.
+new_dest() {
+  PARENT="$T/$1"
+  DEST="$PARENT/dest"
+  mkdir -p "$DEST"
+  printf 'sentinel %s\n' "$1" >"$PARENT/sentinel"
+  parent_listing "$PARENT" "$DEST" >"$T/$1.listing"
+}
+
+# assert_parent_unchanged TAG: nothing outside TAG's --dir was created,
+# changed or removed since new_dest TAG.
+assert_parent_unchanged() {
+  parent_listing "$T/$1" "$T/$1/dest" >"$T/$1.listing.now"
+  if ! diff -u "$T/$1.listing" "$T/$1.listing.now" >"$T/$1.listing.diff"; then
+    show_log "$T/$1.listing.diff" "[$1] parent listing diff"
+    fail "[$1] something was written outside the receiver's --dir"
+  fi
+  ok "[$1] nothing written outside the receiver's --dir ($(wc -l <"$T/$1.listing") entries compared)"
 }

@@ -1,0 +1,372 @@
+// testpeer: a raw protocol peer (the sender's side) for hostile-input tests.
+//
+//   testpeer HOST:PORT [options]
+//
+// Connects, optionally runs the TLS 1.3 handshake as a client with the
+// project's own tls::Context (so a TLS receiver accepts it), sends a HELLO,
+// reads the reply, and if it is ACCEPT sends ONE of (first that applies):
+//   --raw-hex HEX                  these bytes, verbatim (any framing, or none)
+//   --frames-after-hello SPEC,...  whole frames built from TYPE:PAYLOAD_HEX
+//                                  (header computed; TYPE is a hex byte such
+//                                  as 12 or a name such as DATA / offer;
+//                                  PAYLOAD_HEX may be empty: "20:")
+//   otherwise an OFFER             name from --name-hex / --name, --size,
+//                                  chunk size --chunk-size (default 1 MiB),
+//                                  mtime now, mode 0644, zero fingerprint.
+//                                  The name is NOT checked or clipped: any
+//                                  bytes (NUL, '\n', '/', "..", > 255 bytes,
+//                                  overlong UTF-8) go on the wire as given,
+//                                  with their true u16 length.
+// and then reads one reply frame.
+//
+// Options:
+//   --tls-key-file F     TLS 1.3 with this shared key (sesscp keygen)
+//   --tls                TLS 1.3 with the key in $SESSCP_KEY_FILE
+//                        (default without either: plaintext, for a receiver
+//                        started with --insecure)
+//   --hello-version V    protocol version in the HELLO (default 1)
+//   --name STR           OFFER name as text (default "testpeer.bin")
+//   --name-hex HEX       OFFER name as hex bytes, e.g. 2e2e (".."), 610a62
+//   --size N             OFFER size in bytes (default 0)
+//   --chunk-size N       OFFER chunk size in bytes (default 1048576)
+//   --timeout S          per-step deadline in seconds (default 10)
+//
+// Output: exactly one line on stdout for the last reply read,
+//   reply: TYPE reason=N message=TEXT
+// TYPE as frame::to_string (ACCEPT, REFUSE, RESUME, ABORT, ...; UNKNOWN(0xNN)
+// for a type the protocol does not define); reason is the REFUSE/ABORT
+// reason code (0 for other frames); message is the REFUSE/ABORT/RESUME text
+// with bytes outside printable ASCII written as \xNN. Details (the RESUME
+// fields, the HELLO reply when an OFFER follows) go to stderr.
+// If the HELLO is not answered with ACCEPT, that reply is the one printed.
+//
+// Exit status: 0 a reply frame was read; 2 the connection closed (EOF or
+// reset) without one; 1 anything else (usage, connect or TLS failure,
+// timeout, a reply too long to be a control frame).
+//
+// Examples:
+//   testpeer 127.0.0.1:PORT --tls --name-hex 2e2e            # ".." -> ABORT reason=4
+//   testpeer 127.0.0.1:PORT --raw-hex 12000000ffffffff       # DATA header, 4 GiB
+//   testpeer 127.0.0.1:PORT --hello-version 99               # REFUSE reason=2
+
+#include "core/bytes.h"
+#include "core/conn.h"
+#include "core/frame.h"
+#include "core/net.h"
+#include "core/tls.h"
+
+#include <strings.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace sesscp;
+
+namespace {
+
+constexpr int k_exit_reply = 0;
+constexpr int k_exit_error = 1;
+constexpr int k_exit_closed = 2;
+
+struct Args {
+  std::string endpoint;
+  bool tls = false;
+  std::string key_file;
+  std::uint16_t hello_version = frame::k_protocol_version;
+  std::string name = "testpeer.bin";
+  std::uint64_t size = 0;
+  std::uint32_t chunk_size = 1u << 20;
+  std::optional<std::vector<std::uint8_t>> raw;
+  std::vector<std::vector<std::uint8_t>> frames;
+  int timeout_ms = 10000;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr, "testpeer: %s\n(see the comment at the top of tests/tools/testpeer.cpp)\n", why.c_str());
+  std::exit(k_exit_error);
+}
+
+bool parse_hex(std::string_view hex, std::vector<std::uint8_t>& out) {
+  if (hex.size() % 2) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
+  }
+  return true;
+}
+
+std::uint64_t parse_number(std::string_view what, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(text, &end, 0);
+  if (errno || !*text || *end) usage(std::string(what) + ": not a number: " + text);
+  return v;
+}
+
+std::optional<std::uint8_t> parse_type(std::string_view t) {
+  for (int v = 0; v < 256; ++v) {
+    auto u = static_cast<std::uint8_t>(v);
+    if (!frame::is_known(u)) continue;
+    std::string n = frame::to_string(static_cast<frame::Type>(u));
+    if (n.size() == t.size() && strncasecmp(n.c_str(), t.data(), t.size()) == 0) return u;
+  }
+  std::vector<std::uint8_t> b;
+  if (t.size() == 2 && parse_hex(t, b)) return b[0];
+  return std::nullopt;
+}
+
+// SPEC = TYPE:PAYLOAD_HEX -> header + payload.
+std::vector<std::uint8_t> build_frame(std::string_view spec) {
+  auto colon = spec.find(':');
+  if (colon == std::string_view::npos) usage("frame spec needs TYPE:PAYLOAD_HEX: " + std::string(spec));
+  auto type = parse_type(spec.substr(0, colon));
+  if (!type) usage("unknown frame type in " + std::string(spec));
+  std::vector<std::uint8_t> payload;
+  if (!parse_hex(spec.substr(colon + 1), payload)) usage("bad payload hex in " + std::string(spec));
+  ByteWriter w;
+  // Written by hand rather than with encode_header: the type may be one the
+  // protocol does not know, which is the point of some tests.
+  w.u8(*type);
+  w.u8(0);
+  w.u16(0);
+  w.u32(static_cast<std::uint32_t>(payload.size()));
+  w.bytes(payload);
+  return std::move(w.buffer());
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view opt = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) usage(std::string(opt) + " needs a value");
+      return argv[++i];
+    };
+    if (opt == "--tls") {
+      const char* env = std::getenv("SESSCP_KEY_FILE");
+      if (!env || !*env) usage("--tls needs SESSCP_KEY_FILE in the environment");
+      a.tls = true;
+      a.key_file = env;
+    } else if (opt == "--tls-key-file") {
+      a.tls = true;
+      a.key_file = value();
+    } else if (opt == "--hello-version") {
+      auto v = parse_number(opt, value());
+      if (v > 0xFFFF) usage("--hello-version above 65535");
+      a.hello_version = static_cast<std::uint16_t>(v);
+    } else if (opt == "--name") {
+      a.name = value();
+    } else if (opt == "--name-hex") {
+      std::vector<std::uint8_t> b;
+      if (!parse_hex(value(), b)) usage("--name-hex: bad hex");
+      a.name.assign(b.begin(), b.end());
+    } else if (opt == "--size") {
+      a.size = parse_number(opt, value());
+    } else if (opt == "--chunk-size") {
+      auto v = parse_number(opt, value());
+      if (v > 0xFFFFFFFFu) usage("--chunk-size above 2^32-1");
+      a.chunk_size = static_cast<std::uint32_t>(v);
+    } else if (opt == "--raw-hex") {
+      std::vector<std::uint8_t> b;
+      if (!parse_hex(value(), b)) usage("--raw-hex: bad hex");
+      a.raw = std::move(b);
+    } else if (opt == "--frames-after-hello") {
+      std::string_view list = value();
+      while (!list.empty()) {
+        auto comma = list.find(',');
+        a.frames.push_back(build_frame(list.substr(0, comma)));
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+      }
+    } else if (opt == "--timeout") {
+      a.timeout_ms = static_cast<int>(parse_number(opt, value()) * 1000);
+    } else if (!opt.empty() && opt[0] == '-') {
+      usage("unknown option " + std::string(opt));
+    } else if (a.endpoint.empty()) {
+      a.endpoint = opt;
+    } else {
+      usage("more than one HOST:PORT");
+    }
+  }
+  if (a.endpoint.empty()) usage("HOST:PORT is required");
+  return a;
+}
+
+std::string printable(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7F && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+struct Reply {
+  std::uint8_t type = 0;
+  std::uint16_t reason = 0;
+  std::string message;
+};
+
+std::string type_name(std::uint8_t t) {
+  if (frame::is_known(t)) return frame::to_string(static_cast<frame::Type>(t));
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "UNKNOWN(0x%02x)", t);
+  return buf;
+}
+
+int fail(const Error& e) {
+  std::fprintf(stderr, "testpeer: %s (%s)\n", e.message.c_str(), to_string(e.kind));
+  return e.kind == ErrorKind::disconnected ? k_exit_closed : k_exit_error;
+}
+
+// Read one frame without judging it (frame::decode_header would reject an
+// unknown type, and seeing exactly what the receiver sent is the point).
+Result<Reply> read_reply(Conn& conn) {
+  std::uint8_t raw[frame::k_header_size];
+  SESSCP_TRY(conn.read_exact(raw));
+  ByteReader h({raw, sizeof raw});
+  Reply r;
+  r.type = h.u8();
+  h.u8();
+  h.u16();
+  std::uint32_t len = h.u32();
+  if (len > frame::k_max_control_payload)
+    return make_error(ErrorKind::protocol, type_name(r.type) + " reply announces " + std::to_string(len) +
+                                               " payload bytes, more than a control frame may hold");
+  std::vector<std::uint8_t> payload(len);
+  SESSCP_TRY(conn.read_exact(payload));
+  switch (static_cast<frame::Type>(r.type)) {
+  case frame::Type::abort:
+    if (auto a = frame::decode_abort(payload)) {
+      r.reason = static_cast<std::uint16_t>(a->reason);
+      r.message = a->message;
+    } else {
+      r.message = "(undecodable ABORT: " + a.error().message + ")";
+    }
+    break;
+  case frame::Type::refuse:
+    if (auto f = frame::decode_refuse(payload)) {
+      r.reason = static_cast<std::uint16_t>(f->reason);
+      r.message = f->message;
+      std::fprintf(stderr, "testpeer: REFUSE from protocol version %u\n", unsigned{f->version});
+    } else {
+      r.message = "(undecodable REFUSE: " + f.error().message + ")";
+    }
+    break;
+  case frame::Type::resume:
+    if (auto m = frame::decode_resume(payload)) {
+      r.message = m->message;
+      std::fprintf(stderr, "testpeer: RESUME status=%u why=%u chunk_size=%u next_chunk=%llu next_serial=%llu\n",
+                   unsigned(m->status), unsigned(m->why), m->chunk_size,
+                   static_cast<unsigned long long>(m->next_chunk), static_cast<unsigned long long>(m->next_serial));
+    } else {
+      r.message = "(undecodable RESUME: " + m.error().message + ")";
+    }
+    break;
+  case frame::Type::accept:
+    if (auto m = frame::decode_accept(payload)) r.message = m->identity;
+    break;
+  default: break;
+  }
+  return r;
+}
+
+std::vector<std::uint8_t> offer_frame(const Args& a) {
+  // Built field by field: frame::encode(Offer) clips names to 255 bytes and
+  // hostile names must reach the receiver exactly as given.
+  ByteWriter w;
+  auto n = std::min<std::size_t>(a.name.size(), 0xFFFF);
+  w.u16(static_cast<std::uint16_t>(n));
+  w.bytes({reinterpret_cast<const std::uint8_t*>(a.name.data()), n});
+  w.u64(a.size);
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  w.i64(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
+  w.u32(a.chunk_size);
+  w.u32(0644);
+  Hash128 zero{};
+  w.bytes(zero);
+  ByteWriter f;
+  f.u8(static_cast<std::uint8_t>(frame::Type::offer));
+  f.u8(0);
+  f.u16(0);
+  f.u32(static_cast<std::uint32_t>(w.size()));
+  f.bytes(w.buffer());
+  return std::move(f.buffer());
+}
+
+int run(const Args& a) {
+  auto ep = net::parse_endpoint(a.endpoint, false);
+  if (!ep) return fail(ep.error());
+  std::optional<tls::Context> ctx;
+  if (a.tls) {
+    tls::Options o;
+    o.key_file = a.key_file;
+    auto c = tls::Context::create(o, false);
+    if (!c) return fail(c.error());
+    ctx.emplace(std::move(*c));
+  }
+  auto fd = net::connect_tcp(*ep, a.timeout_ms);
+  if (!fd) return fail(fd.error());
+  Conn conn(std::move(*fd), nullptr, a.timeout_ms);
+  if (ctx) {
+    auto ssl = ctx->wrap(conn.fd(), ep->host);
+    if (!ssl) return fail(ssl.error());
+    if (auto st = conn.start_tls(std::move(*ssl), false); !st) return fail(st.error());
+    if (auto st = ctx->check_peer(conn.ssl()); !st) return fail(st.error());
+  }
+
+  frame::Hello hello;
+  hello.version = a.hello_version;
+  hello.identity = "testpeer";
+  if (auto st = conn.send(frame::encode(hello)); !st) return fail(st.error());
+  auto reply = read_reply(conn);
+  if (!reply) return fail(reply.error());
+  if (reply->type == static_cast<std::uint8_t>(frame::Type::accept)) {
+    std::fprintf(stderr, "testpeer: HELLO answered with ACCEPT (%s)\n", printable(reply->message).c_str());
+    std::vector<std::uint8_t> out;
+    if (a.raw) {
+      out = *a.raw;
+    } else if (!a.frames.empty()) {
+      for (const auto& f : a.frames) out.insert(out.end(), f.begin(), f.end());
+    } else {
+      out = offer_frame(a);
+    }
+    if (auto st = conn.send(out); !st) {
+      // The receiver may already have answered and closed (e.g. an ABORT
+      // for a bad header); its reply, if any, is still readable.
+      std::fprintf(stderr, "testpeer: send: %s\n", st.error().message.c_str());
+    }
+    reply = read_reply(conn);
+    if (!reply) return fail(reply.error());
+  }
+  std::printf("reply: %s reason=%u message=%s\n", type_name(reply->type).c_str(), unsigned{reply->reason},
+              printable(reply->message).c_str());
+  return k_exit_reply;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  return run(parse_args(argc, argv));
+}
