@@ -396,6 +396,17 @@ assert_contains() {
   ok "$what: contains '$pat'"
 }
 
+# ------------------------------------------------------------ test tools
+
+# need_tool NAME: the path of a test tool (faultproxy, testpeer) built next to
+# the tests (ctest sets SESSCP_TOOLS_DIR); skip the test when it is missing.
+need_tool() {
+  local path=${SESSCP_TOOLS_DIR:-$(dirname "$BIN")/tests}/$1
+  [[ -x $path ]] || skip "$1 not found at $path (set SESSCP_TOOLS_DIR)"
+  log "$1: $path" >&2
+  printf '%s\n' "$path"
+}
+
 # ------------------------------------------------ nothing outside --dir
 
 # parent_listing PARENT DIR: everything under PARENT except inside DIR, with

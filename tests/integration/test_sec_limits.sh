@@ -20,10 +20,7 @@
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
 
-TOOLS=${SESSCP_TOOLS_DIR:-$(dirname "$BIN")/tests}
-PEER_BIN="$TOOLS/testpeer"
-[[ -x $PEER_BIN ]] || skip "testpeer not found in $TOOLS (set SESSCP_TOOLS_DIR)"
-log "testpeer: $PEER_BIN"
+PEER_BIN=$(need_tool testpeer)
 
 # Part f mounts a tmpfs; unmount it (lazily: the receiver may still hold it)
 # before lib.sh's cleanup removes the scratch directory.

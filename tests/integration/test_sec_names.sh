@@ -19,9 +19,7 @@ fixture="$(cd "$(dirname "$0")/.." && pwd)/fixtures/tricky-names.txt"
 
 # The raw protocol peer, built with the tests (SESSCP_TOOLS_DIR is set by
 # CTest; by hand, it is looked for next to the binary's build tree).
-tools_dir=${SESSCP_TOOLS_DIR:-$(dirname "$BIN")/tests}
-TP="$tools_dir/testpeer"
-[[ -x $TP ]] || skip "raw protocol peer not found: $TP (set SESSCP_TOOLS_DIR to the directory holding testpeer)"
+TP=$(need_tool testpeer)
 log "testpeer: $TP"
 
 P="$T/parent"

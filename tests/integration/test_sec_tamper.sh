@@ -17,10 +17,7 @@
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
 
-TOOLS=${SESSCP_TOOLS_DIR:-$(dirname "$BIN")/tests}
-PROXY_BIN="$TOOLS/faultproxy"
-[[ -x $PROXY_BIN ]] || skip "faultproxy not found in $TOOLS (set SESSCP_TOOLS_DIR)"
-log "faultproxy: $PROXY_BIN"
+PROXY_BIN=$(need_tool faultproxy)
 
 name=data.bin
 size=$((64 * MiB))
