@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -114,6 +115,10 @@ public:
     return std::exchange(m_confirmed, std::nullopt);
   }
 
+  // True once after a sync point finished or failed. The network thread asks
+  // on every frame, so this costs neither a lock nor a syscall.
+  bool take_news() { return m_news.exchange(false, std::memory_order_acquire); }
+
   std::optional<Error> error() {
     std::lock_guard lock(m_mutex);
     return m_error;
@@ -147,6 +152,7 @@ private:
       m_busy = false;
       if (!status) m_error = status.error();
       else m_confirmed = {merged.serial, merged.first_chunk + merged.hashes.size()};
+      m_news.store(true, std::memory_order_release);
       std::uint64_t one = 1;
       (void)!write(m_wake.get(), &one, sizeof one);
       m_cv.notify_all();
@@ -172,6 +178,7 @@ private:
   bool m_quit = false;
   std::optional<Error> m_error;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> m_confirmed;
+  std::atomic<bool> m_news{false};
   std::thread m_thread; // last: starts after every member above exists
 };
 
@@ -445,6 +452,7 @@ void IncomingFile::dispatch() {
 }
 
 Status IncomingFile::flush_confirmed() {
+  if (!m_syncer->take_news()) return {};
   if (auto err = m_syncer->error()) return *err;
   if (auto confirmed = m_syncer->take_confirmed()) {
     SESSCP_TRY(m_conn.send(frame::encode(frame::Checkpoint{confirmed->first, confirmed->second})));
