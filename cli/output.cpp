@@ -16,6 +16,17 @@ const char* to_string(FileReport::State state) {
   return "failed";
 }
 
+const char* to_string(Events::Phase phase) {
+  switch (phase) {
+  case Events::Phase::connecting: return "connecting";
+  case Events::Phase::verifying: return "verifying resume point";
+  case Events::Phase::transferring: return "transferring";
+  case Events::Phase::finalising: return "finalising";
+  case Events::Phase::reconnecting: return "reconnecting";
+  }
+  return "";
+}
+
 namespace cli {
 
 namespace {

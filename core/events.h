@@ -33,6 +33,26 @@ public:
   virtual void progress(const std::string& name, std::uint64_t done, std::uint64_t total) = 0;
   // One file finished, in whatever state. `sending` tells the side.
   virtual void file_report(bool sending, const FileReport& report) = 0;
+
+  // Structured hooks for progress displays and --json. Default: ignored.
+  enum class Phase { connecting, verifying, transferring, finalising, reconnecting };
+  // `name` is the file (empty before a file is known); `detail` is free text.
+  virtual void phase(const std::string& name, Phase phase, const std::string& detail) {
+    (void)name, (void)phase, (void)detail;
+  }
+  // The sender lost its session and will try again after `delay_s` seconds.
+  // `attempt` is 1-based; `limit` is the --retry count, or -1 when only
+  // --retry-for bounds it. `reason` is the failure that caused it.
+  virtual void reconnecting(int attempt, int limit, double delay_s, const std::string& reason) {
+    (void)attempt, (void)limit, (void)delay_s, (void)reason;
+  }
+  // The transfer of `name` (re)starts at `offset` of `size` bytes; offset 0
+  // is a fresh start.
+  virtual void resumed(const std::string& name, std::uint64_t offset, std::uint64_t size) {
+    (void)name, (void)offset, (void)size;
+  }
 };
+
+const char* to_string(Events::Phase phase);
 
 } // namespace sesscp
