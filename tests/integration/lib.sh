@@ -80,6 +80,8 @@ itest_cleanup() {
   for pid in "${ITEST_PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  # A test may define itest_on_exit (e.g. to unmount what it mounted).
+  if declare -F itest_on_exit >/dev/null; then itest_on_exit || true; fi
   if [[ -n $T && -d $T ]]; then
     rm -rf -- "$T"
   fi
