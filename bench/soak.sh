@@ -21,17 +21,22 @@ export SESSCP_TOOLS_DIR=${SESSCP_TOOLS_DIR:-$(dirname "$bin")/tests}
 
 results=$(mktemp "${TMPDIR:-/tmp}/sesscp-soak.XXXXXX")
 trap 'rm -f "$results"' EXIT
+# Run copies of the trial script and lib.sh: editing the checkout during a
+# long soak must not change the script bash is reading.
+sdir=$(mktemp -d "${TMPDIR:-/tmp}/sesscp-soak-scripts.XXXXXX")
+cp "$root/tests/integration/test_fault_trials.sh" "$root/tests/integration/lib.sh" "$sdir/"
+trap 'rm -rf "$results" "$sdir"' EXIT
 start=$(date +%s)
 rc=0
 SESSCP_FAULT_TRIALS=$trials SESSCP_FAULT_SEED=$seed SESSCP_FAULT_RESULTS=$results \
-  bash "$root/tests/integration/test_fault_trials.sh" "$bin" >"$results.log" 2>&1 || rc=$?
+  bash "$sdir/test_fault_trials.sh" "$bin" >"$results.log" 2>&1 || rc=$?
 secs=$(($(date +%s) - start))
 total=$(wc -l <"$results")
 fails=$(grep -c '^FAIL' "$results" || true)
 
 echo "## Fault soak: $total trials from seed $seed, $(date -u +%Y-%m-%d), $(nproc) cores, ${secs} s"
 echo
-grep -E '^    \|' "$results.log" | sed 's/^    //'
+grep -E '^    \|' "$results.log" | sed 's/^    //' || echo "(no table: see $results.log)"
 echo
 echo "Failures: $fails of $total (test exit $rc)."
 if ((fails > 0)); then
