@@ -183,7 +183,7 @@ run_sesscp-plain() { run_sesscp plain; }
 run_sesscp-tls() { run_sesscp tls; }
 
 # ---------------------------------------------------------------- the runs
-# One line per run in $W/runs: tool round wall s_cpu s_rss r_cpu r_rss fsync
+# One line per run in $W/runs: tool round wall s_cpu s_rss r_cpu r_rss fsync s_sys r_sys
 : >"$W/runs"
 for round in $(seq "$RUNS"); do
   for t in "${tools[@]}"; do
@@ -196,8 +196,8 @@ for round in $(seq "$RUNS"); do
     # What the tool left unsynced: fsync the destination, timed, after it exits.
     f0=$(now); sync "$dst"; f1=$(now)
     if [[ ${VERIFY:-1} == 1 ]]; then cmp -s "$src" "$dst" || bench_die "$t: destination differs from the source"; fi
-    echo "$t $round $wall $(cpu_of "$W/t/s") $(rss_of "$W/t/s") $(cpu_of "$W/t/r") $(rss_of "$W/t/r") $(elapsed "$f0" "$f1")" >>"$W/runs"
-    bench_log "round $round $t: $(tail -1 "$W/runs" | cut -d' ' -f3-) (wall s_cpu s_rss r_cpu r_rss fsync)"
+    echo "$t $round $wall $(cpu_of "$W/t/s") $(rss_of "$W/t/s") $(cpu_of "$W/t/r") $(rss_of "$W/t/r") $(elapsed "$f0" "$f1") $(sys_of "$W/t/s") $(sys_of "$W/t/r")" >>"$W/runs"
+    bench_log "round $round $t: $(tail -1 "$W/runs" | cut -d' ' -f3-) (wall s_cpu s_rss r_cpu r_rss fsync s_sys r_sys)"
   done
 done
 rm -f "$dst"
@@ -235,12 +235,12 @@ md=$W/compare.md
   echo "Sender = the side that reads the source (nginx for curl/aria2c); receiver = the side that writes the destination."
   echo "\"fsync after\" is the time an fsync of the destination took once the tool had exited (its unsynced data)."
   echo
-  echo "| tool | wall s | MB/s | × socat | × sesscp plain | wall + fsync after, s | sender CPU s | receiver CPU s | sender peak RSS MiB | receiver peak RSS MiB | integrity check | fsyncs the data |"
+  echo "| tool | wall s | MB/s | × socat | × sesscp plain | wall + fsync after, s | sender CPU s (sys) | receiver CPU s (sys) | sender peak RSS MiB | receiver peak RSS MiB | integrity check | fsyncs the data |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
     w=$(col "$t" 3)
     echo "| $(label "$t") | $w | $(mbps "$w") | $(ratio "$w" "$socat_wall") | $(ratio "$w" "$plain_wall") | $(col_sum "$t") |" \
-      "$(col "$t" 4) | $(col "$t" 6) | $(col "$t" 5) | $(col "$t" 7) | $(notes "$t") |"
+      "$(col "$t" 4) ($(col "$t" 9)) | $(col "$t" 6) ($(col "$t" 10)) | $(col "$t" 5) | $(col "$t" 7) | $(notes "$t") |"
   done
   echo
   echo "Ratios are of throughput (median wall of the reference / median wall of the tool); above 1 is faster."
@@ -248,7 +248,7 @@ md=$W/compare.md
     "$(rsync --version 2>/dev/null | awk 'NR==1 {print "rsync", $3}'); $(curl --version 2>/dev/null | awk 'NR==1 {print "curl", $2}');" \
     "$(aria2c --version 2>/dev/null | awk 'NR==1 {print "aria2c", $3}'); $(nginx -v 2>&1 | sed 's/.*\///;s/^/nginx /')."
   echo
-  echo "Every run (wall s, sender CPU s, sender RSS MiB, receiver CPU s, receiver RSS MiB, fsync after s):"
+  echo "Every run (tool, round, wall s, sender CPU s, sender RSS MiB, receiver CPU s, receiver RSS MiB, fsync after s, sender sys s, receiver sys s):"
   echo
   echo '```'
   cat "$W/runs"

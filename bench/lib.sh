@@ -159,4 +159,5 @@ timed_bg() {
 }
 # cpu_of TIMEFILE -> user+sys seconds; rss_of TIMEFILE -> peak RSS MiB.
 cpu_of() { tail -1 "$1" | awk '{printf "%.2f", $2 + $3}'; }
+sys_of() { tail -1 "$1" | awk '{printf "%.2f", $3}'; }
 rss_of() { tail -1 "$1" | awk '{printf "%.1f", $4 / 1024}'; }
