@@ -34,7 +34,7 @@ bytes=$(size_bytes "$SIZE")
 bench_init latency
 bench_install rsync time iproute2 || bench_log "some packages could not be installed"
 bench_build
-proxy_bin=$BUILD_DIR/tests/faultproxy
+proxy_bin=${SESSCP_TOOLS_DIR:-$BUILD_DIR/tests}/faultproxy
 [[ -x $proxy_bin ]] || bench_die "$proxy_bin not built (scripts/build.sh builds it with the tests)"
 tools=(sesscp sesscp-wide)
 command -v rsync >/dev/null && tools+=(rsync) || bench_log "skipping rsync: not installed"
@@ -114,18 +114,21 @@ md=$W/latency.md
   echo "$(human "$bytes") file, faultproxy on 127.0.0.1 with --rate $RATE B/s and --latency-ms RTT/2 each way; median of $RUNS rounds,"
   echo "$(nproc) cores, destination on $(df -PT "$W" | awk 'NR==2 {print $2}'). Goodput = file bytes / wall time (handshake and final sync included)."
   echo
-  printf '| tool |'; for rtt in $RTTS; do printf ' RTT %s ms: s / MB/s / × throttle |' "$rtt"; done; echo
-  printf '|---|'; for _ in $RTTS; do printf -- '---|'; done; echo
+  echo "| tool | RTT ms | wall s | goodput MB/s | × throttle | time beyond size/rate, in RTTs |"
+  echo "|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
-    printf '| %s |' "$(label "$t")"
     for rtt in $RTTS; do
       w=$(awk -v t="$t" -v r="$rtt" '$1 == t && $2 == r {print $4}' "$W/runs" | median)
-      awk -v w="$w" -v b="$bytes" -v rate="$RATE" 'BEGIN {printf " %s / %.0f / %.2f |", w, b / w / 1e6, b / w / rate}'
+      awk -v l="$(label "$t")" -v rtt="$rtt" -v w="$w" -v b="$bytes" -v rate="$RATE" 'BEGIN {
+        extra = w - b / rate
+        printf "| %s | %s | %s | %.0f | %.2f | %s |\n", l, rtt, w, b / w / 1e6, b / w / rate, (rtt > 0 ? sprintf("%.1f", extra / (rtt / 1000)) : "-") }'
     done
-    echo
   done
   echo
-  echo "The time at full throttle alone is $(awk -v b="$bytes" -v r="$RATE" 'BEGIN {printf "%.2f", b / r}') s."
+  echo "The time at full throttle alone (size/rate) is $(awk -v b="$bytes" -v r="$RATE" 'BEGIN {printf "%.2f", b / r}') s. The last column is the"
+  echo "rest of the wall time counted in round trips: a fixed start-up and finish cost (handshake, resume agreement,"
+  echo "final sync) shows as a few RTTs whatever the size; a window that cannot fill the pipe shows as a number"
+  echo "that grows with the size."
   echo "Rerun: \`SIZE=$SIZE RUNS=$RUNS RTTS=\"$RTTS\" RATE=$RATE bench/latency.sh\`"
 } >"$md"
 mkdir -p "$OUT_DIR"
