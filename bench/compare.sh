@@ -204,6 +204,7 @@ rm -f "$dst"
 
 # ---------------------------------------------------------------- the table
 col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$W/runs" | median; }
+span() { awk -v t="$1" '$1 == t {print $3}' "$W/runs" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s–%s", lo, hi}'; }
 col_sum() { awk -v t="$1" '$1 == t {print $3 + $8}' "$W/runs" | median; }
 mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN {if (s == "-" || s <= 0) print "-"; else printf "%.0f", b / s / 1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || a <= 0) print "-"; else printf "%.2f", b / a}'; }
@@ -235,11 +236,11 @@ md=$W/compare.md
   echo "Sender = the side that reads the source (nginx for curl/aria2c); receiver = the side that writes the destination."
   echo "\"fsync after\" is the time an fsync of the destination took once the tool had exited (its unsynced data)."
   echo
-  echo "| tool | wall s | MB/s | × socat | × sesscp plain | wall + fsync after, s | sender CPU s (sys) | receiver CPU s (sys) | sender peak RSS MiB | receiver peak RSS MiB | integrity check | fsyncs the data |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| tool | wall s | MB/s | × socat | × sesscp plain | wall min–max s | wall + fsync after, s | sender CPU s (sys) | receiver CPU s (sys) | sender peak RSS MiB | receiver peak RSS MiB | integrity check | fsyncs the data |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
     w=$(col "$t" 3)
-    echo "| $(label "$t") | $w | $(mbps "$w") | $(ratio "$w" "$socat_wall") | $(ratio "$w" "$plain_wall") | $(col_sum "$t") |" \
+    echo "| $(label "$t") | $w | $(mbps "$w") | $(ratio "$w" "$socat_wall") | $(ratio "$w" "$plain_wall") | $(span "$t") | $(col_sum "$t") |" \
       "$(col "$t" 4) ($(col "$t" 9)) | $(col "$t" 6) ($(col "$t" 10)) | $(col "$t" 5) | $(col "$t" 7) | $(notes "$t") |"
   done
   echo

@@ -8,6 +8,9 @@
 #   SIZE=4GiB RUNS=1 POINTS="50" bench/resume.sh
 #
 # Per tool and kill point:
+#   receiver ready   from the kill until the receiver has saved what it got
+#                    and takes the file again (sesscp answers "busy" before:
+#                    exit 69); the re-run starts then
 #   completing run   wall time of the re-run (start to exit), and its ratio
 #                    to an uninterrupted run of the same tool (same round)
 #   first new byte   from the re-run's start until data lands again at the
@@ -91,7 +94,7 @@ full() {
   elapsed "$t0" "$t1"
 }
 
-# interrupted TOOL PERCENT -> "landed_at_kill wall first_byte resent resumed_at"
+# interrupted TOOL PERCENT -> "landed_at_kill wall first_byte resent resumed_at release"
 interrupted() {
   local tool=$1 pct=$2 sp t0 t1 first="-" base have target resent resumed="-"
   rm -rf "${dstdir:?}"/* "$dstdir"/.src* 2>/dev/null || true
@@ -109,11 +112,18 @@ interrupted() {
   kill -9 "$sp" 2>/dev/null || true
   wait "$sp" 2>/dev/null || true
   have=$(landed)
-  # The rsync daemon renames its temporary file to the partial one when it
-  # sees the sender gone; wait for that, bounded.
-  if [[ $tool == rsync ]]; then
-    for _ in $(seq 200); do [[ -z $(pgrep -P "$rp") ]] && break; sleep 0.05; done
-  fi
+  # The receiver must notice the sender is gone and save what it has before
+  # it takes the file again (sesscp answers "busy" until then; the rsync
+  # daemon renames its temporary file to the partial one). Wait for that,
+  # bounded, and report how long it took.
+  local k0 release
+  k0=$(now)
+  for _ in $(seq 1200); do
+    if [[ $tool == sesscp ]]; then grep -q 'recv src\.bin: ' "$W/recv.log" && break
+    else [[ -z $(pgrep -P "$rp") ]] && break; fi
+    sleep 0.02
+  done
+  release=$(elapsed "$k0" "$(now)")
   local kept
   kept=$(stat -c %s "$dstdir/src.bin" 2>/dev/null || echo 0)
   # The re-run, with the destination watched for new data.
@@ -146,10 +156,10 @@ interrupted() {
     resent=$((kept + ${literal:-0} - bytes))
     resumed=$kept
   fi
-  echo "$have $(elapsed "$t0" "$t1") $first $resent $resumed"
+  echo "$have $(elapsed "$t0" "$t1") $first $resent $resumed $release"
 }
 
-# One line per run in $W/runs: tool point round landed wall first resent resumed full_wall
+# One line per run in $W/runs: tool point round landed wall first resent resumed release full_wall
 : >"$W/runs"
 for round in $(seq "$RUNS"); do
   for t in "${tools[@]}"; do
@@ -159,7 +169,7 @@ for round in $(seq "$RUNS"); do
     for p in $POINTS; do
       interrupted "$t" "$p" >"$W/one" || bench_die "$t: interrupted run at $p % failed"
       echo "$t $p $round $(cat "$W/one") $f" >>"$W/runs"
-      bench_log "round $round $t killed at $p %: $(cat "$W/one") (landed wall first resent resumed)"
+      bench_log "round $round $t killed at $p %: $(cat "$W/one") (landed wall first resent resumed release)"
     done
   done
 done
@@ -172,21 +182,23 @@ md=$W/resume.md
   echo "$(human "$bytes") file over 127.0.0.1 (sesscp --insecure; rsync ${rsync_opts[*]:0:2} to rsyncd), median of $RUNS rounds,"
   echo "$(nproc) cores, destination on $(df -PT "$W" | awk 'NR==2 {print $2}'). Each round: one uninterrupted run, then per kill point a run killed when"
   echo "that share of the file had landed and the completing re-run. Ratio = completing run / uninterrupted run of the same round."
+  echo "The re-run starts when the receiver is ready again (sesscp: it has logged the end of the killed session, before"
+  echo "which it answers busy; rsync: the daemon's connection processes have exited): that wait is \"receiver ready\"."
   echo
-  echo "| tool | killed at | landed at kill | resumed at | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| tool | killed at | landed at kill | resumed at | receiver ready after kill s | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
     for p in $POINTS; do
-      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s MiB |\n' "$t" "$p" \
+      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s | %s MiB |\n' "$t" "$p" \
         "$(awk -v b="$(col "$t" "$p" 4)" 'BEGIN {printf "%.0f", b / 2^20}')" \
         "$(awk -v b="$(col "$t" "$p" 8)" 'BEGIN {printf "%.0f", b / 2^20}')" \
-        "$(col "$t" "$p" 5)" "$(col "$t" "$p" 9)" \
-        "$(awk -v t="$t" -v p="$p" '$1 == t && $2 == p {printf "%.3f\n", $5 / $9}' "$W/runs" | median)" \
+        "$(col "$t" "$p" 9)" "$(col "$t" "$p" 5)" "$(col "$t" "$p" 10)" \
+        "$(awk -v t="$t" -v p="$p" '$1 == t && $2 == p {printf "%.3f\n", $5 / $10}' "$W/runs" | median)" \
         "$(col "$t" "$p" 6)" "$(awk -v b="$(col "$t" "$p" 7)" 'BEGIN {printf "%.1f", b / 2^20}')"
     done
   done
   echo
-  echo "Every run (tool, kill %, round, bytes landed at kill, completing s, first new byte s, bytes re-sent, resumed at, uninterrupted s):"
+  echo "Every run (tool, kill %, round, bytes landed at kill, completing s, first new byte s, bytes re-sent, resumed at, receiver ready s, uninterrupted s):"
   echo
   echo '```'
   cat "$W/runs"
