@@ -37,7 +37,7 @@ bench_build
 proxy_bin=${SESSCP_TOOLS_DIR:-$BUILD_DIR/tests}/faultproxy
 [[ -x $proxy_bin ]] || bench_die "$proxy_bin not built (scripts/build.sh builds it with the tests)"
 tools=(sesscp sesscp-wide)
-command -v rsync >/dev/null && tools+=(rsync) || bench_log "skipping rsync: not installed"
+if command -v rsync >/dev/null; then tools+=(rsync); else bench_log "skipping rsync: not installed"; fi
 
 src=$W/src.bin
 dstdir=$W/dst
