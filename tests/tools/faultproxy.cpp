@@ -27,6 +27,16 @@
 //                        the 256 KiB per-direction buffer bound, throughput
 //                        is then at most 256 KiB per MS ms)
 //   --rate BYTES_PER_S   throttle each direction of each connection
+//   --latency-ms MS      one-way delay of a link (decimal, e.g. 12.5): every
+//                        byte is forwarded MS ms after it was read, however
+//                        many are in flight, so a path of RTT 2*MS at --rate R
+//                        carries R as long as the peers keep R*RTT in flight
+//                        (a timestamped queue; unlike --delay-ms the buffer
+//                        bound grows to fit the pipe, see --queue-bytes)
+//   --queue-bytes N      per-direction buffer bound (default 256 KiB; with
+//                        --latency-ms: 2 * rate * MS + 1 MiB, i.e. the pipe
+//                        plus one bandwidth-delay product of router buffer,
+//                        or 256 MiB without --rate)
 //   --once               accept one connection; exit when it has ended
 //
 // Stderr: "faultproxy: listening on HOST:PORT", one line per connection
@@ -69,7 +79,7 @@ using Clock = std::chrono::steady_clock;
 
 // Per-direction buffer bound: a slow or stalled side exerts back-pressure
 // instead of growing the proxy's memory.
-constexpr std::size_t k_max_queued = 256 * 1024;
+constexpr std::size_t k_default_queue = 256 * 1024;
 constexpr std::size_t k_read_size = 64 * 1024;
 
 volatile sig_atomic_t g_stop = 0;
@@ -92,6 +102,8 @@ struct Options {
   Dir stall_dir = Dir::c2s;
   bool all_connections = false;
   int delay_ms = 0;
+  double latency_ms = 0;   // one-way link delay (--latency-ms)
+  std::uint64_t queue_bytes = 0; // --queue-bytes; 0 = derived (see usage)
   std::uint64_t rate = 0; // bytes per second per direction; 0 = unlimited
   bool once = false;
 };
@@ -130,7 +142,7 @@ bool parse_dir(std::string_view text, Dir& out) {
   std::fputs("usage: faultproxy --listen HOST:PORT --target HOST:PORT [--port-file F]\n"
              "  [--flip-after N] [--flip-dir c2s|s2c] [--cut-after N] [--cut-dir c2s|s2c]\n"
              "  [--stall-after N] [--stall-dir c2s|s2c] [--all-connections]\n"
-             "  [--delay-ms MS] [--rate BYTES_PER_S] [--once]\n",
+             "  [--delay-ms MS] [--rate BYTES_PER_S] [--latency-ms MS] [--queue-bytes N] [--once]\n",
              stderr);
   std::exit(64);
 }
@@ -181,6 +193,15 @@ Options parse_args(int argc, char** argv) {
       std::uint64_t ms = number();
       if (ms > 600000) usage("--delay-ms above 600000");
       o.delay_ms = static_cast<int>(ms);
+    } else if (a == "--latency-ms") {
+      std::string v(value());
+      char* end = nullptr;
+      double ms = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(ms >= 0) || ms > 600000) usage("--latency-ms: not a delay in ms: " + v);
+      o.latency_ms = ms;
+    } else if (a == "--queue-bytes") {
+      o.queue_bytes = number();
+      if (o.queue_bytes < 65536) usage("--queue-bytes below 65536");
     } else if (a == "--rate") {
       o.rate = number();
     } else if (a == "--once") {
@@ -192,6 +213,12 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (!have_target) usage("--target is required");
+  if (o.queue_bytes == 0) {
+    // A link of one-way delay D at rate R holds R*D bytes in flight; leave as
+    // much again for queueing, as a router sized by the usual rule would.
+    double pipe = o.rate ? 2.0 * static_cast<double>(o.rate) * o.latency_ms / 1000.0 + 1048576.0 : 256.0 * 1048576.0;
+    o.queue_bytes = o.latency_ms > 0 ? static_cast<std::uint64_t>(pipe) : k_default_queue;
+  }
   return o;
 }
 
@@ -298,7 +325,10 @@ struct Relay {
 
 class Proxy {
 public:
-  explicit Proxy(Options options) : m_opt(std::move(options)) {}
+  explicit Proxy(Options options)
+      : m_opt(std::move(options)), m_max_queued(static_cast<std::size_t>(m_opt.queue_bytes)),
+        m_hold(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(
+            static_cast<double>(m_opt.delay_ms) + m_opt.latency_ms))) {}
 
   int run();
 
@@ -313,6 +343,8 @@ private:
   std::size_t rate_allowance(Flow& f, Clock::time_point now) const;
 
   Options m_opt;
+  std::size_t m_max_queued;  // per-direction buffer bound: back-pressure beyond it
+  Clock::duration m_hold;    // --delay-ms + --latency-ms: how long a chunk waits
   int m_listener = -1;
   int m_next_id = 1;
   bool m_accepted_once = false;
@@ -360,7 +392,7 @@ int Proxy::run() {
         Flow& f = r.flow[static_cast<int>(d)];
         int src = d == Dir::c2s ? 0 : 1;
         if (r.stalled) continue;
-        if (!f.eof && f.queued < k_max_queued && f.read_total < f.limit) ev[src] |= POLLIN;
+        if (!f.eof && f.queued < m_max_queued && f.read_total < f.limit) ev[src] |= POLLIN;
         if (!f.queue.empty()) {
           auto due = f.queue.front().due;
           std::size_t allow = rate_allowance(f, now);
@@ -412,7 +444,7 @@ int Proxy::run() {
         continue;
       }
       Flow& rf = r.flow[static_cast<int>(read_dir)];
-      if ((rev & POLLERR) && (rf.queued >= k_max_queued || rf.read_total >= rf.limit)) {
+      if ((rev & POLLERR) && (rf.queued >= m_max_queued || rf.read_total >= rf.limit)) {
         // Cannot take what is left on the socket before its error; give up
         // rather than spin on POLLERR.
         end(r, true, std::string(side == 0 ? "client" : "target") + " socket error with the queue full");
@@ -488,9 +520,9 @@ void Proxy::finish_connect(Relay& r) {
 
 void Proxy::read_side(Relay& r, Dir d) {
   Flow& f = r.flow[static_cast<int>(d)];
-  if (f.eof || f.queued >= k_max_queued || f.read_total >= f.limit) return;
+  if (f.eof || f.queued >= m_max_queued || f.read_total >= f.limit) return;
   std::size_t want = std::min<std::uint64_t>(k_read_size, f.limit - f.read_total);
-  want = std::min(want, k_max_queued - f.queued);
+  want = std::min(want, m_max_queued - f.queued);
   Chunk c;
   c.bytes.resize(want);
   ssize_t n = recv(source_fd(r, d), c.bytes.data(), want, 0);
@@ -516,7 +548,7 @@ void Proxy::read_side(Relay& r, Dir d) {
     c.bytes[*m_opt.flip_after - start] ^= 0x01;
     say("flipped byte at offset " + std::to_string(*m_opt.flip_after) + " " + dir_name(d));
   }
-  c.due = Clock::now() + std::chrono::milliseconds(m_opt.delay_ms);
+  c.due = Clock::now() + m_hold;
   f.queued += c.bytes.size();
   f.queue.push_back(std::move(c));
 }
@@ -549,7 +581,7 @@ void Proxy::write_side(Relay& r, Dir d, Clock::time_point now) {
       // alert) still goes back to the other peer, then the reset does.
       Dir back = d == Dir::c2s ? Dir::s2c : Dir::c2s;
       Flow& b = r.flow[static_cast<int>(back)];
-      while (!b.eof && b.queued < k_max_queued && b.read_total < b.limit) {
+      while (!b.eof && b.queued < m_max_queued && b.read_total < b.limit) {
         std::uint64_t before = b.read_total;
         read_side(r, back);
         if (r.done || b.read_total == before) break;
