@@ -109,6 +109,17 @@ itest_init() {
 # register PID: kill -9 this process on exit.
 register() { ITEST_PIDS+=("$1"); }
 
+# unregister PID: forget a process already reaped (wait_exit), so that a test
+# starting hundreds of them never signals a recycled PID on exit.
+unregister() {
+  local -a keep=()
+  local pid
+  for pid in "${ITEST_PIDS[@]}"; do
+    [[ $pid == "$1" ]] || keep+=("$pid")
+  done
+  ITEST_PIDS=("${keep[@]}")
+}
+
 # ----------------------------------------------------------------- timing
 
 now_ms() { date +%s%3N; }
@@ -232,6 +243,7 @@ RECV_PORT=""
 start_recv() {
   local dir=$1 logf=$2 i line
   shift 2
+  : >"$logf" # now, not in the child: a reused LOG must not show the last receiver's port
   "$BIN" recv --listen 127.0.0.1:0 --dir "$dir" "$@" 2>"$logf" &
   RECV_PID=$!
   register "$RECV_PID"
