@@ -736,9 +736,12 @@ Status Session::receive_file(std::span<const std::uint8_t> payload) {
                                                                  : FileReport::State::failed;
     // Tell the sender why, unless it is the one who left (protocol errors are
     // reported once, by Session::run).
-    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol)
+    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol) {
       m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
                         status.error().message);
+      // The sender may be mid-chunk: let it read the ABORT rather than a reset.
+      if (kind != ErrorKind::interrupted) m_conn.linger_after_abort(2000);
+    }
   }
   m_events.file_report(false, report);
   return status;

@@ -238,13 +238,17 @@ assert_interrupted_state() {
 
 # start_recv DIR LOG [ARGS...]: start `sesscp recv --listen 127.0.0.1:0`,
 # wait (max 15 s) for its "listening on" line and set RECV_PID, RECV_PORT.
+# RECV_ENV (VAR=VALUE...) is added to the receiver's environment only, e.g.
+# LD_PRELOAD: a `VAR=VALUE start_recv` prefix would also reach the grep and
+# sleep this function runs.
 RECV_PID=""
 RECV_PORT=""
+declare -a RECV_ENV=()
 start_recv() {
   local dir=$1 logf=$2 i line
   shift 2
   : >"$logf" # now, not in the child: a reused LOG must not show the last receiver's port
-  "$BIN" recv --listen 127.0.0.1:0 --dir "$dir" "$@" 2>"$logf" &
+  env "${RECV_ENV[@]}" "$BIN" recv --listen 127.0.0.1:0 --dir "$dir" "$@" 2>"$logf" &
   RECV_PID=$!
   register "$RECV_PID"
   RECV_PORT=""

@@ -31,7 +31,9 @@ fault() {
   local tag=$1 rule=$2 reason=$3 strerror=$4 published=$5 dest="$T/$1"
   mkdir "$dest"
   check "[$tag] CRASHSIM_FAIL=$rule: receiver exits 74, sender 75 with the reason, journal consistent"
-  CRASHSIM_DIR=$dest CRASHSIM_FAIL=$rule LD_PRELOAD=$crashsim start_recv "$dest" "$T/$tag.recv.log" --once
+  RECV_ENV=(LD_PRELOAD="$crashsim" CRASHSIM_DIR="$dest" CRASHSIM_FAIL="$rule")
+  start_recv "$dest" "$T/$tag.recv.log" --once
+  RECV_ENV=()
   run_send "$T/$tag.send.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}"
   wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the sender exited" "$T/$tag.recv.log"
   unregister "$RECV_PID"
