@@ -84,7 +84,7 @@ prepare() {
   cache="$work/$tag"
   [[ -s $cache/trace && -s $cache/points ]] && return 0
   mkdir -p "$cache"
-  rm -rf -- "$traced"
+  rm -rf -- "$traced" "$cache/trace.tmp" # crashsim.so never writes over an existing trace
   mkdir -p "$traced"
   "$bin" keygen -o "$cache/key" >/dev/null 2>&1
   { openssl enc -aes-128-ctr -pass pass:sesscp-powerloss -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } |

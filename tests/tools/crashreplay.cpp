@@ -7,18 +7,21 @@
 //   crashreplay points TRACE             the crash points worth checking, "K why" per
 //                                        line: just before and just after every
 //                                        sync, after every directory operation, 0 and N
-//   crashreplay build TRACE K SEED OUT   write into the empty directory OUT the files
+//   crashreplay build [--sector N] TRACE K SEED OUT
+//                                        write into the empty directory OUT the files
 //                                        that exist after a power cut just before
 //                                        record K; SEED decides what happens to what
 //                                        was not yet synced. Prints one line that
-//                                        says what it chose.
+//                                        says what it chose. --sector sets the unit
+//                                        of a torn write (default 4096; 512 tears
+//                                        small journal records too)
 //
 // Exit status: 0 done, 1 bad trace or I/O error, 64 usage.
 //
 // The model, in short: a file's writes, size changes and metadata changes
 // since its last fsync/fdatasync are "pending"; at the crash each file's
 // pending changes are, by seed, all lost, all applied, or torn (each 4 KiB
-// sector of each write and each size change kept or not, independently).
+// sector, or --sector bytes, of each write and each size change kept or not, independently).
 // fdatasync makes data and size durable, fsync also mtime and mode.
 // Directory operations (create, link, rename, unlink) since the last fsync
 // of the directory persist as a prefix of their order, of a length chosen by
@@ -48,7 +51,7 @@ namespace {
 using crashsim::Op;
 using crashsim::TraceHeader;
 
-constexpr std::uint64_t k_sector = 4096;
+std::uint64_t g_sector = 4096; // unit of a torn write (--sector)
 
 struct Record {
   TraceHeader h;
@@ -252,7 +255,7 @@ std::string crash_file(File& f, std::mt19937_64& rng) {
       continue;
     }
     for (std::uint64_t at = c.a; at < c.a + c.len;) {
-      std::uint64_t end = std::min(c.a + c.len, (at / k_sector + 1) * k_sector);
+      std::uint64_t end = std::min(c.a + c.len, (at / g_sector + 1) * g_sector);
       ++total;
       if (rng() & 1) {
         f.apply({Op::write, at, c.data + (at - c.a), end - at});
@@ -385,7 +388,7 @@ int points(const Trace& trace) {
 
 int usage() {
   std::fprintf(stderr, "usage: crashreplay count|list|points TRACE\n"
-                       "       crashreplay build TRACE K SEED OUTDIR\n");
+                       "       crashreplay build [--sector N] TRACE K SEED OUTDIR\n");
   return 64;
 }
 
@@ -402,6 +405,13 @@ int main(int argc, char** argv) {
     if (cmd == "list") return list(trace);
     if (cmd == "points") return points(trace);
     return 0;
+  }
+  if (cmd == "build" && argc == 8 && std::string(argv[2]) == "--sector") {
+    char* end = nullptr;
+    g_sector = std::strtoull(argv[3], &end, 10);
+    if (*end || g_sector == 0) return usage();
+    argv += 2;
+    argc -= 2;
   }
   if (cmd == "build" && argc == 6) {
     char* end = nullptr;

@@ -6,7 +6,9 @@
 //   CRASHSIM_DIR=DIR            the directory to watch (its regular files;
 //                               not subdirectories). Nothing happens without it.
 //   CRASHSIM_LOG=FILE           write the trace there (crashsim_trace.h); FILE
-//                               must be outside DIR
+//                               must be outside DIR and must not exist yet
+//                               (one process per trace: another one with the
+//                               same environment leaves it alone)
 //   CRASHSIM_FAIL=RULE[,RULE]   inject errors; RULE is OP:ERRNO:N[+][:MATCH]:
 //                               the Nth matching call (every call from the Nth
 //                               on with '+') fails with ERRNO without doing
@@ -449,8 +451,11 @@ void init() {
     return;
   }
   if (const char* log = std::getenv("CRASHSIM_LOG"); log && *log) {
-    s->log_fd = real.open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND, 0644);
-    if (s->log_fd < 0) say(std::string("cannot open CRASHSIM_LOG ") + log + ": " + std::strerror(errno));
+    // O_EXCL: a second process with the same environment (a child, or a
+    // sibling started by a shell function) must not truncate or interleave
+    // a trace; it runs untraced and says so.
+    s->log_fd = real.open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_APPEND, 0644);
+    if (s->log_fd < 0) say(std::string("cannot create CRASHSIM_LOG ") + log + ": " + std::strerror(errno) + "; not tracing");
     else (void)!real.write(s->log_fd, crashsim::k_trace_magic, sizeof crashsim::k_trace_magic);
   }
   g_state = s;
