@@ -147,7 +147,7 @@ if [[ $result == ok ]]; then
     already*) start=complete ;;
     *) start=fresh ;;
     esac
-    left=$(cd "$st" && ls -A | grep -vxF -- "$name" | tr '\n' ' ' || true)
+    left=$(find "$st" -mindepth 1 -maxdepth 1 ! -name "$name" -printf '%f ')
     if [[ $src -ne 0 || $rrc -ne 0 ]]; then
       result=FAIL why="resume: send exit $src, receiver exit $rrc: $(tail -n 1 "$trial/send.log")"
     elif [[ ! -f $st/$name || $(sha "$st/$name") != "$src_sha" ]]; then

@@ -66,7 +66,7 @@ fault() {
   log "[$tag] $(grep -oE 'resuming [^ ]+ at [0-9]+|already complete' "$T/$tag.send2.log" | head -n 1 || echo 'started from 0')"
   assert_same "$T/$name" "$dest/$name"
   local left
-  left=$(cd "$dest" && ls -A | grep -vxF -- "$name" | tr '\n' ' ' || true)
+  left=$(find "$dest" -mindepth 1 -maxdepth 1 ! -name "$name" -printf '%f ')
   [[ -z $left ]] || fail "[$tag] left behind after the re-run: $left"
   ok "[$tag] only $name in the directory"
 }

@@ -95,9 +95,9 @@ check_state() {
     WHY="resume: $name missing or different from the source [$built]"
     return 1
   fi
-  left=$(cd "$st" && ls -A | grep -vxF -- "$name" | tr '\n' ' ' || true)
+  left=$(find "$st" -mindepth 1 -maxdepth 1 ! -name "$name" -printf '%f ')
   if [[ -n $left ]]; then
-    WHY="resume: left behind: $left[$built]"
+    WHY="resume: left behind: ${left}[$built]"
     return 1
   fi
   WHY=$(grep -oE 'resuming [^ ]+ at [0-9]+|already complete' "$T/send.log" | head -n 1 || true)
