@@ -6,11 +6,14 @@
 //   crashreplay list TRACE               one line per record
 //   crashreplay points TRACE             the crash points worth checking, "K why" per
 //                                        line: just before and just after every
-//                                        sync, after every directory operation, 0 and N
+//                                        sync, after every directory operation, the
+//                                        start (after the baseline) and N
 //   crashreplay build [--sector N] TRACE K SEED OUT
 //                                        write into the empty directory OUT the files
 //                                        that exist after a power cut just before
-//                                        record K; SEED decides what happens to what
+//                                        record K (a K inside the baseline, the
+//                                        directory as tracing found it, counts as
+//                                        just after it); SEED decides what happens to what
 //                                        was not yet synced. Prints one line that
 //                                        says what it chose. --sector sets the unit
 //                                        of a torn write (default 4096; 512 tears
@@ -34,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -98,6 +102,13 @@ public:
   }
 
   const std::vector<Record>& records() const { return m_records; }
+  // The first real crash point: just after the baseline record (crashsim's
+  // snapshot of what the directory held when tracing began).
+  std::uint64_t first_point() const {
+    for (const auto& r : m_records)
+      if (static_cast<Op>(r.h.op) == Op::baseline) return r.h.seq + 1;
+    return 0;
+  }
 
 private:
   static bool complain(const std::string& msg) {
@@ -222,7 +233,8 @@ struct Model {
       }
       sync_dir();
       break;
-    case Op::injected: break;
+    case Op::injected:
+    case Op::baseline: break;
     }
   }
 };
@@ -305,6 +317,8 @@ int build(const Trace& trace, std::uint64_t k, std::uint64_t seed, const std::st
                  static_cast<unsigned long long>(k), recs.size());
     return 64;
   }
+  // Inside the baseline there is nothing to crash: it was all on disk already.
+  k = std::max(k, trace.first_point());
   Model m;
   Names names;
   for (std::uint64_t i = 0; i < k; ++i) {
@@ -366,7 +380,8 @@ int list(const Trace& trace) {
 int points(const Trace& trace) {
   const auto& recs = trace.records();
   std::map<std::uint64_t, std::string> why;
-  why[0] = "start";
+  const std::uint64_t first = trace.first_point();
+  why[first] = "start";
   why[recs.size()] = "end";
   Names names;
   for (const auto& r : recs) {
@@ -382,7 +397,8 @@ int points(const Trace& trace) {
       why.emplace(r.h.seq + 1, "after " + what);
     }
   }
-  for (const auto& [k, w] : why) std::printf("%llu %s\n", static_cast<unsigned long long>(k), w.c_str());
+  for (const auto& [k, w] : why)
+    if (k >= first) std::printf("%llu %s\n", static_cast<unsigned long long>(k), w.c_str());
   return 0;
 }
 

@@ -411,6 +411,7 @@ void snapshot() {
   for (const auto& leaf : leaves)
     if (std::uint32_t id = adopt(leaf)) record(Op::fsync, id, 0, 0);
   record(Op::dir_sync, 0, 0, 0);
+  record(Op::baseline, 0, 0, 0);
 }
 
 void init() {

@@ -29,6 +29,8 @@ enum class Op : std::uint32_t {
   set_mtime = 11, // file `id`: mtime = a (nanoseconds since the epoch, signed)
   set_mode = 12, // file `id`: mode = a
   injected = 13, // an injected failure: a = errno, name = the call; no effect
+  baseline = 14, // the records before this one are what DIR held when tracing began:
+                 // durable, and not crash points
 };
 
 struct TraceHeader {
@@ -58,6 +60,7 @@ inline const char* op_name(std::uint32_t op) {
   case Op::set_mtime: return "set_mtime";
   case Op::set_mode: return "set_mode";
   case Op::injected: return "injected";
+  case Op::baseline: return "baseline";
   }
   return "unknown";
 }
