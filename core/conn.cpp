@@ -252,4 +252,21 @@ void Conn::shutdown_write() {
   ::shutdown(m_fd.get(), SHUT_WR);
 }
 
+void Conn::linger_after_abort(int timeout_ms) {
+  shutdown_write();
+  // Raw reads, even under TLS: the bytes are dropped, never decrypted.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::uint8_t scratch[16 * 1024];
+  while (!(m_stop && m_stop->load())) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return;
+    pollfd p{m_fd.get(), POLLIN, 0};
+    int rc = poll(&p, 1, static_cast<int>(std::min<long long>(left, k_slice_ms)));
+    if (rc < 0 && errno != EINTR) return;
+    if (rc <= 0) continue;
+    ssize_t n = recv(m_fd.get(), scratch, sizeof scratch, 0);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return;
+  }
+}
+
 } // namespace sesscp

@@ -58,6 +58,11 @@ public:
   int fd() const { return m_fd.get(); }
   // Shut the socket down for writing after the last frame (orderly release).
   void shutdown_write();
+  // After a final ABORT: shut down writing, then read and drop what the peer
+  // still sends until it closes or `timeout_ms` pass. Closing a socket with
+  // unread data resets the connection, and the reset can make the peer fail
+  // its next write before it has read the ABORT, losing the reason.
+  void linger_after_abort(int timeout_ms);
 
 private:
   Status wait_io(short events);

@@ -578,6 +578,10 @@ Status IncomingFile::publish() {
   if (linkat(AT_FDCWD, self.c_str(), m_dir_fd, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
     if (renameat(m_dir_fd, tmp.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
       return errno_error(ErrorKind::io, "rename " + tmp + " to " + m_offer.name, errno);
+    // After a power cut between this rename and the part's unlink, NAME and
+    // the part are one inode; renaming a link over another link of the same
+    // inode does nothing and succeeds (rename(2)), which would leave tmp.
+    unlinkat(m_dir_fd, tmp.c_str(), 0);
     if (part_path_is_ours()) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
     else m_events.info(m_part_name + " was replaced during the transfer; published the data received, left it alone");
     return {};
@@ -732,9 +736,12 @@ Status Session::receive_file(std::span<const std::uint8_t> payload) {
                                                                  : FileReport::State::failed;
     // Tell the sender why, unless it is the one who left (protocol errors are
     // reported once, by Session::run).
-    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol)
+    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol) {
       m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
                         status.error().message);
+      // The sender may be mid-chunk: let it read the ABORT rather than a reset.
+      if (kind != ErrorKind::interrupted) m_conn.linger_after_abort(2000);
+    }
   }
   m_events.file_report(false, report);
   return status;

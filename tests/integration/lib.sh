@@ -111,6 +111,17 @@ itest_init() {
 # register PID: kill -9 this process on exit.
 register() { ITEST_PIDS+=("$1"); }
 
+# unregister PID: forget a process already reaped (wait_exit), so that a test
+# starting hundreds of them never signals a recycled PID on exit.
+unregister() {
+  local -a keep=()
+  local pid
+  for pid in "${ITEST_PIDS[@]}"; do
+    [[ $pid == "$1" ]] || keep+=("$pid")
+  done
+  ITEST_PIDS=("${keep[@]}")
+}
+
 # ----------------------------------------------------------------- timing
 
 now_ms() { date +%s%3N; }
@@ -230,12 +241,17 @@ assert_interrupted_state() {
 # start_recv DIR LOG [ARGS...]: start `sesscp recv --listen 127.0.0.1:0`
 # (or on $RECV_LISTEN, e.g. to restart a receiver on the port it had),
 # wait (max 15 s) for its "listening on" line and set RECV_PID, RECV_PORT.
+# RECV_ENV (VAR=VALUE...) is added to the receiver's environment only, e.g.
+# LD_PRELOAD: a `VAR=VALUE start_recv` prefix would also reach the grep and
+# sleep this function runs.
 RECV_PID=""
 RECV_PORT=""
+declare -a RECV_ENV=()
 start_recv() {
   local dir=$1 logf=$2 i line
   shift 2
-  "$BIN" recv --listen "${RECV_LISTEN:-127.0.0.1:0}" --dir "$dir" "$@" 2>"$logf" &
+  : >"$logf" # now, not in the child: a reused LOG must not show the last receiver's port
+  env "${RECV_ENV[@]}" "$BIN" recv --listen "${RECV_LISTEN:-127.0.0.1:0}" --dir "$dir" "$@" 2>"$logf" &
   RECV_PID=$!
   register "$RECV_PID"
   RECV_PORT=""
