@@ -1,5 +1,7 @@
 #include "cli/output.h"
 
+#include "core/retry.h"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -139,7 +141,7 @@ void Output::progress(const std::string& name, std::uint64_t done, std::uint64_t
 
 void Output::reconnecting(int attempt, int limit, double delay_s, const std::string& reason) {
   char buf[128];
-  std::string count = std::to_string(attempt) + (limit > 0 ? "/" + std::to_string(limit) : "");
+  std::string count = attempt_label(attempt, limit);
   std::snprintf(buf, sizeof buf, delay_s < 10 ? "reconnecting (attempt %s) in %.1fs" : "reconnecting (attempt %s) in %.0fs",
                 count.c_str(), delay_s);
   info(std::string(buf) + " after: " + reason);

@@ -31,10 +31,11 @@ std::optional<double> Backoff::next(int attempt, double elapsed_s) {
   return std::min(jitter(m_rng), left);
 }
 
-std::string Backoff::describe(int attempt) const {
-  if (m_policy.retries > 0) return std::to_string(attempt) + "/" + std::to_string(m_policy.retries);
-  return std::to_string(attempt);
+std::string attempt_label(int attempt, int limit) {
+  return std::to_string(attempt) + (limit > 0 ? "/" + std::to_string(limit) : "");
 }
+
+std::string Backoff::describe(int attempt) const { return attempt_label(attempt, m_policy.retries); }
 
 bool sleep_unless_stopped(double seconds, const std::atomic<bool>* stop) {
   using Clock = std::chrono::steady_clock;

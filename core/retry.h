@@ -49,6 +49,10 @@ private:
   std::mt19937_64 m_rng;
 };
 
+// "3/10" for attempt 3 of a --retry 10, or "3" when `limit` <= 0 (only
+// --retry-for bounds the attempts).
+std::string attempt_label(int attempt, int limit);
+
 // Sleep up to `seconds`, returning early (false) when `stop` is set.
 bool sleep_unless_stopped(double seconds, const std::atomic<bool>* stop);
 

@@ -387,7 +387,6 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
       break;
     }
     ++report.reconnects;
-    report.state = FileReport::State::failed;
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!status && report.state != FileReport::State::complete)
