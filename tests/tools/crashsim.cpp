@@ -904,7 +904,10 @@ int futimens(int fd, const timespec times[2]) noexcept {
 
 int utimensat(int dirfd, const char* path, const timespec times[2], int flags) noexcept {
   ensure_init();
-  if (path == nullptr) return with_meta(dirfd, [&] { return real.utimensat(dirfd, path, times, flags); });
+  // glibc declares path nonnull, but Linux accepts NULL (futimens on dirfd);
+  // read it through a volatile so neither compiler folds the check away.
+  const char* volatile path_v = path;
+  if (path_v == nullptr) return with_meta(dirfd, [&] { return real.utimensat(dirfd, path, times, flags); });
   std::string leaf = g_state ? leaf_of(dirfd, path) : std::string();
   if (leaf.empty()) return real.utimensat(dirfd, path, times, flags);
   int r = real.utimensat(dirfd, path, times, flags);
