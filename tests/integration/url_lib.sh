@@ -1,0 +1,117 @@
+# shellcheck shell=bash disable=SC2034  # globals are used by the sourcing test scripts
+# Local servers for the URL tests (sourced after lib.sh, never run):
+# nginx (HTTP and HTTPS) and OpenSSH's sshd, each on 127.0.0.1 and a free
+# port, with every file under $T and every process registered for the
+# clean-up in lib.sh. A server that cannot start here skips the test (125).
+
+# free_port: print a TCP port on 127.0.0.1 that nobody listens on now.
+free_port() {
+  local i p
+  for ((i = 0; i < 50; i++)); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      printf '%s\n' "$p"
+      return 0
+    fi
+  done
+  fail "no free port found in 50 tries"
+}
+
+# wait_port PORT SECS PID: wait until something accepts on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 secs=$2 pid=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    is_running "$pid" || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# make_cert DIR: a self-signed certificate for 127.0.0.1 (DIR/cert.pem, DIR/key.pem).
+make_cert() {
+  local d=$1
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$d/key.pem" -out "$d/cert.pem" >/dev/null 2>&1 ||
+    skip "openssl could not make a self-signed certificate"
+}
+
+# start_nginx RATE: nginx serving $WWW on NGINX_PORT (HTTP) and NGINX_TLS_PORT
+# (HTTPS, certificate $T/tls/cert.pem). Locations:
+#   /f/NAME       plain static files (ranges honoured)
+#   /slow/NAME    the same, each connection limited to RATE bytes/s
+#   /norange/NAME max_ranges 0: a Range request gets the whole file (200)
+#   /slownorange/NAME  both
+# The access log ($NGINX_LOG) has one line per request:
+#   METHOD URI range="BYTES=..." status=CODE body=BYTES
+NGINX_PORT="" NGINX_TLS_PORT="" NGINX_LOG="" WWW="" NGINX_PID=""
+start_nginx() {
+  local rate=$1 dir="$T/nginx" try
+  command -v nginx >/dev/null 2>&1 || skip "nginx not installed (apt-get install nginx-light)"
+  WWW="$T/www"
+  mkdir -p "$dir/tmp" "$WWW"
+  NGINX_LOG="$dir/access.log"
+  make_cert "$T/tls"
+  for ((try = 0; try < 5; try++)); do
+    NGINX_PORT=$(free_port)
+    NGINX_TLS_PORT=$(free_port)
+    cat >"$dir/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 512; }
+http {
+  default_type application/octet-stream;
+  log_format ranges '\$request_method \$uri range="\$http_range" status=\$status body=\$body_bytes_sent';
+  access_log $NGINX_LOG ranges;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  sendfile on;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+    ssl_certificate $T/tls/cert.pem;
+    ssl_certificate_key $T/tls/key.pem;
+    location /f/ { alias $WWW/; }
+    location /slow/ { alias $WWW/; limit_rate $rate; }
+    location /norange/ { alias $WWW/; max_ranges 0; }
+    location /slownorange/ { alias $WWW/; max_ranges 0; limit_rate $rate; }
+  }
+}
+CONF
+    nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" &
+    NGINX_PID=$!
+    register "$NGINX_PID"
+    if wait_port "$NGINX_PORT" 10 "$NGINX_PID" && wait_port "$NGINX_TLS_PORT" 5 "$NGINX_PID"; then
+      log "nginx pid $NGINX_PID on 127.0.0.1:$NGINX_PORT (http) and :$NGINX_TLS_PORT (https), rate limit $rate"
+      return 0
+    fi
+    kill9 "$NGINX_PID"
+  done
+  show_log "$dir/stderr.log" "nginx stderr"
+  show_log "$dir/error.log" "nginx error.log"
+  skip "nginx could not be started here"
+}
+
+# log_mark: the current number of access-log lines (requests so far).
+log_mark() { if [[ -f $NGINX_LOG ]]; then wc -l <"$NGINX_LOG"; else echo 0; fi; }
+
+# log_since MARK: the access-log lines after MARK.
+log_since() { tail -n +$(($1 + 1)) "$NGINX_LOG"; }
+
+# body_bytes_since MARK [URI-PREFIX]: body bytes nginx sent for GETs after MARK.
+body_bytes_since() {
+  log_since "$1" | awk -v p="${2:-}" '$1 == "GET" && index($2, p) == 1 { sub("body=", "", $NF); s += $NF } END { printf "%.0f\n", s }'
+}
+
+# range_starts_since MARK: the first byte of each GET's Range after MARK (- for none).
+range_starts_since() {
+  log_since "$1" | awk '$1 == "GET" { if (match($0, /range="bytes=[0-9]+/)) print substr($0, RSTART + 13, RLENGTH - 13); else print "-" }'
+}

@@ -1,0 +1,9 @@
+#include "url/put.h"
+
+namespace sesscp::url {
+
+Status put_sftp(const PutOptions&, Events&, FileReport&) {
+  return make_error(ErrorKind::usage, "sftp upload is not implemented yet");
+}
+
+} // namespace sesscp::url
