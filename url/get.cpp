@@ -276,6 +276,7 @@ Status Download::plan(const Remote& remote) {
   m_journal.emplace(std::move(*journal));
   if (auto diff = checkpoint::identity_mismatch(replay.identity, m_identity); !diff.empty()) {
     if (diff == "content fingerprint differs") diff = "ETag or Last-Modified differs";
+    if (auto at = diff.find(", offer "); at != std::string::npos) diff.replace(at, 8, ", server ");
     return start_fresh("remote file changed since the partial download (" + diff + "); restarting from zero");
   }
   // Same chunking as the journal, whatever --chunk-size says now.
@@ -448,8 +449,14 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   std::uint64_t unit = m_chunks - first;
   if (connections > 1) {
     // Several units per connection so that fast connections take over the
-    // tail; 32 chunks at most so a slow one holds back little.
-    unit = std::clamp<std::uint64_t>(unit / (static_cast<std::uint64_t>(connections) * 4), 1, 32);
+    // tail, but at least 4 MiB each (aria2 splits no finer than 20 MiB by
+    // default): each request costs a round trip, and servers that limit the
+    // rate per request often let the first second's worth through at once.
+    // At most 16 MiB: only the contiguous prefix is journaled, so a kill
+    // can cost up to connections x unit of data fetched out of order.
+    const std::uint64_t min_unit = std::max<std::uint64_t>(1, (4u << 20) / m_identity.chunk_size);
+    const std::uint64_t max_unit = std::max<std::uint64_t>(min_unit, (16u << 20) / m_identity.chunk_size);
+    unit = std::clamp<std::uint64_t>(unit / (static_cast<std::uint64_t>(connections) * 4), min_unit, max_unit);
   }
   std::uint64_t end = first;
   while (end < m_chunks && end - first < unit && (m_state[end] == 0 || m_ranges_ignored)) ++end;

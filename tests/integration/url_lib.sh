@@ -115,3 +115,46 @@ body_bytes_since() {
 range_starts_since() {
   log_since "$1" | awk '$1 == "GET" { if (match($0, /range="bytes=[0-9]+/)) print substr($0, RSTART + 13, RLENGTH - 13); else print "-" }'
 }
+
+# run_get LOG ARGS...: run `sesscp get ARGS...` in the foreground (bounded by
+# SESSCP_RUN_TIMEOUT) and set GET_RC.
+GET_RC=0
+run_get() {
+  local logf=$1
+  shift
+  GET_RC=0
+  timeout -k 5 "$SESSCP_RUN_TIMEOUT" "$BIN" get "$@" 2>"$logf" || GET_RC=$?
+  if [[ $GET_RC -eq 124 || $GET_RC -eq 137 ]]; then
+    fail_with_logs "sesscp get did not finish within ${SESSCP_RUN_TIMEOUT}s" "$logf"
+  fi
+}
+
+# start_get LOG ARGS...: start `sesscp get ARGS...` in the background; sets GET_PID.
+GET_PID=""
+start_get() {
+  local logf=$1
+  shift
+  "$BIN" get "$@" 2>"$logf" &
+  GET_PID=$!
+  register "$GET_PID"
+}
+
+# journal_chunks JOURNAL: the number of chunks a journal confirms (0 if none),
+# read with `sesscp`-independent tools: checkpoint records are type 2 and
+# carry a u32 count at payload offset 16.
+journal_chunks() {
+  local j=$1
+  [[ -s $j ]] || { echo 0; return; }
+  od -An -v -tu1 "$j" | tr -s ' ' '\n' | awk 'NF' | awk '
+    { b[n++] = $1 }
+    END {
+      o = 10; total = 0
+      while (o + 13 <= n) {
+        len = b[o+8]*16777216 + b[o+9]*65536 + b[o+10]*256 + b[o+11]; type = b[o+12]
+        if (o + 13 + len > n) break
+        if (type == 2) { p = o + 13 + 16; total += b[p]*16777216 + b[p+1]*65536 + b[p+2]*256 + b[p+3] }
+        o += 13 + len
+      }
+      print total
+    }'
+}
