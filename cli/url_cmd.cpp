@@ -8,8 +8,24 @@ namespace sesscp::cli {
 
 namespace {
 
+// What the user can do about a failed URL transfer.
+const char* url_hint(ErrorKind kind) {
+  switch (kind) {
+  case ErrorKind::auth:
+    return "check the server's certificate (--cacert FILE) or SSH host key (--known-hosts FILE), and the "
+           "credentials (~/.netrc, SESSCP_URL_PASSWORD, --ssh-key)";
+  case ErrorKind::unreachable: return "check the URL and that the server is up";
+  case ErrorKind::refused: return "the server refused the request for the reason given";
+  case ErrorKind::busy: return "the server is busy or failing; retry later (--retry N, --retry-for DURATION)";
+  case ErrorKind::source_changed: return "the remote file changed; re-run to fetch the new version";
+  case ErrorKind::protocol: return "the server's answer cannot be used safely; re-run, or report the server";
+  default: return nullptr;
+  }
+}
+
 int fail(Output& out, const Error& e) {
-  out.error(e);
+  if (const char* hint = url_hint(e.kind)) out.error(e, hint);
+  else out.error(e);
   return exit_code_for(e.kind);
 }
 

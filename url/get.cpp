@@ -145,6 +145,16 @@ public:
   // One attempt: probe, plan the resume point, fetch, finish.
   Status attempt();
   bool restart_requested() const { return m_restart; }
+  // After a failure before any data: remove the empty journal that lock()
+  // created, so that a refused download leaves nothing behind.
+  void tidy() {
+    struct stat jst{}, pst{};
+    if (fstat(m_lock.get(), &jst) != 0 || jst.st_size != 0) return;
+    bool part = ::stat(m_part_path.c_str(), &pst) == 0;
+    if (part && pst.st_size != 0) return;
+    if (part) ::unlink(m_part_path.c_str());
+    ::unlink(m_journal_path.c_str());
+  }
   // Forget the partial download (the remote changed under it).
   void discard() {
     m_journal.reset();
@@ -673,6 +683,8 @@ Result<std::string> output_path(const GetOptions& o) {
   return o.output.empty() ? name : o.output + "/" + name;
 }
 
+Status run_attempts(const GetOptions& o, Events& events, FileReport& report, Download& download);
+
 } // namespace
 
 Result<std::string> normalise_hex(const std::string& hex, std::size_t bits, const char* option) {
@@ -690,6 +702,14 @@ Status get_url(const GetOptions& o, Events& events, FileReport& report) {
   report.name = basename_of(*out);
   Download download(o, events, report, *out);
   SESSCP_TRY(download.lock());
+  auto status = run_attempts(o, events, report, download);
+  if (!status) download.tidy();
+  return status;
+}
+
+namespace {
+
+Status run_attempts(const GetOptions& o, Events& events, FileReport& report, Download& download) {
   auto start = Clock::now();
   Backoff backoff(o.retry);
   int attempt = 0, restarts = 0;
@@ -714,5 +734,7 @@ Status get_url(const GetOptions& o, Events& events, FileReport& report) {
     if (!sleep_unless_stopped(*delay, o.stop)) return make_error(ErrorKind::interrupted, "interrupted; state saved");
   }
 }
+
+} // namespace
 
 } // namespace sesscp::url
