@@ -105,9 +105,15 @@ struct SendArgs {
 
 int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
   // A URL destination is a separate code path (libcurl, docs/URL.md).
-  if (sesscp::url::looks_like_url(a.target))
-    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, 0, "", f.quiet,
-                                     f.verbose, &g_stop);
+  if (sesscp::url::looks_like_url(a.target)) {
+    auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
+    if (!bwlimit) {
+      sesscp::cli::Output out(f.quiet, f.verbose);
+      return fail(out, bwlimit.error());
+    }
+    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, 0, "",
+                                     f.quiet, f.verbose, &g_stop);
+  }
   sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");

@@ -48,6 +48,22 @@ Result<RetryPolicy> retry_policy(int retry, const std::string& retry_for) {
   return p;
 }
 
+// "50M", "1G", "4096" (powers of 1024), as --bwlimit of send takes them.
+Result<std::uint64_t> parse_rate(const std::string& text) {
+  std::size_t used = 0;
+  unsigned long long value = 0;
+  try {
+    value = std::stoull(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  int shift = unit.empty() ? 0 : unit == "K" || unit == "k" ? 10 : unit == "M" || unit == "m" ? 20 : unit == "G" || unit == "g" ? 30 : -1;
+  if (used == 0 || shift < 0 || value > (~0ULL >> shift))
+    return make_error(ErrorKind::usage, "bad --bwlimit '" + text + "' (use a number with K, M or G)");
+  return std::uint64_t{value} << shift;
+}
+
 } // namespace
 
 CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
@@ -56,6 +72,7 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   get->add_option("-o,--output", a.output, "File to write, or a directory (default: the URL's file name here)");
   get->add_option("--connections", a.connections, "Concurrent ranged requests (default 1)")
       ->check(CLI::Range(1, 1024));
+  get->add_option("--bwlimit", a.bwlimit, "Limit the rate to RATE bytes/s over all connections, e.g. 50M");
   get->add_option("--sha256", a.sha256, "Expected SHA-256 of the whole file (hex); exit 65 if it differs");
   get->add_option("--xxh128", a.xxh128, "Expected XXH128 of the whole file (hex, as xxhsum -H2 prints)");
   get->add_option("--retry", a.retry, "Reconnect up to N times after a network failure (default 0)")
@@ -83,6 +100,11 @@ int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
   o.url = a.url;
   o.output = a.output;
   o.connections = a.connections;
+  if (!a.bwlimit.empty()) {
+    auto rate = parse_rate(a.bwlimit);
+    if (!rate) return fail(out, rate.error());
+    o.bwlimit = *rate;
+  }
   o.url_options.cacert = a.cacert;
   o.url_options.insecure = a.insecure;
   o.url_options.ssh_key = a.ssh_key;
@@ -119,7 +141,7 @@ void add_sftp_send_options(CLI::App* send, SftpSendFlags& f) {
 }
 
 int run_send_url(const std::string& source, const std::string& url_text, const SftpSendFlags& f, bool insecure,
-                 double timeout_s, int retry, const std::string& retry_for, bool quiet, bool verbose,
+                 double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, bool quiet, bool verbose,
                  const std::atomic<bool>* stop) {
   Output out(quiet, verbose);
   warn_inline_password(out, url_text);
@@ -132,6 +154,7 @@ int run_send_url(const std::string& source, const std::string& url_text, const S
   o.url_options.ssh_key = f.ssh_key;
   o.url_options.known_hosts = f.known_hosts;
   o.url_options.timeout_s = timeout_s;
+  o.bwlimit = bwlimit;
   o.stop = stop;
   auto policy = retry_policy(retry, retry_for);
   if (!policy) return fail(out, policy.error());

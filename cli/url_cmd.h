@@ -12,7 +12,7 @@
 namespace sesscp::cli {
 
 struct GetArgs {
-  std::string url, output, sha256, xxh128, cacert, ssh_key, known_hosts, retry_for;
+  std::string url, output, bwlimit, sha256, xxh128, cacert, ssh_key, known_hosts, retry_for;
   int connections = 1;
   int retry = 0;
   double timeout_s = 30;
@@ -34,7 +34,7 @@ void add_sftp_send_options(CLI::App* send, SftpSendFlags& flags);
 
 // Run `sesscp send FILE URL`; returns the exit code.
 int run_send_url(const std::string& source, const std::string& url, const SftpSendFlags& flags, bool insecure,
-                 double timeout_s, int retry, const std::string& retry_for, bool quiet, bool verbose,
+                 double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, bool quiet, bool verbose,
                  const std::atomic<bool>* stop);
 
 } // namespace sesscp::cli

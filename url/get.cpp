@@ -232,7 +232,7 @@ Result<Remote> Download::probe() {
   CURLcode rc = curl_easy_perform(h);
   long code = 0;
   curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  if (rc != CURLE_OK) return transfer_error(rc, code, errbuf, "HEAD " + m_shown_url);
+  if (rc != CURLE_OK) return transfer_error(rc, code, errbuf, (is_http(m_scheme) ? "HEAD " : "stat ") + m_shown_url);
   curl_off_t length = -1, filetime = -1;
   curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
   curl_easy_getinfo(h, CURLINFO_FILETIME_T, &filetime);
@@ -493,6 +493,9 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(h, CURLOPT_PRIVATE, &t);
+  if (m_opt.bwlimit > 0)
+    curl_easy_setopt(h, CURLOPT_MAX_RECV_SPEED_LARGE,
+                     static_cast<curl_off_t>(std::max<std::uint64_t>(1, m_opt.bwlimit / static_cast<std::uint64_t>(connections))));
   for (std::uint64_t i = first; i < end; ++i)
     if (m_state[i] == 0) m_state[i] = 1;
   m_events.debug("GET " + m_shown_url + " bytes " + range);

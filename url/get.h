@@ -19,6 +19,7 @@ struct GetOptions {
   UrlOptions url_options;
   std::uint32_t chunk_size = 1u << 20;
   int connections = 1;                // concurrent ranged requests
+  std::uint64_t bwlimit = 0;          // bytes per second over all connections, 0 = unlimited
   std::string sha256;                 // expected whole-file digests (hex), "" = none
   std::string xxh128;
   RetryPolicy retry;

@@ -17,7 +17,8 @@ struct PutOptions {
   std::string path;                   // local file
   std::string url;                    // sftp://user@host/path (the final name)
   UrlOptions url_options;
-  std::uint32_t chunk_size = 1u << 20;
+  std::uint32_t chunk_size = 1u << 20; // what a resume reads back: the last whole chunk and the rest
+  std::uint64_t bwlimit = 0;           // bytes per second, 0 = unlimited
   RetryPolicy retry;
   const std::atomic<bool>* stop = nullptr;
 };

@@ -158,3 +158,64 @@ journal_chunks() {
       print total
     }'
 }
+
+# start_sshd: OpenSSH's sshd as root on 127.0.0.1:SSHD_PORT (-D, a config of
+# our own, no PAM, public keys only) with a new host key, plus a client key
+# ($SSH_KEY) in its authorized keys and a known_hosts file ($KNOWN_HOSTS)
+# that trusts the host key. SFTP_BASE is the sftp:// URL of $T.
+SSHD_PORT="" SSH_KEY="" KNOWN_HOSTS="" SFTP_BASE="" SSHD_PID=""
+start_sshd() {
+  local dir="$T/ssh" sshd=/usr/sbin/sshd try
+  [[ -x $sshd ]] || skip "sshd not installed (apt-get install openssh-server)"
+  command -v ssh-keygen >/dev/null 2>&1 || skip "ssh-keygen not installed (apt-get install openssh-client)"
+  [[ $(id -u) -eq 0 ]] || skip "sshd must start as root to log users in"
+  mkdir -p "$dir"
+  # Privilege separation needs this directory (the package makes it at boot).
+  mkdir -p /run/sshd && chmod 0755 /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -C sesscp-test-host -f "$dir/host_key" || skip "ssh-keygen failed"
+  ssh-keygen -q -t ed25519 -N '' -C sesscp-test-client -f "$dir/client_key" || skip "ssh-keygen failed"
+  cp "$dir/client_key.pub" "$dir/authorized_keys"
+  SSH_KEY="$dir/client_key"
+  KNOWN_HOSTS="$dir/known_hosts"
+  for ((try = 0; try < 5; try++)); do
+    SSHD_PORT=$(free_port)
+    cat >"$dir/sshd_config" <<CONF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $dir/host_key
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+StrictModes no
+Subsystem sftp internal-sftp
+LogLevel VERBOSE
+CONF
+    "$sshd" -D -e -f "$dir/sshd_config" -o "MaxStartups=50" 2>"$dir/sshd.log" &
+    SSHD_PID=$!
+    register "$SSHD_PID"
+    if wait_port "$SSHD_PORT" 10 "$SSHD_PID"; then
+      printf '[127.0.0.1]:%s %s\n' "$SSHD_PORT" "$(cut -d' ' -f1,2 "$dir/host_key.pub")" >"$KNOWN_HOSTS"
+      SFTP_BASE="sftp://root@127.0.0.1:$SSHD_PORT$T"
+      log "sshd pid $SSHD_PID on 127.0.0.1:$SSHD_PORT"
+      return 0
+    fi
+    kill9 "$SSHD_PID"
+  done
+  show_log "$dir/sshd.log" "sshd log"
+  skip "sshd could not be started here"
+}
+
+# run_send_url LOG ARGS...: `sesscp send ARGS...` in the foreground; sets SEND_RC.
+run_send_url() {
+  local logf=$1
+  shift
+  SEND_RC=0
+  timeout -k 5 "$SESSCP_RUN_TIMEOUT" "$BIN" send "$@" 2>"$logf" || SEND_RC=$?
+  if [[ $SEND_RC -eq 124 || $SEND_RC -eq 137 ]]; then
+    fail_with_logs "sesscp send did not finish within ${SESSCP_RUN_TIMEOUT}s" "$logf"
+  fi
+}
