@@ -197,6 +197,7 @@ private:
   bool m_ranges_ignored = false;
   bool m_abort_all = false;             // drop every transfer and reschedule (Range ignored)
   bool m_restart = false;               // the remote changed: start again from zero
+  bool m_attempted = false;             // an attempt got as far as a resume point
 };
 
 size_t on_body(char* data, size_t size, size_t count, void* user) {
@@ -663,7 +664,10 @@ Status Download::attempt() {
   }
   SESSCP_TRY(plan(*remote));
   const std::uint64_t offset = std::min(m_journaled * m_identity.chunk_size, m_identity.size);
-  m_report.resumed_at = offset;
+  // The summary's resume point is where this process started; later
+  // attempts (--retry) add to the bytes received instead.
+  if (!m_attempted) m_report.resumed_at = offset;
+  m_attempted = true;
   m_events.resumed(m_identity.name, offset, m_identity.size);
   if (offset > 0)
     m_events.info("resuming " + m_identity.name + " at " + std::to_string(offset) + " of " +

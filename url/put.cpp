@@ -350,7 +350,7 @@ Status Upload::attempt() {
   m_events.phase(m_report.name, Events::Phase::verifying, "");
   auto offset = resume_point(identity);
   if (!offset) return offset.error();
-  m_report.resumed_at = *offset;
+  if (m_report.bytes == 0) m_report.resumed_at = *offset; // where this process started (see get)
   m_events.resumed(m_report.name, *offset, size);
   if (*offset == 0) SESSCP_TRY(start_fresh(identity));
   else m_events.info("resuming " + m_report.name + " at " + std::to_string(*offset) + " of " + std::to_string(size) + " bytes");

@@ -10,7 +10,10 @@
 #      both deliver the right bytes;
 #   e) --sha256 / --xxh128: right digest publishes, wrong one exits 65 and
 #      leaves nothing under the final name;
-#   f) exit codes: 404 -> 69, connection refused -> 69, bad --sha256 -> 64.
+#   f) exit codes: 404 -> 69, connection refused -> 69, bad --sha256 -> 64;
+#   g) basic auth with the password from SESSCP_URL_PASSWORD or ~/.netrc;
+#   h) nginx killed midway: exit 75; with --retry the same process resumes
+#      once nginx is back.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=url_lib.sh
@@ -157,5 +160,43 @@ assert_rc 64 "$GET_RC" "bad --sha256" "$T/get-badhex.log"
 run_get "$T/get-pw.log" "http://user:hunter2@127.0.0.1:$NGINX_PORT/f/missing.bin" -o "$out/pw.bin"
 if grep -q hunter2 "$T/get-pw.log"; then fail_with_logs "the password appears in the output" "$T/get-pw.log"; fi
 assert_contains "$T/get-pw.log" "process listings" "password warning"
+
+# ------------------------------------------------------------------ g
+check "g) credentials come from SESSCP_URL_PASSWORD or ~/.netrc, never from argv"
+run_get "$T/get-noauth.log" "http://alice@127.0.0.1:$NGINX_PORT/auth/odd.bin" -o "$out/auth0.bin"
+assert_rc 77 "$GET_RC" "no password" "$T/get-noauth.log"
+SESSCP_URL_PASSWORD=$NGINX_PASSWORD run_get "$T/get-envpw.log" "http://alice@127.0.0.1:$NGINX_PORT/auth/odd.bin" -o "$out/auth1.bin"
+assert_rc 0 "$GET_RC" "password from SESSCP_URL_PASSWORD" "$T/get-envpw.log"
+assert_same "$WWW/odd.bin" "$out/auth1.bin"
+mkdir -p "$T/home"
+printf 'machine 127.0.0.1 login alice password %s\n' "$NGINX_PASSWORD" >"$T/home/.netrc"
+chmod 600 "$T/home/.netrc"
+HOME="$T/home" run_get "$T/get-netrc.log" "http://127.0.0.1:$NGINX_PORT/auth/odd.bin" -o "$out/auth2.bin"
+assert_rc 0 "$GET_RC" "password from ~/.netrc" "$T/get-netrc.log"
+assert_same "$WWW/odd.bin" "$out/auth2.bin"
+if grep -q -- "$NGINX_PASSWORD" "$T"/get-*.log; then fail "a password appears in sesscp's output"; fi
+ok "no password in any output"
+
+# ------------------------------------------------------------------ h
+check "h) the server dies midway: exit 75 without --retry, resumed in-process with --retry"
+gen_file "$WWW/retry.bin" $((24 * MiB)) url-retry
+size=$(fsize "$WWW/retry.bin")
+start_get "$T/get-retry-0.log" "$base/slow/retry.bin" -o "$out/retry0.bin" --timeout 2
+wait_progress "$out/retry0.bin.sesscp.part" $((size / 4)) "$GET_PID" $((rate * 8)) 0 60
+stop_nginx
+wait_exit "$GET_PID" 30 || fail "sesscp get did not exit after the server died"
+assert_rc 75 "$WAIT_RC" "server died, no --retry" "$T/get-retry-0.log"
+restart_nginx
+start_get "$T/get-retry.log" "$base/slow/retry.bin" -o "$out/retry.bin" --timeout 2 --retry 20
+wait_progress "$out/retry.bin.sesscp.part" $((size / 4)) "$GET_PID" $((rate * 8)) 0 60
+stop_nginx
+sleep 1.5
+restart_nginx
+wait_exit "$GET_PID" 120 || fail_with_logs "sesscp get --retry did not finish" "$T/get-retry.log"
+assert_rc 0 "$WAIT_RC" "server restarted, --retry 20" "$T/get-retry.log"
+sed 's/^/    /' "$T/get-retry.log"
+assert_contains "$T/get-retry.log" "retry 1/20" "retry message"
+assert_contains "$T/get-retry.log" "resuming retry.bin at" "resumed in the same process"
+assert_same "$WWW/retry.bin" "$out/retry.bin"
 
 log "PASS"

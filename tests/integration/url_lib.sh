@@ -43,9 +43,10 @@ make_cert() {
 #   /slow/NAME    the same, each connection limited to RATE bytes/s
 #   /norange/NAME max_ranges 0: a Range request gets the whole file (200)
 #   /slownorange/NAME  both
+#   /auth/NAME    basic authentication: alice / $NGINX_PASSWORD
 # The access log ($NGINX_LOG) has one line per request:
 #   METHOD URI range="BYTES=..." status=CODE body=BYTES
-NGINX_PORT="" NGINX_TLS_PORT="" NGINX_LOG="" WWW="" NGINX_PID=""
+NGINX_PORT="" NGINX_TLS_PORT="" NGINX_LOG="" WWW="" NGINX_PID="" NGINX_PASSWORD="s3cret-Pw-42"
 start_nginx() {
   local rate=$1 dir="$T/nginx" try
   command -v nginx >/dev/null 2>&1 || skip "nginx not installed (apt-get install nginx-light)"
@@ -53,6 +54,8 @@ start_nginx() {
   mkdir -p "$dir/tmp" "$WWW"
   NGINX_LOG="$dir/access.log"
   make_cert "$T/tls"
+  # /auth/ wants user alice, password $NGINX_PASSWORD.
+  printf 'alice:%s\n' "$(openssl passwd -apr1 "$NGINX_PASSWORD")" >"$dir/htpasswd"
   for ((try = 0; try < 5; try++)); do
     NGINX_PORT=$(free_port)
     NGINX_TLS_PORT=$(free_port)
@@ -83,6 +86,7 @@ http {
     location /slow/ { alias $WWW/; limit_rate $rate; }
     location /norange/ { alias $WWW/; max_ranges 0; }
     location /slownorange/ { alias $WWW/; max_ranges 0; limit_rate $rate; }
+    location /auth/ { alias $WWW/; auth_basic sesscp; auth_basic_user_file $dir/htpasswd; }
   }
 }
 CONF
@@ -98,6 +102,23 @@ CONF
   show_log "$dir/stderr.log" "nginx stderr"
   show_log "$dir/error.log" "nginx error.log"
   skip "nginx could not be started here"
+}
+
+# stop_nginx: kill nginx (a server crash, as the client sees it).
+stop_nginx() { kill9 "$NGINX_PID"; }
+
+# restart_nginx: start nginx again with the same configuration and ports.
+restart_nginx() {
+  local dir="$T/nginx" i
+  for ((i = 0; i < 20; i++)); do
+    nginx -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/stderr.log" &
+    NGINX_PID=$!
+    register "$NGINX_PID"
+    wait_port "$NGINX_PORT" 5 "$NGINX_PID" && return 0
+    kill9 "$NGINX_PID"
+    sleep 0.5
+  done
+  fail "nginx did not come back on port $NGINX_PORT"
 }
 
 # log_mark: the current number of access-log lines (requests so far).
