@@ -494,6 +494,9 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(h, CURLOPT_PRIVATE, &t);
+  // libcurl reads 16 KiB per recv by default: 8192 recv+poll pairs for
+  // 128 MiB (strace). 512 KiB cuts the system calls 32-fold.
+  curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
   if (m_opt.bwlimit > 0)
     curl_easy_setopt(h, CURLOPT_MAX_RECV_SPEED_LARGE,
                      static_cast<curl_off_t>(std::max<std::uint64_t>(1, m_opt.bwlimit / static_cast<std::uint64_t>(connections))));
