@@ -573,7 +573,8 @@ Status Download::fetch() {
       active.remove_if([&](const Transfer& x) { return &x == t; });
     }
     if (!result) break;
-    if (auto st = commit(false); !st) { result = st; break; }
+    // With nothing in flight there is nothing to wait for: journal now.
+    if (auto st = commit(active.empty()); !st) { result = st; break; }
     if (m_journaled < m_chunks && !active.empty()) curl_multi_poll(multi.get(), nullptr, 0, 100, nullptr);
   }
   drop_all();

@@ -4,8 +4,8 @@
 #      nginx sent exactly the file once; a re-run is "already complete";
 #   b) kill -9 midway, re-run: resumes at the journaled point and nginx's
 #      access log shows that only the missing range was fetched;
-#   c) the file changes on the server between runs: restart from zero with a
-#      message, new content delivered;
+#   c) the file changes on the server between runs, or during a run: restart
+#      from zero with a message, new content delivered;
 #   d) a location that ignores Range (max_ranges 0): resume and --connections
 #      both deliver the right bytes;
 #   e) --sha256 / --xxh128: right digest publishes, wrong one exits 65 and
@@ -107,6 +107,19 @@ last_summary "$T/get-changed-2.log" recv changed.bin
 [[ $S_OFFSET -eq 0 ]] || fail "resumed at $S_OFFSET after the remote changed, expected 0"
 [[ $(range_starts_since "$mark" | head -n 1) == 0 ]] || fail "the new download did not start at byte 0"
 assert_same "$WWW/changed.bin" "$out/changed.bin"
+
+check "c) the file changes on the server during a run: detected, restarted from zero in the same run"
+gen_file "$WWW/midway.bin" $((32 * MiB)) url-midway-1
+start_get "$T/get-midway.log" "$base/slow/midway.bin" -o "$out/midway.bin" --connections 2
+wait_progress "$out/midway.bin.sesscp.part" $((8 * MiB)) "$GET_PID" $((rate * 16)) 0 120
+gen_file "$WWW/midway.new" $((32 * MiB)) url-midway-2
+touch -d '2020-05-06 07:08:09' "$WWW/midway.new"
+mv "$WWW/midway.new" "$WWW/midway.bin"
+wait_exit "$GET_PID" 120 || fail_with_logs "sesscp get did not finish after the change" "$T/get-midway.log"
+assert_rc 0 "$WAIT_RC" "get while the remote changed" "$T/get-midway.log"
+sed 's/^/    /' "$T/get-midway.log"
+assert_contains "$T/get-midway.log" "remote file changed during the download" "mid-run change message"
+assert_same "$WWW/midway.bin" "$out/midway.bin"
 
 # ------------------------------------------------------------------ d
 check "d) a server that ignores Range: resume and --connections stay correct"
