@@ -10,7 +10,8 @@
 #      both deliver the right bytes;
 #   e) --sha256 / --xxh128: right digest publishes, wrong one exits 65 and
 #      leaves nothing under the final name;
-#   f) exit codes: 404 -> 69, connection refused -> 69, bad --sha256 -> 64;
+#   f) exit codes: 404 -> 69, connection refused -> 69, bad --sha256 -> 64,
+#      missing output directory -> 73, SIGINT -> 75 with the prefix journaled;
 #   g) basic auth with the password from SESSCP_URL_PASSWORD or ~/.netrc;
 #   h) nginx killed midway: exit 75; with --retry the same process resumes
 #      once nginx is back.
@@ -170,6 +171,15 @@ run_get "$T/get-refused.log" "http://127.0.0.1:$port/x.bin" -o "$out/x.bin"
 assert_rc 69 "$GET_RC" "connection refused" "$T/get-refused.log"
 run_get "$T/get-badhex.log" "$base/f/odd.bin" -o "$out/y.bin" --sha256 xyz
 assert_rc 64 "$GET_RC" "bad --sha256" "$T/get-badhex.log"
+run_get "$T/get-nodir.log" "$base/f/odd.bin" -o "$T/no/such/dir/odd.bin"
+assert_rc 73 "$GET_RC" "output directory missing" "$T/get-nodir.log"
+start_get "$T/get-int.log" "$base/slow/resume.bin" -o "$out/int.bin"
+wait_progress "$out/int.bin.sesscp.part" $((4 * MiB)) "$GET_PID" $((rate * 8)) 0 60
+kill -INT "$GET_PID"
+wait_exit "$GET_PID" 30 || fail "sesscp get ignored SIGINT"
+assert_rc 75 "$WAIT_RC" "SIGINT" "$T/get-int.log"
+(($(journal_chunks "$out/int.bin.sesscp.journal") > 0)) || fail "nothing journaled before exiting on SIGINT"
+ok "SIGINT: state saved ($(journal_chunks "$out/int.bin.sesscp.journal") chunks journaled)"
 run_get "$T/get-pw.log" "http://user:hunter2@127.0.0.1:$NGINX_PORT/f/missing.bin" -o "$out/pw.bin"
 if grep -q hunter2 "$T/get-pw.log"; then fail_with_logs "the password appears in the output" "$T/get-pw.log"; fi
 assert_contains "$T/get-pw.log" "process listings" "password warning"
