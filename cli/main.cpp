@@ -100,7 +100,8 @@ int fail(sesscp::cli::Output& out, const sesscp::Error& e) {
 }
 
 struct SendArgs {
-  std::string source, target, name, chunk = "1M", window = "60M", bwlimit = "0";
+  std::string source, target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for;
+  int retry = 0;
 };
 
 int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
@@ -111,8 +112,8 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
       sesscp::cli::Output out(f.quiet, f.verbose);
       return fail(out, bwlimit.error());
     }
-    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, 0, "",
-                                     f.quiet, f.verbose, &g_stop);
+    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
+                                     a.retry_for, f.quiet, f.verbose, &g_stop);
   }
   sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
@@ -139,6 +140,17 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
   o.bwlimit = *bwlimit;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
+  o.retry.retries = a.retry;
+  if (!a.retry_for.empty()) {
+    auto d = sesscp::parse_duration(a.retry_for);
+    if (!d) return fail(out, d.error());
+    if (*d <= 0)
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --retry-for '" + a.retry_for +
+                                                                        "' (must be longer than 0 s)"));
+    o.retry.retry_for_s = *d;
+    // --retry-for alone: as many attempts as fit in the time.
+    if (a.retry == 0) o.retry.retries = -1;
+  }
 
   sesscp::FileReport report;
   auto status = sesscp::send_file(o, out, report);
@@ -208,10 +220,16 @@ int main(int argc, char** argv) {
   send->add_option("--chunk-size", send_args.chunk, "Hashing unit, 4K..16M (default 1M)");
   send->add_option("--window", send_args.window, "Unconfirmed bytes in flight; bounds what a resume re-sends (default 60M)");
   send->add_option("--bwlimit", send_args.bwlimit, "Limit the rate to RATE bytes/s, e.g. 50M (default: none)");
+  send->add_option("--retry", send_args.retry,
+                   "After a network failure, reconnect and resume up to N times (backoff 1s, 2s, 4s... max 60s, with jitter)")
+      ->check(CLI::Range(0, 1000000));
+  send->add_option("--retry-for", send_args.retry_for,
+                   "Keep reconnecting for up to DURATION (e.g. 90s, 15m, 2h, 1d); with --retry, both limits apply");
   add_common(send, send_flags);
   sesscp::cli::SftpSendFlags sftp_flags;
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
+               "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
                "Re-running the same command after any interruption resumes it.\n\n" + std::string(k_exit_codes));
 

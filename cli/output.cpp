@@ -137,6 +137,19 @@ void Output::progress(const std::string& name, std::uint64_t done, std::uint64_t
   m_progress_shown = true;
 }
 
+void Output::reconnecting(int attempt, int limit, double delay_s, const std::string& reason) {
+  char buf[128];
+  std::string count = std::to_string(attempt) + (limit > 0 ? "/" + std::to_string(limit) : "");
+  std::snprintf(buf, sizeof buf, delay_s < 10 ? "reconnecting (attempt %s) in %.1fs" : "reconnecting (attempt %s) in %.0fs",
+                count.c_str(), delay_s);
+  info(std::string(buf) + " after: " + reason);
+}
+
+void Output::resumed(const std::string& name, std::uint64_t offset, std::uint64_t size) {
+  info(name + ": resumed at " + human_bytes(offset) + " of " + human_bytes(size) + " (byte " +
+       std::to_string(offset) + ")");
+}
+
 void Output::file_report(bool sending, const FileReport& r) {
   std::lock_guard lock(m_mutex);
   if (m_quiet) return;
@@ -146,7 +159,9 @@ void Output::file_report(bool sending, const FileReport& r) {
                 sending ? "send" : "recv", r.name.c_str(), to_string(r.state),
                 static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.resumed_at),
                 static_cast<unsigned long long>(r.bytes), sending ? "sent" : "received", r.seconds, rate);
-  line(buf);
+  std::string text = buf;
+  if (r.reconnects > 0) text += ", " + std::to_string(r.reconnects) + (r.reconnects == 1 ? " reconnect" : " reconnects");
+  line(text);
 }
 
 void Output::error(const Error& e) { error(e, hint_for(e.kind)); }

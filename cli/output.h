@@ -19,6 +19,8 @@ public:
   void debug(const std::string& line) override;
   void progress(const std::string& name, std::uint64_t done, std::uint64_t total) override;
   void file_report(bool sending, const FileReport& report) override;
+  void reconnecting(int attempt, int limit, double delay_s, const std::string& reason) override;
+  void resumed(const std::string& name, std::uint64_t offset, std::uint64_t size) override;
 
   // A line shown unless --quiet.
   void notice(const std::string& line);

@@ -42,6 +42,7 @@ Result<RetryPolicy> retry_policy(int retry, const std::string& retry_for) {
   if (!retry_for.empty()) {
     auto d = parse_duration(retry_for);
     if (!d) return d.error();
+    if (*d <= 0) return make_error(ErrorKind::usage, "bad --retry-for '" + retry_for + "' (must be longer than 0 s)");
     p.retry_for_s = *d;
     if (retry == 0) p.retries = -1; // --retry-for alone: bounded by time only
   }

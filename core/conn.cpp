@@ -1,5 +1,7 @@
 #include "core/conn.h"
 
+#include "core/net.h"
+
 #include <fcntl.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -30,6 +32,12 @@ Conn::Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms)
     : m_fd(std::move(fd)), m_stop(stop), m_timeout_ms(timeout_ms), m_rbuf(k_read_buffer) {
   int flags = fcntl(m_fd.get(), F_GETFL);
   fcntl(m_fd.get(), F_SETFL, flags | O_NONBLOCK);
+  net::set_dead_peer_timeout(m_fd.get(), timeout_ms);
+}
+
+void Conn::set_timeout(int timeout_ms) {
+  m_timeout_ms = timeout_ms;
+  net::set_dead_peer_timeout(m_fd.get(), timeout_ms);
 }
 
 Status Conn::wait_io(short events) {

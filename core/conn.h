@@ -52,7 +52,8 @@ public:
   // internal buffer valid until the next read.
   Result<std::span<const std::uint8_t>> read_control_payload(const frame::Header& header);
 
-  void set_timeout(int timeout_ms) { m_timeout_ms = timeout_ms; }
+  // Change the deadline for every later wait, and the kernel's dead-peer timers.
+  void set_timeout(int timeout_ms);
   int timeout_ms() const { return m_timeout_ms; }
   int fd() const { return m_fd.get(); }
   // Shut the socket down for writing after the last frame (orderly release).

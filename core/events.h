@@ -16,6 +16,7 @@ struct FileReport {
   std::uint64_t resumed_at = 0; // offset this run started from
   std::uint64_t bytes = 0;      // file bytes carried in DATA frames this run (sent or received)
   double seconds = 0;
+  int reconnects = 0;           // sessions re-established after a failure (send --retry)
   Hash128 file_root{};          // set when complete
 };
 

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -92,6 +93,21 @@ void tune_socket(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+void set_dead_peer_timeout(int fd, int timeout_ms) {
+  // Keepalive probes after a third of the timeout of silence, three of them
+  // spread over the next third: a vanished host (half-open connection) is
+  // found even while no frame is due. TCP_USER_TIMEOUT bounds how long sent
+  // data may stay unacknowledged before the kernel drops the connection.
+  int idle = std::max(1, timeout_ms / 3000);
+  int interval = std::max(1, timeout_ms / 9000);
+  int count = 3;
+  unsigned user_timeout = static_cast<unsigned>(std::max(1000, timeout_ms));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
 Result<Fd> connect_tcp(const Endpoint& ep, int timeout_ms) {

@@ -31,4 +31,9 @@ std::string peer_name(int fd);
 // Set the socket options every session socket gets (TCP_NODELAY, keepalive, close-on-exec).
 void tune_socket(int fd);
 
+// Make the kernel notice a dead peer within about `timeout_ms`: keepalive
+// probes while idle, TCP_USER_TIMEOUT while data is unacknowledged. The
+// session's own read/write deadlines (Conn) cover everything else.
+void set_dead_peer_timeout(int fd, int timeout_ms);
+
 } // namespace sesscp::net

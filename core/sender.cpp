@@ -77,7 +77,7 @@ void throttle(std::uint64_t limit, std::uint64_t bytes, Clock::time_point start,
 class Sender {
 public:
   Sender(const SendOptions& options, Events& events, FileReport& report)
-      : m_opt(options), m_events(events), m_report(report) {}
+      : m_opt(options), m_events(events), m_report(report), m_bytes_before(report.bytes) {}
 
   Status run(SourceFile& source, Conn& conn);
 
@@ -95,6 +95,7 @@ private:
   Events& m_events;
   FileReport& m_report;
   Clock::time_point m_start = Clock::now();
+  std::uint64_t m_bytes_before; // sent by earlier attempts (not throttled again)
 
   std::uint32_t m_chunk_size = 0;
   std::uint64_t m_chunks = 0;     // chunks in the file
@@ -186,7 +187,7 @@ Status Sender::send_chunk(SourceFile& source, Conn& conn, std::uint64_t index, b
   }
   SESSCP_TRY(conn.send_data({index, hash}, chunk));
   m_report.bytes += len;
-  throttle(m_opt.bwlimit, m_report.bytes, m_start, m_opt.stop);
+  throttle(m_opt.bwlimit, m_report.bytes - m_bytes_before, m_start, m_opt.stop);
   return {};
 }
 
@@ -252,6 +253,7 @@ Status Sender::transfer(SourceFile& source, Conn& conn, const frame::Resume& res
     }
     if (m_sent == m_chunks && !file_end_sent) {
       // Major sync point: the source must still be the file we offered.
+      m_events.phase(m_report.name, Events::Phase::finalising, "");
       SESSCP_TRY(source.check_unchanged());
       SESSCP_TRY(conn.send(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root.digest()})));
       file_end_sent = true;
@@ -280,16 +282,21 @@ Status Sender::run(SourceFile& source, Conn& conn) {
   if (!resume) return resume.error();
   m_report.size = source.size();
   if (resume->status == frame::ResumeStatus::complete) {
-    m_report.resumed_at = source.size();
-    m_report.state = FileReport::State::already_complete;
+    if (m_report.reconnects == 0) {
+      m_report.resumed_at = source.size();
+      m_report.state = FileReport::State::already_complete;
+    } else {
+      // An earlier attempt sent the rest; the connection broke before FILE_DONE.
+      m_report.state = FileReport::State::complete;
+    }
     return release(conn);
   }
-  m_report.resumed_at = std::min(resume->next_chunk * resume->chunk_size, source.size());
-  if (resume->why == frame::ResumeWhy::journal)
-    m_events.info("resuming " + m_report.name + " at " + std::to_string(m_report.resumed_at) + " (" +
-                  resume->message + ")");
-  else if (!resume->message.empty())
-    m_events.info(m_report.name + ": " + resume->message);
+  auto offset = std::min(resume->next_chunk * resume->chunk_size, source.size());
+  // After a reconnection the report keeps the first attempt's resume point.
+  if (m_report.reconnects == 0) m_report.resumed_at = offset;
+  if (offset > 0 || m_report.reconnects > 0) m_events.resumed(m_report.name, offset, source.size());
+  if (!resume->message.empty()) m_events.info(m_report.name + ": " + resume->message);
+  m_events.phase(m_report.name, Events::Phase::transferring, "");
   // Transfer with minor sync points, then the major sync point.
   SESSCP_TRY(transfer(source, conn, *resume));
   m_report.state = FileReport::State::complete;
@@ -314,14 +321,9 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
 namespace {
 
 // Connect, authenticate, and run the session; everything after the source is open.
-Status connect_and_send(const SendOptions& options, Events& events, FileReport& report, SourceFile& source) {
-  // Load keys or certificates before touching the network: a bad key file is a usage error.
-  std::optional<tls::Context> tls;
-  if (!options.tls.insecure) {
-    auto ctx = tls::Context::create(options.tls, false);
-    if (!ctx) return ctx.error();
-    tls.emplace(std::move(*ctx));
-  }
+Status connect_and_send(const SendOptions& options, const tls::Context* tls, Events& events, FileReport& report,
+                        SourceFile& source) {
+  events.phase(report.name, Events::Phase::connecting, options.endpoint.host + ":" + std::to_string(options.endpoint.port));
   auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
   if (!fd) return fd.error();
   Conn conn(std::move(*fd), options.stop, options.timeout_ms);
@@ -357,7 +359,36 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
   report.size = source->size();
   if (auto why = frame::check_name(report.name); !why.empty())
     return make_error(ErrorKind::usage, "cannot send as '" + report.name + "' (" + why + ")");
-  auto status = connect_and_send(options, events, report, *source);
+  // Load keys or certificates before touching the network: a bad key file is a usage error.
+  std::optional<tls::Context> tls;
+  if (!options.tls.insecure) {
+    auto ctx = tls::Context::create(options.tls, false);
+    if (!ctx) return ctx.error();
+    tls.emplace(std::move(*ctx));
+  }
+  Backoff backoff(options.retry);
+  Status status;
+  for (int attempt = 1;; ++attempt) {
+    status = connect_and_send(options, tls ? &*tls : nullptr, events, report, *source);
+    if (status || !options.retry.enabled() || !retryable(status.error().kind)) break;
+    // A signal here asked us to stop: that is not a failure to retry.
+    if (options.stop && options.stop->load()) break;
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    auto delay = backoff.next(attempt, elapsed);
+    if (!delay) {
+      status = make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
+                                                      (attempt == 1 ? "" : "s") + ": " + status.error().message);
+      break;
+    }
+    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
+    events.reconnecting(attempt, options.retry.retries, *delay, status.error().message);
+    if (!sleep_unless_stopped(*delay, options.stop)) {
+      status = make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+      break;
+    }
+    ++report.reconnects;
+    report.state = FileReport::State::failed;
+  }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (!status && report.state != FileReport::State::complete)
     report.state = exit_code_for(status.error().kind) == exit_code::k_temp_fail ? FileReport::State::interrupted

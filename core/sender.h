@@ -4,6 +4,7 @@
 #include "core/events.h"
 #include "core/net.h"
 #include "core/result.h"
+#include "core/retry.h"
 #include "core/tls.h"
 
 #include <atomic>
@@ -25,6 +26,7 @@ struct SendOptions {
   std::uint64_t bwlimit = 0;          // bytes per second, 0 = unlimited
   int timeout_ms = 30'000;            // peer silence that ends the session
   tls::Options tls;                   // how to encrypt and authenticate
+  RetryPolicy retry;                  // reconnect after network failures (--retry, --retry-for)
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -35,8 +37,12 @@ std::uint64_t window_chunks(std::uint64_t window, std::uint32_t chunk_size);
 // a quarter of the window, so several sync points are always in flight.
 std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_size);
 
-// Run one session that sends `options.path`. `report` is filled in whatever
-// the outcome (bytes sent so far, state), so the caller can always print it.
+// Send `options.path` in one session, or, when `options.retry` allows it, in
+// as many as it takes: after a failure that another attempt may fix, wait
+// (backoff with jitter) and reconnect, resuming from the receiver's last
+// checkpoint. `report` is filled in whatever the outcome (bytes sent over
+// every attempt, the first resume point, reconnections), so the caller can
+// always print it. Retries spent: ErrorKind::interrupted (exit 75).
 Status send_file(const SendOptions& options, Events& events, FileReport& report);
 
 } // namespace sesscp

@@ -671,12 +671,9 @@ Status Download::attempt() {
   // The summary's resume point is where this process started; later
   // attempts (--retry) add to the bytes received instead.
   if (!m_attempted) m_report.resumed_at = offset;
+  if (offset > 0 || m_attempted) m_events.resumed(m_identity.name, offset, m_identity.size);
   m_attempted = true;
-  m_events.resumed(m_identity.name, offset, m_identity.size);
-  if (offset > 0)
-    m_events.info("resuming " + m_identity.name + " at " + std::to_string(offset) + " of " +
-                  std::to_string(m_identity.size) + " bytes (journal confirms " + std::to_string(m_journaled) +
-                  " chunks)");
+  if (offset > 0) m_events.debug("journal confirms " + std::to_string(m_journaled) + " chunks");
   SESSCP_TRY(fetch());
   SESSCP_TRY(finish());
   m_report.state = FileReport::State::complete;
@@ -736,13 +733,17 @@ Status run_attempts(const GetOptions& o, Events& events, FileReport& report, Dow
       download.discard();
       continue;
     }
-    if (!retryable(kind) || (o.stop && o.stop->load())) return status;
+    if (!o.retry.enabled() || !retryable(kind) || (o.stop && o.stop->load())) return status;
+    // As send --retry does: back off, then resume from the journal.
     auto delay = backoff.next(++attempt, report.seconds);
-    if (!delay) return status;
-    events.reconnecting(attempt, o.retry.retries > 0 ? o.retry.retries : -1, *delay, status.error().message);
-    events.info(status.error().message + "; retry " + backoff.describe(attempt) + " in " +
-                std::to_string(static_cast<int>(*delay * 10) / 10.0).substr(0, 4) + " s");
-    if (!sleep_unless_stopped(*delay, o.stop)) return make_error(ErrorKind::interrupted, "interrupted; state saved");
+    if (!delay)
+      return make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
+                                                    (attempt == 1 ? "" : "s") + ": " + status.error().message);
+    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
+    events.reconnecting(attempt, o.retry.retries, *delay, status.error().message);
+    if (!sleep_unless_stopped(*delay, o.stop))
+      return make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+    ++report.reconnects;
   }
 }
 

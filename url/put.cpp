@@ -350,10 +350,10 @@ Status Upload::attempt() {
   m_events.phase(m_report.name, Events::Phase::verifying, "");
   auto offset = resume_point(identity);
   if (!offset) return offset.error();
-  if (m_report.bytes == 0) m_report.resumed_at = *offset; // where this process started (see get)
-  m_events.resumed(m_report.name, *offset, size);
+  // The report keeps the first attempt's resume point (as send --retry does).
+  if (m_report.reconnects == 0) m_report.resumed_at = *offset;
+  if (*offset > 0 || m_report.reconnects > 0) m_events.resumed(m_report.name, *offset, size);
   if (*offset == 0) SESSCP_TRY(start_fresh(identity));
-  else m_events.info("resuming " + m_report.name + " at " + std::to_string(*offset) + " of " + std::to_string(size) + " bytes");
   if (*offset < size || *offset == 0) SESSCP_TRY(send_from(*offset, size));
   SESSCP_TRY(m_source->check_unchanged());
   SESSCP_TRY(publish());
@@ -377,12 +377,16 @@ Status put_sftp(const PutOptions& o, Events& events, FileReport& report) {
     auto kind = status.error().kind;
     report.state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
                                                                  : FileReport::State::failed;
-    if (!retryable(kind) || (o.stop && o.stop->load())) return status;
+    if (!o.retry.enabled() || !retryable(kind) || (o.stop && o.stop->load())) return status;
     auto delay = backoff.next(++attempt, report.seconds);
-    if (!delay) return status;
-    events.reconnecting(attempt, o.retry.retries > 0 ? o.retry.retries : -1, *delay, status.error().message);
-    events.info(status.error().message + "; retry " + backoff.describe(attempt));
-    if (!sleep_unless_stopped(*delay, o.stop)) return make_error(ErrorKind::interrupted, "interrupted; state saved");
+    if (!delay)
+      return make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
+                                                    (attempt == 1 ? "" : "s") + ": " + status.error().message);
+    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
+    events.reconnecting(attempt, o.retry.retries, *delay, status.error().message);
+    if (!sleep_unless_stopped(*delay, o.stop))
+      return make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+    ++report.reconnects;
   }
 }
 

@@ -80,6 +80,8 @@ itest_cleanup() {
   for pid in "${ITEST_PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  # A test may define itest_on_exit (e.g. to unmount what it mounted).
+  if declare -F itest_on_exit >/dev/null; then itest_on_exit || true; fi
   if [[ -n $T && -d $T ]]; then
     rm -rf -- "$T"
   fi
@@ -225,14 +227,15 @@ assert_interrupted_state() {
 
 # --------------------------------------------------------------- receiver
 
-# start_recv DIR LOG [ARGS...]: start `sesscp recv --listen 127.0.0.1:0`,
+# start_recv DIR LOG [ARGS...]: start `sesscp recv --listen 127.0.0.1:0`
+# (or on $RECV_LISTEN, e.g. to restart a receiver on the port it had),
 # wait (max 15 s) for its "listening on" line and set RECV_PID, RECV_PORT.
 RECV_PID=""
 RECV_PORT=""
 start_recv() {
   local dir=$1 logf=$2 i line
   shift 2
-  "$BIN" recv --listen 127.0.0.1:0 --dir "$dir" "$@" 2>"$logf" &
+  "$BIN" recv --listen "${RECV_LISTEN:-127.0.0.1:0}" --dir "$dir" "$@" 2>"$logf" &
   RECV_PID=$!
   register "$RECV_PID"
   RECV_PORT=""
@@ -248,7 +251,7 @@ start_recv() {
   if [[ -z $RECV_PORT ]]; then
     fail_with_logs "receiver did not print 'sesscp: listening on 127.0.0.1:PORT' within 15 s" "$logf"
   fi
-  [[ $RECV_PORT -gt 0 ]] || fail_with_logs "receiver reported port $RECV_PORT for --listen 127.0.0.1:0" "$logf"
+  [[ $RECV_PORT -gt 0 ]] || fail_with_logs "receiver reported port $RECV_PORT for --listen ${RECV_LISTEN:-127.0.0.1:0}" "$logf"
   log "receiver pid $RECV_PID listening on 127.0.0.1:$RECV_PORT (dir $dir)"
 }
 
@@ -397,6 +400,57 @@ assert_contains() {
 }
 
 # ------------------------------------------------------------ test tools
+
+# start_proxy LOG TARGET_PORT ARGS...: start faultproxy on a free loopback
+# port in front of 127.0.0.1:TARGET_PORT, wait (max 10 s) for its port file;
+# sets PROXY_PID, PROXY_PORT.
+PROXY_PID=""
+PROXY_PORT=""
+start_proxy() {
+  local logf=$1 target=$2 pf i proxy_bin
+  shift 2
+  proxy_bin=$(need_tool faultproxy)
+  pf="$logf.port"
+  rm -f "$pf"
+  "$proxy_bin" --listen 127.0.0.1:0 --target "127.0.0.1:$target" --port-file "$pf" "$@" 2>"$logf" &
+  PROXY_PID=$!
+  register "$PROXY_PID"
+  PROXY_PORT=""
+  for ((i = 0; i < 200; i++)); do
+    if [[ -s $pf ]]; then
+      PROXY_PORT=$(<"$pf")
+      break
+    fi
+    is_running "$PROXY_PID" || break
+    sleep 0.05
+  done
+  [[ -n $PROXY_PORT ]] || fail_with_logs "faultproxy did not write its port within 10 s" "$logf"
+  grep -q "^faultproxy: listening on 127.0.0.1:$PROXY_PORT\$" "$logf" ||
+    fail_with_logs "faultproxy did not print 'faultproxy: listening on 127.0.0.1:$PROXY_PORT'" "$logf"
+  log "faultproxy pid $PROXY_PID on 127.0.0.1:$PROXY_PORT -> 127.0.0.1:$target ($*)"
+}
+
+# stop_proxy: SIGTERM the proxy and reap it (bounded).
+stop_proxy() {
+  kill -TERM "$PROXY_PID" 2>/dev/null || true
+  wait_exit "$PROXY_PID" 10 || log "faultproxy needed kill -9"
+}
+
+# wait_for_line FILE PATTERN SECS: poll every 20 ms (bounded) until FILE has
+# a line matching the extended regex; sets LINE_MS to the time it was seen.
+LINE_MS=0
+wait_for_line() {
+  local f=$1 pat=$2 secs=$3 i max
+  max=$((secs * 50))
+  for ((i = 0; i < max; i++)); do
+    if grep -qE -- "$pat" "$f" 2>/dev/null; then
+      LINE_MS=$(now_ms)
+      return 0
+    fi
+    sleep 0.02
+  done
+  return 1
+}
 
 # need_tool NAME: the path of a test tool (faultproxy, testpeer) built next to
 # the tests (ctest sets SESSCP_TOOLS_DIR); skip the test when it is missing.

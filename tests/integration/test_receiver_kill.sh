@@ -45,8 +45,8 @@ check "a new receiver on the same directory lets the sender resume"
 start_recv "$dest" "$T/recv2.log"
 run_send "$T/send2.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}"
 assert_rc 0 "$SEND_RC" "resumed send" "$T/send2.log" "$T/recv2.log"
-grep -E "^sesscp: resuming $name at [0-9]+" "$T/send2.log" | sed 's/^/    /' ||
-  fail_with_logs "sender did not print 'sesscp: resuming $name at OFFSET'" "$T/send2.log"
+grep -E "^sesscp: $name: resumed at .* \(byte [0-9]+\)" "$T/send2.log" | sed 's/^/    /' ||
+  fail_with_logs "sender did not print 'sesscp: $name: resumed at SIZE of TOTAL (byte OFFSET)'" "$T/send2.log"
 last_summary "$T/send2.log" send "$name"
 log "run 2: sender summary: state=$S_STATE resumed_at=$S_OFFSET sent=$S_N secs=$S_SECS rate=$S_RATE"
 [[ $S_STATE == complete ]] || fail "resumed sender state '$S_STATE', expected 'complete'"

@@ -17,7 +17,7 @@
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
 
-PROXY_BIN=$(need_tool faultproxy)
+need_tool faultproxy >/dev/null
 
 name=data.bin
 size=$((64 * MiB))
@@ -25,41 +25,6 @@ src="$T/$name"
 gen_file "$src" "$size" sec-tamper
 src_sha=$(sha "$src")
 opts=(--timeout 30)
-
-# start_proxy LOG TARGET_PORT ARGS...: start faultproxy in front of
-# 127.0.0.1:TARGET_PORT, wait (max 10 s) for its port file; sets PROXY_PID,
-# PROXY_PORT.
-PROXY_PID=""
-PROXY_PORT=""
-start_proxy() {
-  local logf=$1 target=$2 pf i
-  shift 2
-  pf="$logf.port"
-  rm -f "$pf"
-  "$PROXY_BIN" --listen 127.0.0.1:0 --target "127.0.0.1:$target" --port-file "$pf" "$@" 2>"$logf" &
-  PROXY_PID=$!
-  register "$PROXY_PID"
-  PROXY_PORT=""
-  for ((i = 0; i < 100; i++)); do
-    if [[ -s $pf ]]; then
-      PROXY_PORT=$(<"$pf")
-      break
-    fi
-    is_running "$PROXY_PID" || break
-    sleep 0.1
-  done
-  [[ -n $PROXY_PORT ]] || fail_with_logs "faultproxy did not write its port within 10 s" "$logf"
-  grep -q "^faultproxy: listening on 127.0.0.1:$PROXY_PORT\$" "$logf" ||
-    fail_with_logs "faultproxy did not print 'faultproxy: listening on 127.0.0.1:$PROXY_PORT'" "$logf"
-  log "faultproxy pid $PROXY_PID on 127.0.0.1:$PROXY_PORT -> 127.0.0.1:$target ($*)"
-}
-
-stop_proxy() {
-  kill -TERM "$PROXY_PID" 2>/dev/null || true
-  wait_exit "$PROXY_PID" 10 || log "faultproxy needed kill -9"
-}
-
-
 
 # defer_fail MESSAGE LOG...: an assertion that failed, reported with its
 # logs; the remaining parts still run and the test fails at the end.

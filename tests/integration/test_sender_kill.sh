@@ -23,9 +23,9 @@ opts=(--chunk-size 256K --window 4M)
 start_recv "$dest" "$T/recv.log"
 rpid=$RECV_PID
 
-# resuming_offset LOG: OFFSET from the sender's "sesscp: resuming NAME at OFFSET (...)".
+# resuming_offset LOG: OFFSET from the sender's "sesscp: NAME: resumed at 7.2 GiB of 10.0 GiB (byte OFFSET)".
 resuming_offset() {
-  sed -nE "s/^sesscp: resuming $name at ([0-9]+).*/\\1/p" "$1" | tail -n 1
+  sed -nE "s/^sesscp: $name: resumed at .* \\(byte ([0-9]+)\\)\$/\\1/p" "$1" | tail -n 1
 }
 
 prev=0
@@ -40,7 +40,7 @@ for pct in 20 50 85; do
   log "run $run: killed the sender at ~$PROGRESS bytes in the part ($((PROGRESS * 100 / size)) %)"
   if ((run > 1)); then
     off=$(resuming_offset "$T/send$run.log")
-    [[ -n $off ]] || fail_with_logs "run $run: sender did not print 'sesscp: resuming $name at OFFSET'" "$T/send$run.log"
+    [[ -n $off ]] || fail_with_logs "run $run: sender did not print 'sesscp: $name: resumed at ... (byte OFFSET)'" "$T/send$run.log"
     log "run $run: sender said it resumed at $off"
   fi
   # The receiver must notice the dead peer, checkpoint and print its line
@@ -62,7 +62,7 @@ log "final run: sender summary: state=$S_STATE resumed_at=$S_OFFSET sent=$S_N se
 [[ $S_STATE == complete ]] || fail "final sender state '$S_STATE', expected 'complete'"
 final_send_offset=$S_OFFSET
 off=$(resuming_offset "$T/send$run.log")
-[[ -n $off ]] || fail_with_logs "final run: sender did not print 'sesscp: resuming $name at OFFSET'" "$T/send$run.log"
+[[ -n $off ]] || fail_with_logs "final run: sender did not print 'sesscp: $name: resumed at ... (byte OFFSET)'" "$T/send$run.log"
 assert_same "$T/$name" "$dest/$name"
 assert_no_leftovers "$dest" "$name"
 

@@ -78,7 +78,7 @@ log "journal confirms $chunks chunks"
 mark=$(log_mark)
 run_get "$T/get-resume-2.log" "$base/slow/resume.bin" -o "$out/resume.bin"
 assert_rc 0 "$GET_RC" "resumed get" "$T/get-resume-2.log"
-assert_contains "$T/get-resume-2.log" "resuming resume.bin at" "resumed get"
+assert_contains "$T/get-resume-2.log" "resume.bin: resumed at" "resumed get"
 last_summary "$T/get-resume-2.log" recv resume.bin
 [[ $S_OFFSET -eq $((chunks * MiB)) ]] || fail "resumed at $S_OFFSET, journal said $((chunks * MiB))"
 starts=$(range_starts_since "$mark" | sort -u | tr '\n' ' ')
@@ -218,8 +218,9 @@ restart_nginx
 wait_exit "$GET_PID" 120 || fail_with_logs "sesscp get --retry did not finish" "$T/get-retry.log"
 assert_rc 0 "$WAIT_RC" "server restarted, --retry 20" "$T/get-retry.log"
 sed 's/^/    /' "$T/get-retry.log"
-assert_contains "$T/get-retry.log" "retry 1/20" "retry message"
-assert_contains "$T/get-retry.log" "resuming retry.bin at" "resumed in the same process"
+assert_contains "$T/get-retry.log" "reconnecting (attempt 1/20)" "retry message"
+assert_contains "$T/get-retry.log" "retry.bin: resumed at" "resumed in the same process"
+assert_contains "$T/get-retry.log" "reconnect" "summary counts the reconnections"
 assert_same "$WWW/retry.bin" "$out/retry.bin"
 
 log "PASS"

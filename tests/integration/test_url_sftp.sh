@@ -88,7 +88,8 @@ had=$(fsize "$T/remote/up.bin.sesscp.part")
 run_send_url "$T/send-up-2.log" "$T/src/up.bin" "$SFTP_BASE/remote/up.bin" "${keys[@]}" -v
 assert_rc 0 "$SEND_RC" "resumed sftp send" "$T/send-up-2.log"
 sed 's/^/    /' "$T/send-up-2.log"
-assert_contains "$T/send-up-2.log" "resuming up.bin at $had" "resume point = the server's size"
+assert_contains "$T/send-up-2.log" "up.bin: resumed at" "resumed upload"
+assert_contains "$T/send-up-2.log" "(byte $had)" "resume point = the server's size"
 assert_contains "$T/send-up-2.log" "read back bytes" "last chunk read back"
 last_summary "$T/send-up-2.log" send up.bin
 [[ $S_N -eq $((size - had)) ]] || fail "second run sent $S_N bytes, the missing part is $((size - had))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Scenario: exit codes for bad invocations. 64 for usage errors (no args,
-# unknown option, missing source file, bad HOST:PORT, --chunk-size 0); 69 when
+# unknown option, missing source file, bad HOST:PORT, --chunk-size 0, a bad
+# --retry or --retry-for); 69 when
 # nothing listens on the port; `recv --dir /nonexistent` 73 or 64.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -40,6 +41,9 @@ grep -q '^sesscp: error: ' "$T/usage-$n.log" || fail "missing source file: no 's
 expect 64 "send: HOST:PORT without a port" send "$T/src.bin" nohost
 expect 64 "send: port out of range" send "$T/src.bin" h:99999
 expect 64 "send: --chunk-size 0" send "$T/src.bin" "$addr" --chunk-size 0
+expect 64 "send: --retry-for 0" send "$T/src.bin" "$addr" --retry-for 0
+expect 64 "send: --retry-for 2x" send "$T/src.bin" "$addr" --retry-for 2x
+expect 64 "send: --retry -1" send "$T/src.bin" "$addr" --retry -1
 [[ ! -e $T/dest/src.bin && ! -e $T/dest/src.bin.sesscp.part ]] || fail "a rejected invocation created files in the destination"
 ok "no rejected invocation reached the receiver's directory"
 
