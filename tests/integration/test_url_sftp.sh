@@ -6,7 +6,8 @@
 #   b) `sesscp send FILE sftp://...`: full upload; kill -9 midway and resume
 #      (appending after reading the last chunk back); a re-run is "already
 #      complete"; the source changed between runs restarts from zero; a
-#      tampered server copy is detected by the read-back and restarted.
+#      tampered server copy is detected by the read-back and restarted; with
+#      --retry, connections dropped by the server are resumed in-process.
 # Every result is compared byte for byte.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -118,4 +119,18 @@ run_send_url "$T/send-dmg-2.log" "$T/src/dmg.bin" "$SFTP_BASE/remote/dmg.bin" "$
 assert_rc 0 "$SEND_RC" "send after the server copy was damaged" "$T/send-dmg-2.log"
 assert_contains "$T/send-dmg-2.log" "differs from the source" "read-back message"
 assert_same "$T/src/dmg.bin" "$T/remote/dmg.bin"
+check "b) the server drops the connection: --retry resumes the upload in the same process"
+cp "$T/src/data.bin" "$T/src/rt.bin"
+"$BIN" send "$T/src/rt.bin" "$SFTP_BASE/remote/rt.bin" "${keys[@]}" --bwlimit 4M --retry 5 --timeout 5 \
+  2>"$T/send-rt.log" &
+SEND_PID=$!
+register "$SEND_PID"
+wait_progress "$T/remote/rt.bin.sesscp.part" $((size * 2 / 5)) "$SEND_PID" "$rate" 0 120
+kill_sshd_sessions
+wait_exit "$SEND_PID" 120 || fail_with_logs "sesscp send --retry did not finish" "$T/send-rt.log"
+assert_rc 0 "$WAIT_RC" "upload with --retry after the connection dropped" "$T/send-rt.log"
+sed 's/^/    /' "$T/send-rt.log"
+assert_contains "$T/send-rt.log" "reconnecting (attempt 1/5)" "retry message"
+assert_contains "$T/send-rt.log" "rt.bin: resumed at" "resumed in the same process"
+assert_same "$T/src/rt.bin" "$T/remote/rt.bin"
 log "PASS"

@@ -230,6 +230,20 @@ CONF
   skip "sshd could not be started here"
 }
 
+# kill_sshd_sessions: kill -9 the session processes of our sshd (its
+# children and their children), not the listener: every SSH connection
+# breaks, as when a server drops its clients.
+kill_sshd_sessions() {
+  local pid child grandchild n=0
+  for child in $(pgrep -P "$SSHD_PID" || true); do
+    for grandchild in $(pgrep -P "$child" || true); do
+      kill -9 "$grandchild" 2>/dev/null && n=$((n + 1))
+    done
+    kill -9 "$child" 2>/dev/null && n=$((n + 1))
+  done
+  log "killed $n sshd session processes"
+}
+
 # run_send_url LOG ARGS...: `sesscp send ARGS...` in the foreground; sets SEND_RC.
 run_send_url() {
   local logf=$1
