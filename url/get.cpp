@@ -128,6 +128,7 @@ struct Transfer {
   std::uint64_t skip = 0;            // body bytes to drop (server ignored Range)
   bool checked = false;              // response headers looked at
   bool unit_done = false;            // every chunk of the unit arrived; stop reading
+  Clock::time_point last_data = Clock::now(); // for --timeout: when the server last sent body bytes
   std::optional<Error> error;        // why the write callback stopped
   class Download* owner = nullptr;
 };
@@ -379,6 +380,7 @@ size_t Download::body(Transfer& t, const char* data, size_t n) {
     }
   }
   if (m_abort_all) return 0;
+  t.last_data = Clock::now();
   const size_t total = n;
   m_report.bytes += n;
   if (t.skip > 0) {
@@ -571,6 +573,18 @@ Status Download::fetch() {
       }
       release(*t);
       active.remove_if([&](const Transfer& x) { return &x == t; });
+    }
+    if (!result) break;
+    // --timeout means what it means for TCP sessions: this long without a
+    // byte ends the attempt. libcurl's low-speed check alone averages over
+    // ~5 s of samples and noticed a stall after 7 s with --timeout 2.
+    const auto silence = std::chrono::duration<double>(m_opt.url_options.timeout_s);
+    for (const auto& t : active) {
+      if (Clock::now() - t.last_data > silence) {
+        result = make_error(ErrorKind::timeout, "GET " + m_shown_url + ": no data from the server for " +
+                                                    std::to_string(static_cast<int>(m_opt.url_options.timeout_s)) + " s");
+        break;
+      }
     }
     if (!result) break;
     // With nothing in flight there is nothing to wait for: journal now.

@@ -14,7 +14,8 @@
 #      missing output directory -> 73, SIGINT -> 75 with the prefix journaled;
 #   g) basic auth with the password from SESSCP_URL_PASSWORD or ~/.netrc;
 #   h) nginx killed midway: exit 75; with --retry the same process resumes
-#      once nginx is back.
+#      once nginx is back;
+#   i) a stalled connection (faultproxy): --timeout ends it with 75.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=url_lib.sh
@@ -222,5 +223,20 @@ assert_contains "$T/get-retry.log" "reconnecting (attempt 1/20)" "retry message"
 assert_contains "$T/get-retry.log" "retry.bin: resumed at" "resumed in the same process"
 assert_contains "$T/get-retry.log" "reconnect" "summary counts the reconnections"
 assert_same "$WWW/retry.bin" "$out/retry.bin"
+
+# ------------------------------------------------------------------ i
+check "i) a server that stalls: --timeout ends the attempt with 75, state saved"
+start_proxy "$T/proxy.log" "$NGINX_PORT" --all-connections --stall-after $((4 * MiB)) --stall-dir s2c
+t0=$(now_ms)
+run_get "$T/get-stall.log" "http://127.0.0.1:$PROXY_PORT/f/retry.bin" -o "$out/stall.bin" --timeout 2
+el=$(($(now_ms) - t0))
+assert_rc 75 "$GET_RC" "stalled server, --timeout 2" "$T/get-stall.log" "$T/proxy.log"
+((el < 6000)) || fail "the stall was noticed only after $(fmt_ms "$el") s (--timeout 2)"
+ok "stall noticed, exit after $(fmt_ms "$el") s"
+(($(journal_chunks "$out/stall.bin.sesscp.journal") >= 1)) || fail "nothing journaled before the stall"
+run_get "$T/get-stall-2.log" "$base/f/retry.bin" -o "$out/stall.bin"
+assert_rc 0 "$GET_RC" "resume after the stall, directly from nginx" "$T/get-stall-2.log"
+assert_contains "$T/get-stall-2.log" "stall.bin: resumed at" "resumed"
+assert_same "$WWW/retry.bin" "$out/stall.bin"
 
 log "PASS"
