@@ -199,6 +199,10 @@ private:
   bool m_abort_all = false;             // drop every transfer and reschedule (Range ignored)
   bool m_restart = false;               // the remote changed: start again from zero
   bool m_attempted = false;             // an attempt got as far as a resume point
+  Clock::time_point m_paced_from{};     // --bwlimit: when this attempt's fetch began
+  std::uint64_t m_paced_bytes = 0;      //   and m_report.bytes then
+  std::list<Transfer>* m_active = nullptr; // the fetch's transfers, while it runs
+  void pace();
 };
 
 size_t on_body(char* data, size_t size, size_t count, void* user) {
@@ -380,6 +384,10 @@ size_t Download::body(Transfer& t, const char* data, size_t n) {
     }
   }
   if (m_abort_all) return 0;
+  if (m_opt.stop && m_opt.stop->load()) {
+    t.error = make_error(ErrorKind::interrupted, "interrupted; state saved");
+    return 0;
+  }
   t.last_data = Clock::now();
   const size_t total = n;
   m_report.bytes += n;
@@ -408,7 +416,32 @@ size_t Download::body(Transfer& t, const char* data, size_t n) {
     }
   }
   if (t.chunk >= t.end && t.skip == 0 && t.end < m_chunks) t.unit_done = true;
+  // Journal from here too: one curl_multi_perform can carry a whole SFTP
+  // file, and the fetch loop only sees the end of it.
+  if (auto st = commit(false); !st) {
+    t.error = st.error();
+    return 0;
+  }
+  pace();
   return total;
+}
+
+// --bwlimit, enforced in the body callback as well as through libcurl's
+// per-handle limit: libcurl's SFTP download ignores
+// CURLOPT_MAX_RECV_SPEED_LARGE and reads a whole small file in one
+// curl_multi_perform. Sleeping here holds every connection of this
+// download, which is what a limit over all of them means.
+void Download::pace() {
+  if (m_opt.bwlimit == 0) return;
+  for (;;) {
+    const double ahead = static_cast<double>(m_report.bytes - m_paced_bytes) / static_cast<double>(m_opt.bwlimit) -
+                         std::chrono::duration<double>(Clock::now() - m_paced_from).count();
+    if (ahead <= 0 || (m_opt.stop && m_opt.stop->load())) break;
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(ahead, 0.1)));
+  }
+  // Our own pause is not the server's silence (--timeout).
+  if (m_active)
+    for (auto& x : *m_active) x.last_data = Clock::now();
 }
 
 // A whole chunk arrived: hash it and write it at its place.
@@ -533,6 +566,9 @@ Status Download::fetch() {
   };
   Status result;
   m_events.phase(m_identity.name, Events::Phase::transferring, "");
+  m_paced_from = Clock::now();
+  m_paced_bytes = m_report.bytes;
+  m_active = &active;
   while (m_journaled < m_chunks) {
     if (m_opt.stop && m_opt.stop->load()) {
       result = make_error(ErrorKind::interrupted, "interrupted; state saved");
@@ -592,6 +628,7 @@ Status Download::fetch() {
     if (m_journaled < m_chunks && !active.empty()) curl_multi_poll(multi.get(), nullptr, 0, 100, nullptr);
   }
   drop_all();
+  m_active = nullptr;
   // Whatever happened, what is written in order is worth keeping.
   if (auto st = commit(true); !st && result) result = st;
   return result;
