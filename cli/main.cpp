@@ -1,5 +1,7 @@
 // sesscp: send and receive large files in resumable, verified sessions.
 #include "cli/output.h"
+#include "cli/url_cmd.h"
+#include "url/curl.h"
 #include "core/receiver.h"
 #include "core/sender.h"
 
@@ -102,7 +104,17 @@ struct SendArgs {
   int retry = 0;
 };
 
-int run_send(const SendArgs& a, CommonFlags& f) {
+int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
+  // A URL destination is a separate code path (libcurl, docs/URL.md).
+  if (sesscp::url::looks_like_url(a.target)) {
+    auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
+    if (!bwlimit) {
+      sesscp::cli::Output out(f.quiet, f.verbose);
+      return fail(out, bwlimit.error());
+    }
+    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
+                                     a.retry_for, f.quiet, f.verbose, &g_stop);
+  }
   sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
@@ -203,7 +215,7 @@ int main(int argc, char** argv) {
   SendArgs send_args;
   auto* send = app.add_subcommand("send", "Send FILE to a receiver at HOST:PORT, resuming where it stopped");
   send->add_option("file", send_args.source, "File to send")->required();
-  send->add_option("target", send_args.target, "Receiver address, HOST:PORT")->required();
+  send->add_option("target", send_args.target, "Receiver address, HOST:PORT, or sftp://[user@]host[:port]/path")->required();
   send->add_option("--name", send_args.name, "Name at the receiver (default: the file's name)");
   send->add_option("--chunk-size", send_args.chunk, "Hashing unit, 4K..16M (default 1M)");
   send->add_option("--window", send_args.window, "Unconfirmed bytes in flight; bounds what a resume re-sends (default 60M)");
@@ -214,6 +226,8 @@ int main(int argc, char** argv) {
   send->add_option("--retry-for", send_args.retry_for,
                    "Keep reconnecting for up to DURATION (e.g. 90s, 15m, 2h, 1d); with --retry, both limits apply");
   add_common(send, send_flags);
+  sesscp::cli::SftpSendFlags sftp_flags;
+  sesscp::cli::add_sftp_send_options(send, sftp_flags);
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
@@ -231,6 +245,9 @@ int main(int argc, char** argv) {
   recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming\n"
                "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n\n" + std::string(k_exit_codes));
 
+  sesscp::cli::GetArgs get_args;
+  auto* get = sesscp::cli::add_get_command(app, get_args);
+
   std::string keygen_out;
   auto* keygen = app.add_subcommand("keygen", "Make a shared key for --key-file (prints it without -o)");
   keygen->add_option("-o,--output", keygen_out, "Write the key to this new file, mode 0600");
@@ -246,7 +263,8 @@ int main(int argc, char** argv) {
     app.exit(e);
     return sesscp::exit_code::k_usage;
   }
-  if (send->parsed()) return run_send(send_args, send_flags);
+  if (send->parsed()) return run_send(send_args, send_flags, sftp_flags);
+  if (get->parsed()) return sesscp::cli::run_get(get_args, &g_stop);
   if (keygen->parsed()) return run_keygen(keygen_out);
   return run_recv(recv_args, recv_flags);
 }

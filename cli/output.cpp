@@ -166,10 +166,12 @@ void Output::file_report(bool sending, const FileReport& r) {
   line(text);
 }
 
-void Output::error(const Error& e) {
+void Output::error(const Error& e) { error(e, hint_for(e.kind)); }
+
+void Output::error(const Error& e, const std::string& hint) {
   std::lock_guard lock(m_mutex);
   if (m_progress_shown) { std::fputs("\r\033[K", stderr); m_progress_shown = false; }
-  std::fprintf(stderr, "sesscp: error: %s; %s\n", printable(e.message).c_str(), hint_for(e.kind));
+  std::fprintf(stderr, "sesscp: error: %s; %s\n", printable(e.message).c_str(), hint.c_str());
 }
 
 } // namespace cli

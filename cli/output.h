@@ -26,6 +26,8 @@ public:
   void notice(const std::string& line);
   // `sesscp: error: <what>; <what the user can do>`, always shown.
   void error(const Error& error);
+  // The same with a hint of the caller's choosing (URL transfers have their own).
+  void error(const Error& error, const std::string& hint);
 
 private:
   void line(const std::string& text); // caller holds m_mutex

@@ -10,7 +10,11 @@
 # names the packages to install and fails. Non-interactive (no stdin, CI=true).
 
 SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev doctest-dev
-  libssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps)
+  libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps)
+
+# Only for the URL integration tests and bench/get.sh (local servers and the
+# clients compared against); scripts/test.sh installs them.
+SESSCP_TEST_DEPS=(nginx-light openssh-server openssh-client curl aria2)
 
 # sesscp_install_missing PKG...: install those of the Debian packages that
 # are missing (apt-get update first), or say what to install when not root.
@@ -49,6 +53,7 @@ sesscp_install_missing() {
 }
 
 sesscp_deps() { sesscp_install_missing "${SESSCP_DEPS[@]}"; }
+sesscp_test_deps() { sesscp_install_missing "${SESSCP_TEST_DEPS[@]}"; }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail

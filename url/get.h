@@ -1,0 +1,40 @@
+// `sesscp get URL`: download over HTTP(S), FTP(S) or SFTP with ranged
+// requests into NAME.sesscp.part, journaled like a TCP session (docs/URL.md).
+#pragma once
+
+#include "core/events.h"
+#include "core/result.h"
+#include "core/retry.h"
+#include "url/curl.h"
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace sesscp::url {
+
+struct GetOptions {
+  std::string url;
+  std::string output;                 // file or directory; "" = the URL's file name here
+  UrlOptions url_options;
+  std::uint32_t chunk_size = 1u << 20;
+  int connections = 1;                // concurrent ranged requests
+  std::uint64_t bwlimit = 0;          // bytes per second over all connections, 0 = unlimited
+  std::string sha256;                 // expected whole-file digests (hex), "" = none
+  std::string xxh128;
+  RetryPolicy retry;
+  // Confirmed data re-read and re-hashed before resuming (as the receiver does).
+  std::uint64_t verify_tail_bytes = 64u << 20;
+  // Make the contiguous prefix durable and journal it after this many new
+  // bytes, or after a second, whichever comes first.
+  std::uint64_t sync_bytes = 16u << 20;
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// Download `options.url`. `report` is filled whatever the outcome.
+Status get_url(const GetOptions& options, Events& events, FileReport& report);
+
+// Return the lower-case hex digest `hex` validated for `bits`, or a usage error.
+Result<std::string> normalise_hex(const std::string& hex, std::size_t bits, const char* option);
+
+} // namespace sesscp::url
