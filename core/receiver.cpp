@@ -3,6 +3,7 @@
 #include "checkpoint/journal.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/session_state.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -232,41 +233,71 @@ std::int64_t mtime_of(const struct stat& st) {
 }
 
 // The receiving half of one file (an activity): resume planning, the data
-// path, minor sync points, and the major sync point.
+// path, minor sync points, and the major sync point. The session drives it
+// frame by frame. A file of at most one chunk is never journaled (there is
+// no minor sync point to keep); its major sync point is committed together
+// with other small files' (Session::commit_batch).
 class IncomingFile {
 public:
-  IncomingFile(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
-               FileReport& report)
-      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_conn(conn), m_report(report) {}
+  // `dir_fd` is the file's parent directory (opened beneath --dir, no
+  // symlinks), `dir_path` how to name that directory in paths and messages.
+  IncomingFile(Fd dir_fd, std::string dir_path, const ReceiveOptions& opt, unsigned umask, Events& events,
+               Conn& conn)
+      : m_dir(std::move(dir_fd)), m_dir_fd(m_dir.get()), m_dir_path(std::move(dir_path)), m_opt(opt),
+        m_umask(umask), m_events(events), m_conn(conn) {}
 
-  // Handle an OFFER through FILE_DONE (or until the session breaks).
-  Status run(const frame::Offer& offer);
+  // Take the destination's lease and decide the resume point for an OFFER.
+  Result<frame::Resume> open(const frame::Offer& offer);
+  // Get ready for data after RESUME transfer was sent.
+  void begin(const frame::Resume& resume);
+
+  Status on_data(const frame::Header& header);
+  Status on_sync(std::span<const std::uint8_t> payload);
+  Status on_file_end(std::span<const std::uint8_t> payload);
+  // Send CHECKPOINT for sync points the syncer made durable.
+  Status flush_confirmed();
+  // True once FILE_END arrived and everything before it is verified (and, for
+  // a journaled file, durable).
+  bool ready_to_finish();
+  // Journaled file: the whole major sync point, then FILE_DONE.
+  Status finish_file();
+  // Small file: verify and set size and metadata (no sync yet) ...
+  Status prepare_small();
+  // ... then, once the batch's data is durable, publish it ...
+  Status publish_small();
+  // ... and once the names are durable, confirm it.
+  Status send_file_done();
+  // Checkpoint every verified chunk after the session broke.
+  void save_progress();
+
+  bool small() const { return m_small; }
+  int wake_fd() const { return m_syncer ? m_syncer->wake_fd() : -1; }
+  std::uint32_t max_data() const { return frame::k_data_prefix + m_chunk_size; }
+  FileReport& report() { return m_report; }
 
 private:
   Result<frame::Resume> plan(const frame::Offer& offer);
   Status start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume);
-  Status receive();
-  Status on_data(const frame::Header& header);
-  Status on_sync(std::span<const std::uint8_t> payload);
-  Status on_file_end(std::span<const std::uint8_t> payload);
   void dispatch();
-  Status flush_confirmed();
-  Status finish_file();
   Status publish();
   bool part_path_is_ours() const;
-  void save_progress();
   Status check_free_space(const frame::Resume& resume) const;
-  std::string path(const std::string& leaf) const { return m_opt.dir + "/" + leaf; }
+  std::string path(const std::string& leaf) const { return m_dir_path + "/" + leaf; }
 
+  Fd m_dir;
   int m_dir_fd;
+  std::string m_dir_path;
   const ReceiveOptions& m_opt;
   unsigned m_umask;
   Events& m_events;
   Conn& m_conn;
-  FileReport& m_report;
+  FileReport m_report;
+  Clock::time_point m_start = Clock::now();
 
   frame::Offer m_offer;
+  std::string m_leaf; // the file's name in its directory
   std::string m_part_name, m_journal_name;
+  bool m_small = false;
   Fd m_lock;
   Fd m_part;
   std::optional<checkpoint::Journal> m_journal;
@@ -288,7 +319,6 @@ private:
   RootBuilder m_file_root;
   RootBuilder m_session_root;
   std::vector<std::uint8_t> m_buf;
-  bool m_done = false;
 };
 
 Status IncomingFile::start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume) {
@@ -310,7 +340,7 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   // Already complete: the final file is the offered one (size and mtime, as
   // set by our own major sync) and no journal says otherwise.
   struct stat fst{};
-  bool have_final = fstatat(m_dir_fd, offer.name.c_str(), &fst, AT_SYMLINK_NOFOLLOW) == 0;
+  bool have_final = fstatat(m_dir_fd, m_leaf.c_str(), &fst, AT_SYMLINK_NOFOLLOW) == 0;
   if (have_final && !S_ISREG(fst.st_mode))
     return make_error(ErrorKind::cannot_create, offer.name + " exists and is not a regular file");
   bool final_matches = have_final && static_cast<std::uint64_t>(fst.st_size) == offer.size &&
@@ -324,6 +354,17 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
   if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
   SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
+
+  if (m_small) {
+    // One chunk or none: nothing worth journaling, so always from zero.
+    if (ftruncate(m_part.get(), 0) != 0) return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
+    if (have_journal && ftruncate(m_lock.get(), 0) != 0)
+      return errno_error(ErrorKind::io, "truncate " + m_journal_name, errno);
+    m_identity.chunk_size = offer.chunk_size;
+    return frame::Resume{frame::ResumeStatus::transfer,
+                         part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
+                         offer.chunk_size, 0, 1, ""};
+  }
 
   if (!have_journal) {
     SESSCP_TRY(start_fresh(part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
@@ -373,12 +414,15 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   return resume;
 }
 
-Status IncomingFile::run(const frame::Offer& offer) {
+Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
   m_offer = offer;
   m_report.name = offer.name;
   m_report.size = offer.size;
-  m_part_name = part_suffix(offer.name);
-  m_journal_name = journal_suffix(offer.name);
+  auto slash = offer.name.find_last_of('/');
+  m_leaf = slash == std::string::npos ? offer.name : offer.name.substr(slash + 1);
+  m_part_name = part_suffix(m_leaf);
+  m_journal_name = journal_suffix(m_leaf);
+  m_small = chunk_count(offer.chunk_size, offer.size) <= 1;
   // Take the destination, then agree on the resume point.
   auto lock = lock_destination(m_dir_fd, m_journal_name);
   if (!lock) return lock.error();
@@ -386,25 +430,30 @@ Status IncomingFile::run(const frame::Offer& offer) {
   auto resume = plan(offer);
   if (!resume) return resume.error();
   if (resume->status == frame::ResumeStatus::transfer) SESSCP_TRY(check_free_space(*resume));
-  SESSCP_TRY(m_conn.send(frame::encode(*resume)));
   if (resume->status == frame::ResumeStatus::complete) {
     m_report.resumed_at = offer.size;
     m_report.state = FileReport::State::already_complete;
-    return {};
   }
-  m_chunk_size = resume->chunk_size;
-  m_chunks = chunk_count(m_chunk_size, offer.size);
-  m_first = m_dispatched = m_contiguous = m_last_sync_end = resume->next_chunk;
-  m_next_serial = resume->next_serial;
-  m_last_serial = resume->next_serial - 1;
-  m_report.resumed_at = std::min(m_first * m_chunk_size, offer.size);
-  if (!resume->message.empty()) m_events.info(offer.name + ": " + resume->message);
+  return resume;
+}
+
+void IncomingFile::begin(const frame::Resume& resume) {
+  m_chunk_size = resume.chunk_size;
+  m_chunks = chunk_count(m_chunk_size, m_offer.size);
+  m_first = m_dispatched = m_contiguous = m_last_sync_end = resume.next_chunk;
+  m_next_serial = resume.next_serial;
+  m_last_serial = resume.next_serial - 1;
+  m_report.resumed_at = std::min(m_first * m_chunk_size, m_offer.size);
+  if (!resume.message.empty()) m_events.info(m_offer.name + ": " + resume.message);
   m_buf.resize(m_chunk_size);
-  m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
-  // Receive data and sync points until the major sync point.
-  auto status = receive();
-  if (!status) save_progress();
-  return status;
+  m_start = Clock::now();
+  if (!m_small) m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
+}
+
+bool IncomingFile::ready_to_finish() {
+  if (!m_file_end) return false;
+  if (m_small) return true;
+  return m_dispatched == m_chunks && m_syncer->idle();
 }
 
 Status IncomingFile::check_free_space(const frame::Resume& resume) const {
@@ -416,7 +465,7 @@ Status IncomingFile::check_free_space(const frame::Resume& resume) const {
   std::uint64_t need = m_offer.size - have;
   std::uint64_t avail = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
   if (need > avail)
-    return make_error(ErrorKind::no_space, "not enough space in " + m_opt.dir + " for " + m_offer.name + " (" +
+    return make_error(ErrorKind::no_space, "not enough space in " + m_dir_path + " for " + m_offer.name + " (" +
                                                std::to_string(need) + " bytes to come, " + std::to_string(avail) +
                                                " free)");
   return {};
@@ -434,6 +483,7 @@ void IncomingFile::save_progress() {
 }
 
 void IncomingFile::dispatch() {
+  if (m_small) return; // verified chunks wait for FILE_END
   while (!m_syncs.empty() && m_syncs.front().end_chunk <= m_contiguous) {
     auto sync = m_syncs.front();
     m_syncs.pop_front();
@@ -452,7 +502,7 @@ void IncomingFile::dispatch() {
 }
 
 Status IncomingFile::flush_confirmed() {
-  if (!m_syncer->take_news()) return {};
+  if (!m_syncer || !m_syncer->take_news()) return {};
   if (auto err = m_syncer->error()) return *err;
   if (auto confirmed = m_syncer->take_confirmed()) {
     SESSCP_TRY(m_conn.send(frame::encode(frame::Checkpoint{confirmed->first, confirmed->second})));
@@ -479,6 +529,10 @@ Status IncomingFile::on_data(const frame::Header& header) {
   SESSCP_TRY(m_conn.read_exact(chunk));
   m_report.bytes += len;
   if (xxh3_128(chunk) != prefix->hash) {
+    // A file of one chunk may already be followed by the next file's frames
+    // (docs/PROTOCOL.md, pipelining), so its chunk cannot be asked for again.
+    if (m_small)
+      return make_error(ErrorKind::integrity, m_offer.name + ": its only chunk arrived corrupt; re-run to send it again");
     // Never journal a chunk whose bytes do not match the sender's hash.
     if (++m_resends[index] > k_max_resends_per_chunk)
       return make_error(ErrorKind::integrity, "chunk " + std::to_string(index) + " arrived corrupt " +
@@ -500,6 +554,7 @@ Status IncomingFile::on_data(const frame::Header& header) {
 Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
   auto sync = frame::decode_sync(payload);
   if (!sync) return sync.error();
+  if (m_small) return make_error(ErrorKind::protocol, "SYNC for a file of at most one chunk");
   if (sync->serial != m_next_serial)
     return make_error(ErrorKind::protocol, "SYNC serial " + std::to_string(sync->serial) + ", expected " +
                                                std::to_string(m_next_serial));
@@ -517,47 +572,10 @@ Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
 Status IncomingFile::on_file_end(std::span<const std::uint8_t> payload) {
   auto end = frame::decode_file_end(payload);
   if (!end) return end.error();
-  if (end->chunk_count != m_chunks || end->first_chunk != m_first || m_last_sync_end != m_chunks)
+  if (m_file_end || end->chunk_count != m_chunks || end->first_chunk != m_first ||
+      (!m_small && m_last_sync_end != m_chunks) || (m_small && m_contiguous != m_chunks))
     return make_error(ErrorKind::protocol, "FILE_END does not match the offer and sync points");
   m_file_end = *end;
-  return {};
-}
-
-Status IncomingFile::receive() {
-  std::uint32_t max_data = frame::k_data_prefix + m_chunk_size;
-  while (!m_done) {
-    SESSCP_TRY(flush_confirmed());
-    // Major sync point once every chunk is durable and journaled.
-    if (m_file_end && m_dispatched == m_chunks && m_syncer->idle()) {
-      SESSCP_TRY(flush_confirmed());
-      return finish_file();
-    }
-    auto ready = m_conn.wait_readable(m_syncer->wake_fd(), m_conn.timeout_ms());
-    if (!ready) return ready.error();
-    if (!*ready) continue;
-    auto header = m_conn.read_header(max_data);
-    if (!header) return header.error();
-    if (header->type == frame::Type::data) {
-      SESSCP_TRY(on_data(*header));
-      continue;
-    }
-    auto payload = m_conn.read_control_payload(*header);
-    if (!payload) return payload.error();
-    switch (header->type) {
-    case frame::Type::sync: SESSCP_TRY(on_sync(*payload)); break;
-    case frame::Type::file_end: SESSCP_TRY(on_file_end(*payload)); break;
-    case frame::Type::abort: {
-      auto abort = frame::decode_abort(*payload);
-      if (!abort) return abort.error();
-      return make_error(frame::error_kind_for(abort->reason),
-                        std::string("sender aborted: ") + frame::to_string(abort->reason) +
-                            (abort->message.empty() ? "" : ": " + abort->message));
-    }
-    default:
-      return make_error(ErrorKind::protocol, std::string(frame::to_string(header->type)) +
-                                                 " while receiving a file");
-    }
-  }
   return {};
 }
 
@@ -572,11 +590,11 @@ Status IncomingFile::publish() {
   // Publish the inode we wrote, not whatever the part's path names now (a
   // local user could have swapped it for a symlink): link it by descriptor
   // under a temporary name, then rename that over NAME atomically.
-  std::string tmp = m_offer.name + ".sesscp.publish";
+  std::string tmp = m_leaf + ".sesscp.publish";
   unlinkat(m_dir_fd, tmp.c_str(), 0); // a leftover from a crash at this very step
   std::string self = "/proc/self/fd/" + std::to_string(m_part.get());
   if (linkat(AT_FDCWD, self.c_str(), m_dir_fd, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
-    if (renameat(m_dir_fd, tmp.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
+    if (renameat(m_dir_fd, tmp.c_str(), m_dir_fd, m_leaf.c_str()) != 0)
       return errno_error(ErrorKind::io, "rename " + tmp + " to " + m_offer.name, errno);
     if (part_path_is_ours()) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
     else m_events.info(m_part_name + " was replaced during the transfer; published the data received, left it alone");
@@ -585,8 +603,21 @@ Status IncomingFile::publish() {
   // No /proc: rename by path, after checking the path is still our file.
   if (!part_path_is_ours())
     return make_error(ErrorKind::cannot_create, m_part_name + " was replaced during the transfer; not publishing it");
-  if (renameat(m_dir_fd, m_part_name.c_str(), m_dir_fd, m_offer.name.c_str()) != 0)
+  if (renameat(m_dir_fd, m_part_name.c_str(), m_dir_fd, m_leaf.c_str()) != 0)
     return errno_error(ErrorKind::io, "rename " + m_part_name + " to " + m_offer.name, errno);
+  return {};
+}
+
+// Give the part its final size, permission bits and mtime (no sync).
+static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name) {
+  if (ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
+    return errno_error(ErrorKind::io, "truncate " + part_name, errno);
+  fchmod(fd, offer.mode_bits & 0777 & ~umask);
+  timespec times[2] = {{0, UTIME_OMIT},
+                       {static_cast<time_t>(offer.mtime_ns / 1'000'000'000),
+                        static_cast<long>(offer.mtime_ns % 1'000'000'000)}};
+  if (offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
+  if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + part_name, errno);
   return {};
 }
 
@@ -600,26 +631,41 @@ Status IncomingFile::finish_file() {
   // a resumable partial; after it, the final file and a stale journal that
   // the next offer recognises as complete.
   int fd = m_part.get();
-  if (ftruncate(fd, static_cast<off_t>(m_offer.size)) != 0)
-    return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
-  fchmod(fd, m_offer.mode_bits & 0777 & ~m_umask);
-  timespec times[2] = {{0, UTIME_OMIT},
-                       {static_cast<time_t>(m_offer.mtime_ns / 1'000'000'000),
-                        static_cast<long>(m_offer.mtime_ns % 1'000'000'000)}};
-  if (m_offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
-  if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + m_part_name, errno);
+  SESSCP_TRY(apply_metadata(fd, m_offer, m_umask, m_part_name));
   if (fsync(fd) != 0) return errno_error(ErrorKind::io, "fsync " + m_part_name, errno);
   SESSCP_TRY(publish());
-  SESSCP_TRY(fsync_dir(m_dir_fd, m_opt.dir));
+  SESSCP_TRY(fsync_dir(m_dir_fd, m_dir_path));
   m_journal.reset();
   if (unlinkat(m_dir_fd, m_journal_name.c_str(), 0) != 0)
     return errno_error(ErrorKind::io, "remove " + m_journal_name, errno);
-  SESSCP_TRY(fsync_dir(m_dir_fd, m_opt.dir));
+  SESSCP_TRY(fsync_dir(m_dir_fd, m_dir_path));
+  return send_file_done();
+}
+
+Status IncomingFile::prepare_small() {
+  for (const auto& [index, hash] : m_verified) {
+    m_file_root.add(hash);
+    m_session_root.add(hash);
+  }
+  m_verified.clear();
+  if (m_session_root.digest() != m_file_end->session_root)
+    return make_error(ErrorKind::integrity, m_offer.name + ": digest over the chunk hashes differs from the sender's");
+  return apply_metadata(m_part.get(), m_offer, m_umask, m_part_name);
+}
+
+Status IncomingFile::publish_small() {
+  SESSCP_TRY(publish());
+  // The lease file held no journal; the lease itself ends with this object.
+  if (unlinkat(m_dir_fd, m_journal_name.c_str(), 0) != 0)
+    return errno_error(ErrorKind::io, "remove " + m_journal_name, errno);
+  return {};
+}
+
+Status IncomingFile::send_file_done() {
   m_report.file_root = m_file_root.digest();
   m_report.state = FileReport::State::complete;
-  SESSCP_TRY(m_conn.send(frame::encode(frame::FileDone{m_offer.size, m_report.file_root})));
-  m_done = true;
-  return {};
+  m_report.seconds = std::chrono::duration<double>(Clock::now() - m_start).count();
+  return m_conn.send(frame::encode(frame::FileDone{m_offer.size, m_report.file_root}));
 }
 
 // One connection: establishment, files, release.
@@ -640,7 +686,17 @@ private:
   Status authenticate();
   Status establish();
   Status serve_files();
-  Status receive_file(std::span<const std::uint8_t> payload);
+  Status next_step();
+  Status on_offer(std::span<const std::uint8_t> payload);
+  Status on_mkdir(std::span<const std::uint8_t> payload);
+  Status on_symlink(std::span<const std::uint8_t> payload);
+  Status on_release();
+  Status finish_front();
+  Status commit_batch(bool confirm);
+  Status apply_directory_metadata();
+  void end_files(const Error& error);
+  Result<Fd> make_dirs(std::string_view rel);
+  Status send_ctl(frame::Type type, std::span<const std::uint8_t> frame);
 
   int m_dir_fd;
   const ReceiveOptions& m_opt;
@@ -649,7 +705,19 @@ private:
   const tls::Context* m_tls;
   std::string m_peer;
   Conn m_conn;
+  session::Machine m_machine{session::Role::responder};
+  // Files offered and planned, in order; the front one receives data.
+  std::deque<std::unique_ptr<IncomingFile>> m_files;
+  // Small files verified and set up, waiting for one commit (group commit).
+  std::vector<std::unique_ptr<IncomingFile>> m_batch;
+  // Directories of this session, whose mode and mtime are set at release.
+  std::vector<frame::Mkdir> m_dirs;
 };
+
+// Offers a sender may have outstanding (planned files, each holding a lease
+// and a part file), and small files committed together at most.
+constexpr std::size_t k_max_planned_files = 64;
+constexpr std::size_t k_max_batch = 64;
 
 Status Session::authenticate() {
   // Look at the first bytes without consuming them: a plaintext HELLO or a
@@ -698,19 +766,60 @@ Status Session::establish() {
     refuse(frame::Reason::version, msg);
     return make_error(ErrorKind::version, msg + "; install the same sesscp version on both hosts");
   }
+  SESSCP_TRY(m_machine.on_receive(frame::Type::hello));
+  // Dialog control is negotiated here: the initiator asks, ACCEPT confirms.
+  if (!session::Machine::supported(hello->mode)) {
+    std::string msg = std::string("dialog mode ") + frame::to_string(hello->mode) +
+                      " is not supported; this receiver runs simplex sessions";
+    refuse(frame::Reason::unsupported_mode, msg);
+    return make_error(ErrorKind::refused, msg);
+  }
   frame::Accept accept;
   accept.features = hello->features & frame::feature::k_all;
+  accept.mode = hello->mode;
   accept.identity = "sesscp/" SESSCP_VERSION;
-  SESSCP_TRY(m_conn.send(frame::encode(accept)));
-  m_events.debug(m_peer + ": session established with " + hello->identity);
+  SESSCP_TRY(send_ctl(frame::Type::accept, frame::encode(accept)));
+  m_events.debug(m_peer + ": session established with " + hello->identity + " (" + frame::to_string(accept.mode) + ")");
   m_conn.set_timeout(m_opt.timeout_ms);
   return {};
 }
 
-Status Session::receive_file(std::span<const std::uint8_t> payload) {
+Status Session::send_ctl(frame::Type type, std::span<const std::uint8_t> frame) {
+  SESSCP_TRY(m_machine.on_send(type));
+  return m_conn.send(frame);
+}
+
+// Create (if missing) every directory of `rel` beneath --dir and open the
+// last one. Each component is opened with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS) from its parent's descriptor: a symlink anywhere on
+// the way (planted, or sent by SYMLINK) is refused, never followed.
+Result<Fd> Session::make_dirs(std::string_view rel) {
+  Fd cur(fcntl(m_dir_fd, F_DUPFD_CLOEXEC, 0));
+  if (!cur) return errno_error(ErrorKind::io, "dup", errno);
+  std::size_t start = 0;
+  while (start < rel.size()) {
+    auto slash = rel.find('/', start);
+    std::string component(rel.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+    start = slash == std::string_view::npos ? rel.size() : slash + 1;
+    if (mkdirat(cur.get(), component.c_str(), 0755) == 0) {
+      // The new entry must survive a crash as much as the files inside it.
+      if (fsync(cur.get()) != 0) return errno_error(ErrorKind::io, "fsync directory of " + std::string(rel), errno);
+    } else if (errno != EEXIST) {
+      return errno_error(ErrorKind::cannot_create, "cannot create directory " + std::string(rel), errno);
+    }
+    Fd next(open_beneath(cur.get(), component, O_RDONLY | O_DIRECTORY, 0));
+    if (!next)
+      return errno_error(ErrorKind::cannot_create, "cannot open directory " + std::string(rel) + " (component '" +
+                                                       component + "' is not a directory, or is a symlink)", errno);
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+Status Session::on_offer(std::span<const std::uint8_t> payload) {
   auto offer = frame::decode_offer(payload);
   if (!offer) return offer.error();
-  if (auto why = frame::check_name(offer->name); !why.empty()) {
+  if (auto why = frame::check_path(offer->name); !why.empty()) {
     m_conn.send_abort(frame::Reason::bad_name, why);
     return make_error(ErrorKind::refused, "refused name '" + offer->name + "': " + why);
   }
@@ -720,53 +829,228 @@ Status Session::receive_file(std::span<const std::uint8_t> payload) {
     m_conn.send_abort(frame::Reason::too_large, why);
     return make_error(ErrorKind::refused, "refused " + offer->name + ": " + why);
   }
-  FileReport report;
-  report.name = offer->name;
-  auto start = Clock::now();
-  IncomingFile file(m_dir_fd, m_opt, m_umask, m_events, m_conn, report);
-  auto status = file.run(*offer);
-  report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (!status) {
-    auto kind = status.error().kind;
-    report.state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
-                                                                 : FileReport::State::failed;
-    // Tell the sender why, unless it is the one who left (protocol errors are
-    // reported once, by Session::run).
-    if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol)
-      m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
-                        status.error().message);
+  if (m_files.size() >= k_max_planned_files)
+    return make_error(ErrorKind::protocol, "more than " + std::to_string(k_max_planned_files) + " files offered ahead");
+  // The file's directory, created beneath --dir as needed.
+  auto slash = offer->name.find_last_of('/');
+  std::string dir_path = m_opt.dir;
+  Result<Fd> dir = slash == std::string::npos ? make_dirs("") : make_dirs(std::string_view(offer->name).substr(0, slash));
+  if (!dir) return dir.error();
+  if (slash != std::string::npos) dir_path = "/proc/self/fd/" + std::to_string(dir->get());
+  auto file = std::make_unique<IncomingFile>(std::move(*dir), dir_path, m_opt, m_umask, m_events, m_conn);
+  auto resume = file->open(*offer);
+  if (!resume) {
+    file->report().name = offer->name;
+    m_files.push_back(std::move(file)); // reported with the others when the session ends
+    return resume.error();
   }
-  m_events.file_report(false, report);
-  return status;
+  SESSCP_TRY(send_ctl(frame::Type::resume, frame::encode(*resume)));
+  if (resume->status == frame::ResumeStatus::complete) {
+    m_events.file_report(false, file->report());
+    return {};
+  }
+  file->begin(*resume);
+  m_files.push_back(std::move(file));
+  return {};
+}
+
+Status Session::on_mkdir(std::span<const std::uint8_t> payload) {
+  auto m = frame::decode_mkdir(payload);
+  if (!m) return m.error();
+  if (auto why = frame::check_path(m->path); !why.empty()) {
+    m_conn.send_abort(frame::Reason::bad_name, why);
+    return make_error(ErrorKind::refused, "refused directory name '" + m->path + "': " + why);
+  }
+  auto dir = make_dirs(m->path);
+  if (!dir) return dir.error();
+  // Files must go in while it is sent; its own mode is applied at release.
+  struct stat st{};
+  if (fstat(dir->get(), &st) == 0 && (st.st_mode & 0700) != 0700) fchmod(dir->get(), (st.st_mode & 07777) | 0700);
+  if (m_dirs.size() >= (1u << 20)) return make_error(ErrorKind::protocol, "too many directories in one session");
+  m_dirs.push_back(*m);
+  return {};
+}
+
+Status Session::on_symlink(std::span<const std::uint8_t> payload) {
+  auto m = frame::decode_symlink(payload);
+  if (!m) return m.error();
+  if (auto why = frame::check_path(m->path); !why.empty()) {
+    m_conn.send_abort(frame::Reason::bad_name, why);
+    return make_error(ErrorKind::refused, "refused link name '" + m->path + "': " + why);
+  }
+  auto slash = m->path.find_last_of('/');
+  std::string leaf = slash == std::string::npos ? m->path : m->path.substr(slash + 1);
+  auto dir = slash == std::string::npos ? make_dirs("") : make_dirs(std::string_view(m->path).substr(0, slash));
+  if (!dir) return dir.error();
+  // The target is text to store, never a path this side resolves. Made
+  // under a temporary name and renamed over the old entry, atomically.
+  struct stat st{};
+  if (fstatat(dir->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+    return make_error(ErrorKind::cannot_create, m->path + " exists and is a directory, not a link");
+  std::string tmp = leaf + ".sesscp.publish";
+  unlinkat(dir->get(), tmp.c_str(), 0);
+  if (symlinkat(m->target.c_str(), dir->get(), tmp.c_str()) != 0)
+    return errno_error(ErrorKind::cannot_create, "cannot create link " + m->path, errno);
+  if (renameat(dir->get(), tmp.c_str(), dir->get(), leaf.c_str()) != 0) {
+    int err = errno;
+    unlinkat(dir->get(), tmp.c_str(), 0);
+    return errno_error(ErrorKind::cannot_create, "cannot create link " + m->path, err);
+  }
+  timespec times[2] = {{0, UTIME_OMIT},
+                       {static_cast<time_t>(m->mtime_ns / 1'000'000'000), static_cast<long>(m->mtime_ns % 1'000'000'000)}};
+  if (m->mtime_ns >= 0) utimensat(dir->get(), leaf.c_str(), times, AT_SYMLINK_NOFOLLOW);
+  return {};
+}
+
+// Group commit of small files: their data and metadata, then their names,
+// each made durable for the whole batch with one syncfs, so many small files
+// do not cost a disk flush each. FILE_DONE only after both.
+Status Session::commit_batch(bool confirm) {
+  if (m_batch.empty()) return {};
+  if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+  for (auto& f : m_batch) SESSCP_TRY(f->publish_small());
+  if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+  auto batch = std::move(m_batch);
+  m_batch.clear();
+  for (auto& f : batch) {
+    if (confirm) {
+      SESSCP_TRY(m_machine.on_send(frame::Type::file_done));
+      SESSCP_TRY(f->send_file_done());
+    } else {
+      f->report().state = FileReport::State::complete;
+    }
+    m_events.file_report(false, f->report());
+  }
+  return {};
+}
+
+// The front file's major sync point: journaled files at once (after the
+// small files before them, so FILE_DONEs stay in order), small ones into the
+// batch.
+Status Session::finish_front() {
+  auto file = std::move(m_files.front());
+  m_files.pop_front();
+  if (file->small()) {
+    SESSCP_TRY(file->prepare_small());
+    m_batch.push_back(std::move(file));
+    if (m_batch.size() >= k_max_batch) SESSCP_TRY(commit_batch(true));
+    return {};
+  }
+  SESSCP_TRY(commit_batch(true));
+  SESSCP_TRY(m_machine.on_send(frame::Type::file_done));
+  auto status = file->finish_file();
+  if (!status) {
+    m_files.push_front(std::move(file));
+    return status;
+  }
+  m_events.file_report(false, file->report());
+  return {};
+}
+
+Status Session::apply_directory_metadata() {
+  // Deepest first: setting a child's metadata touches its parent's mtime.
+  for (auto it = m_dirs.rbegin(); it != m_dirs.rend(); ++it) {
+    auto dir = make_dirs(it->path);
+    if (!dir) return dir.error();
+    fchmod(dir->get(), it->mode_bits & 07777 & ~m_umask);
+    timespec times[2] = {{0, UTIME_OMIT},
+                         {static_cast<time_t>(it->mtime_ns / 1'000'000'000),
+                          static_cast<long>(it->mtime_ns % 1'000'000'000)}};
+    if (it->mtime_ns >= 0 && futimens(dir->get(), times) != 0)
+      return errno_error(ErrorKind::io, "set mtime of " + it->path, errno);
+  }
+  m_dirs.clear();
+  return {};
+}
+
+// Negotiated release: accepted only when nothing offered is unfinished.
+Status Session::on_release() {
+  if (!m_files.empty()) {
+    std::string why = std::to_string(m_files.size()) + " offered file(s) not finished";
+    m_events.debug(m_peer + ": release refused: " + why);
+    return send_ctl(frame::Type::not_finished, frame::encode(frame::NotFinished{why}));
+  }
+  SESSCP_TRY(commit_batch(true));
+  SESSCP_TRY(apply_directory_metadata());
+  if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+  SESSCP_TRY(send_ctl(frame::Type::release_ack, frame::encode_empty(frame::Type::release_ack)));
+  m_conn.shutdown_write();
+  return {};
+}
+
+// One step of the session: finish what can be finished, then read a frame.
+Status Session::next_step() {
+  IncomingFile* cur = m_files.empty() ? nullptr : m_files.front().get();
+  if (cur) {
+    SESSCP_TRY(cur->flush_confirmed());
+    if (cur->ready_to_finish()) return finish_front();
+  }
+  // Commit the small files once the sender has nothing more for us now.
+  if (!m_batch.empty()) {
+    auto ready = m_conn.wait_readable(-1, 0);
+    if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
+    if (!ready || !*ready) return commit_batch(true);
+  }
+  auto ready = m_conn.wait_readable(cur ? cur->wake_fd() : -1, m_opt.timeout_ms);
+  if (!ready) return ready.error();
+  if (!*ready) return {};
+  auto header = m_conn.read_header(cur ? cur->max_data() : 0);
+  if (!header) return header.error();
+  SESSCP_TRY(m_machine.on_receive(header->type));
+  if (header->type == frame::Type::data) {
+    if (!cur) return make_error(ErrorKind::protocol, "DATA with no file open");
+    return cur->on_data(*header);
+  }
+  auto payload = m_conn.read_control_payload(*header);
+  if (!payload) return payload.error();
+  switch (header->type) {
+  case frame::Type::sync:
+  case frame::Type::file_end:
+    if (!cur) return make_error(ErrorKind::protocol, std::string(frame::to_string(header->type)) + " with no file open");
+    return header->type == frame::Type::sync ? cur->on_sync(*payload) : cur->on_file_end(*payload);
+  case frame::Type::offer: return on_offer(*payload);
+  case frame::Type::mkdir: return on_mkdir(*payload);
+  case frame::Type::symlink: return on_symlink(*payload);
+  case frame::Type::release: return on_release();
+  case frame::Type::abort: {
+    auto abort = frame::decode_abort(*payload);
+    if (!abort) return abort.error();
+    return make_error(frame::error_kind_for(abort->reason),
+                      std::string("sender aborted: ") + frame::to_string(abort->reason) +
+                          (abort->message.empty() ? "" : ": " + abort->message));
+  }
+  default:
+    return make_error(ErrorKind::protocol, std::string("unexpected ") + frame::to_string(header->type));
+  }
+}
+
+// The session broke: keep every verified chunk and every verified small
+// file, tell the sender why (unless it is the one who left), and report.
+void Session::end_files(const Error& error) {
+  auto kind = error.kind;
+  // (Refusals were answered where they were decided.)
+  if (kind != ErrorKind::disconnected && kind != ErrorKind::timeout && kind != ErrorKind::protocol &&
+      kind != ErrorKind::refused)
+    m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
+                      error.message);
+  if (auto committed = commit_batch(false); !committed)
+    m_events.info(m_peer + ": could not keep verified small files: " + committed.error().message);
+  m_batch.clear();
+  auto state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
+                                                             : FileReport::State::failed;
+  for (auto& f : m_files) {
+    f->save_progress();
+    f->report().state = state;
+    m_events.file_report(false, f->report());
+  }
+  m_files.clear();
 }
 
 Status Session::serve_files() {
-  for (;;) {
-    auto ready = m_conn.wait_readable(-1, m_opt.timeout_ms);
-    if (!ready) return ready.error();
-    auto header = m_conn.read_header(0);
-    if (!header) return header.error();
-    auto payload = m_conn.read_control_payload(*header);
-    if (!payload) return payload.error();
-    switch (header->type) {
-    case frame::Type::offer: SESSCP_TRY(receive_file(*payload)); break;
-    case frame::Type::release:
-      SESSCP_TRY(frame::decode_empty(*payload));
-      // Nothing is unconfirmed between files, so release is always accepted here.
-      SESSCP_TRY(m_conn.send(frame::encode_empty(frame::Type::release_ack)));
-      m_conn.shutdown_write();
-      return {};
-    case frame::Type::abort: {
-      auto abort = frame::decode_abort(*payload);
-      if (!abort) return abort.error();
-      return make_error(frame::error_kind_for(abort->reason),
-                        std::string("sender aborted: ") + frame::to_string(abort->reason));
-    }
-    default:
-      return make_error(ErrorKind::protocol, std::string("expected OFFER or RELEASE, got ") +
-                                                 frame::to_string(header->type));
-    }
-  }
+  Status status;
+  while (status && m_machine.state() != session::State::closed) status = next_step();
+  if (!status) end_files(status.error());
+  return status;
 }
 
 Status Session::run() {
