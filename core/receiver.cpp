@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -241,9 +243,9 @@ class IncomingFile {
 public:
   // `dir_fd` is the file's parent directory (opened beneath --dir, no
   // symlinks), `dir_path` how to name that directory in paths and messages.
-  IncomingFile(Fd dir_fd, std::string dir_path, const ReceiveOptions& opt, unsigned umask, Events& events,
-               Conn& conn)
-      : m_dir(std::move(dir_fd)), m_dir_fd(m_dir.get()), m_dir_path(std::move(dir_path)), m_opt(opt),
+  IncomingFile(std::shared_ptr<const Fd> dir_fd, std::string dir_path, const ReceiveOptions& opt, unsigned umask,
+               Events& events, Conn& conn)
+      : m_dir(std::move(dir_fd)), m_dir_fd(m_dir->get()), m_dir_path(std::move(dir_path)), m_opt(opt),
         m_umask(umask), m_events(events), m_conn(conn) {}
 
   // Take the destination's lease and decide the resume point for an OFFER.
@@ -263,8 +265,15 @@ public:
   Status finish_file();
   // Small file: verify and set size and metadata (no sync yet) ...
   Status prepare_small();
-  // ... then, once the batch's data is durable, publish it ...
+  // ... make its data durable (any thread) ...
+  Status sync_data() {
+    if (fdatasync(m_part.get()) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_name, errno);
+    return {};
+  }
+  // ... then publish it, and make its directory entry durable ...
   Status publish_small();
+  Status sync_dir() { return fsync_dir(m_dir_fd, m_dir_path); }
+  int dir_fd() const { return m_dir_fd; }
   // ... and once the names are durable, confirm it.
   Status send_file_done();
   // Checkpoint every verified chunk after the session broke.
@@ -284,7 +293,7 @@ private:
   Status check_free_space(const frame::Resume& resume) const;
   std::string path(const std::string& leaf) const { return m_dir_path + "/" + leaf; }
 
-  Fd m_dir;
+  std::shared_ptr<const Fd> m_dir; // shared by the files of one directory
   int m_dir_fd;
   std::string m_dir_path;
   const ReceiveOptions& m_opt;
@@ -351,13 +360,15 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   }
 
   bool part_existed = faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) == 0;
-  m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
-  if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
-  SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
-
   if (m_small) {
     // One chunk or none: nothing worth journaling, so always from zero.
-    if (ftruncate(m_part.get(), 0) != 0) return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
+    // (Not O_TMPFILE: on ext4 its orphan-list updates made each file cost
+    // ~1.5 ms more here.)
+    m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
+    if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
+    SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
+    if (part_existed && ftruncate(m_part.get(), 0) != 0)
+      return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
     if (have_journal && ftruncate(m_lock.get(), 0) != 0)
       return errno_error(ErrorKind::io, "truncate " + m_journal_name, errno);
     m_identity.chunk_size = offer.chunk_size;
@@ -365,6 +376,10 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
                          part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
                          offer.chunk_size, 0, 1, ""};
   }
+
+  m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
+  if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
+  SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
 
   if (!have_journal) {
     SESSCP_TRY(start_fresh(part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
@@ -543,7 +558,8 @@ Status IncomingFile::on_data(const frame::Header& header) {
   SESSCP_TRY(write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name));
   // Start writeback now rather than at the next sync point, so the disk works
   // while data keeps arriving and fdatasync finds little left to do.
-  sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
+  if (!m_small)
+    sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
                   SYNC_FILE_RANGE_WRITE);
   m_verified.emplace(index, prefix->hash);
   while (m_contiguous < m_chunks && m_verified.count(m_contiguous)) ++m_contiguous;
@@ -610,7 +626,10 @@ Status IncomingFile::publish() {
 
 // Give the part its final size, permission bits and mtime (no sync).
 static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name) {
-  if (ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
+  // ftruncate costs a journal transaction on ext4 even to the same size.
+  struct stat st{};
+  if ((fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != offer.size) &&
+      ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
     return errno_error(ErrorKind::io, "truncate " + part_name, errno);
   fchmod(fd, offer.mode_bits & 0777 & ~umask);
   timespec times[2] = {{0, UTIME_OMIT},
@@ -710,14 +729,25 @@ private:
   std::deque<std::unique_ptr<IncomingFile>> m_files;
   // Small files verified and set up, waiting for one commit (group commit).
   std::vector<std::unique_ptr<IncomingFile>> m_batch;
+  Clock::time_point m_batch_start;
   // Directories of this session, whose mode and mtime are set at release.
   std::vector<frame::Mkdir> m_dirs;
+  // The directory of the last file offered.
+  std::shared_ptr<const Fd> m_parent;
+  std::string m_parent_path;
 };
 
 // Offers a sender may have outstanding (planned files, each holding a lease
-// and a part file), and small files committed together at most.
+// and a part file), and small files committed together at most (each holds
+// its lease and its unnamed part: two descriptors).
 constexpr std::size_t k_max_planned_files = 64;
-constexpr std::size_t k_max_batch = 64;
+constexpr std::size_t k_max_batch = 512;
+// From this many files on, a batch is flushed with syncfs.
+constexpr std::size_t k_syncfs_batch = 64;
+// How long a batch waits for more small files once the socket is quiet.
+constexpr long long k_batch_linger_ms = 5;
+// Threads that flush one batch's files at once.
+constexpr std::size_t k_sync_threads = 8;
 
 Status Session::authenticate() {
   // Look at the first bytes without consuming them: a plaintext HELLO or a
@@ -831,13 +861,18 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
   }
   if (m_files.size() >= k_max_planned_files)
     return make_error(ErrorKind::protocol, "more than " + std::to_string(k_max_planned_files) + " files offered ahead");
-  // The file's directory, created beneath --dir as needed.
+  // The file's directory, created beneath --dir as needed; consecutive
+  // files of one directory share its descriptor.
   auto slash = offer->name.find_last_of('/');
-  std::string dir_path = m_opt.dir;
-  Result<Fd> dir = slash == std::string::npos ? make_dirs("") : make_dirs(std::string_view(offer->name).substr(0, slash));
-  if (!dir) return dir.error();
-  if (slash != std::string::npos) dir_path = "/proc/self/fd/" + std::to_string(dir->get());
-  auto file = std::make_unique<IncomingFile>(std::move(*dir), dir_path, m_opt, m_umask, m_events, m_conn);
+  std::string parent = slash == std::string::npos ? "" : offer->name.substr(0, slash);
+  if (!m_parent || m_parent_path != parent) {
+    auto dir = make_dirs(parent);
+    if (!dir) return dir.error();
+    m_parent = std::make_shared<const Fd>(std::move(*dir));
+    m_parent_path = parent;
+  }
+  std::string dir_path = parent.empty() ? m_opt.dir : "/proc/self/fd/" + std::to_string(m_parent->get());
+  auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn);
   auto resume = file->open(*offer);
   if (!resume) {
     file->report().name = offer->name;
@@ -902,14 +937,46 @@ Status Session::on_symlink(std::span<const std::uint8_t> payload) {
   return {};
 }
 
-// Group commit of small files: their data and metadata, then their names,
-// each made durable for the whole batch with one syncfs, so many small files
-// do not cost a disk flush each. FILE_DONE only after both.
+// Group commit of small files: every file's data and metadata durable, then
+// their names published and durable, then FILE_DONE for each. A large batch
+// takes one syncfs for each step; a small one an fdatasync per file (run on a
+// few threads at once, so ext4's journal commits them together) and an fsync
+// per directory. Measured on this project's shared disk: syncfs ~50 ms a
+// call, fdatasync ~2.4 ms each with 8 in parallel; committing whenever the
+// socket was momentarily empty cost two flushes per file.
 Status Session::commit_batch(bool confirm) {
   if (m_batch.empty()) return {};
-  if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
-  for (auto& f : m_batch) SESSCP_TRY(f->publish_small());
-  if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+  bool whole_fs = m_batch.size() >= k_syncfs_batch;
+  if (whole_fs) {
+    if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+  } else {
+    std::atomic<std::size_t> next{0};
+    std::mutex mutex;
+    std::optional<Error> failed;
+    auto work = [&] {
+      for (std::size_t i; (i = next++) < m_batch.size();)
+        if (auto st = m_batch[i]->sync_data(); !st) {
+          std::lock_guard lock(mutex);
+          if (!failed) failed = st.error();
+        }
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t t = 1; t < std::min<std::size_t>(k_sync_threads, m_batch.size()); ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (failed) return *failed;
+  }
+  std::vector<std::pair<dev_t, ino_t>> dirs;
+  for (auto& f : m_batch) {
+    SESSCP_TRY(f->publish_small());
+    if (whole_fs) continue;
+    struct stat st{};
+    if (fstat(f->dir_fd(), &st) != 0) return errno_error(ErrorKind::io, "stat directory", errno);
+    if (std::find(dirs.begin(), dirs.end(), std::make_pair(st.st_dev, st.st_ino)) != dirs.end()) continue;
+    dirs.emplace_back(st.st_dev, st.st_ino);
+    SESSCP_TRY(f->sync_dir());
+  }
+  if (whole_fs && syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
   auto batch = std::move(m_batch);
   m_batch.clear();
   for (auto& f : batch) {
@@ -932,6 +999,7 @@ Status Session::finish_front() {
   m_files.pop_front();
   if (file->small()) {
     SESSCP_TRY(file->prepare_small());
+    if (m_batch.empty()) m_batch_start = Clock::now();
     m_batch.push_back(std::move(file));
     if (m_batch.size() >= k_max_batch) SESSCP_TRY(commit_batch(true));
     return {};
@@ -985,9 +1053,12 @@ Status Session::next_step() {
     SESSCP_TRY(cur->flush_confirmed());
     if (cur->ready_to_finish()) return finish_front();
   }
-  // Commit the small files once the sender has nothing more for us now.
+  // Commit the small files once the sender has had nothing more for us for
+  // a moment: committing whenever the socket is momentarily empty would cost
+  // two syncfs per file when the receiver keeps up with the sender.
   if (!m_batch.empty()) {
-    auto ready = m_conn.wait_readable(-1, 0);
+    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_batch_start).count();
+    auto ready = m_conn.wait_readable(-1, static_cast<int>(std::max<long long>(0, k_batch_linger_ms - age)));
     if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
     if (!ready || !*ready) return commit_batch(true);
   }
@@ -1078,6 +1149,13 @@ Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events)
     return errno_error(ErrorKind::cannot_create, "cannot write to " + options.dir, errno);
   auto listener = net::listen_tcp(options.listen);
   if (!listener) return listener.error();
+  // Each session may hold a few hundred descriptors (pipelined offers and a
+  // batch of small files, docs/PROTOCOL.md): take what the hard limit allows.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   unsigned mask = ::umask(0);
   ::umask(mask);
   std::optional<tls::Context> tls;

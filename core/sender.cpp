@@ -82,7 +82,9 @@ struct Plan {
 // OFFERs sent ahead of the data, so many small files do not cost a round
 // trip each; and files sent (FILE_END) whose FILE_DONE may come later.
 constexpr std::size_t k_offer_pipeline = 32;
-constexpr std::size_t k_max_unfinished = 64;
+// More than the receiver commits at once (512), so a full batch, not a
+// timer, is what normally triggers its commit.
+constexpr std::size_t k_max_unfinished = 640;
 // A receiver that keeps answering NOT_FINISHED is given this many tries.
 constexpr int k_release_attempts = 10;
 
