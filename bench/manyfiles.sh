@@ -33,15 +33,20 @@ trap cleanup EXIT
 echo "generating $files files of 4-64 KiB..." >&2
 src=$work/src
 mkdir -p "$src"
-RANDOM=42
-head -c $((64 * 1024 * 1024)) /dev/urandom >"$work/pool"
-for ((i = 0; i < files; i++)); do
-  d=$src/d$((i / 100))
-  ((i % 100 == 0)) && mkdir -p "$d"
-  size=$((4096 + (RANDOM * 32768 + RANDOM) % (60 * 1024 + 1)))
-  off=$(((RANDOM * 32768 + RANDOM) % (60 * 1024 * 1024)))
-  tail -c +$((off + 1)) "$work/pool" | head -c "$size" >"$d/f$i.bin"
-done
+python3 - "$src" "$files" <<'PY'
+import os, random, sys
+src, files = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+pool = os.urandom(1 << 20)
+for i in range(files):
+    d = os.path.join(src, "d%d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    size = rng.randint(4096, 64 * 1024)
+    off = rng.randint(0, len(pool) - size)
+    with open(os.path.join(d, "f%d.bin" % i), "wb") as f:
+        f.write(pool[off:off + size])
+PY
 bytes=$(du -sb "$src" | cut -f1)
 echo "source: $files files, $bytes bytes (du -sb)" >&2
 
@@ -57,10 +62,11 @@ wait_port() {
   return 1
 }
 
-run_sesscp() { # DEST EXTRA-ARGS... -> seconds on stdout
+run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with a shared key)
   local dst=$1 log=$work/recv.log port t0 t1 rpid
   shift
-  "$bin" recv --listen 127.0.0.1:0 --dir "$dst" --once "$@" --key-file "$work/key" 2>"$log" &
+  [ $# -gt 0 ] || set -- --key-file "$work/key"
+  "$bin" recv --listen 127.0.0.1:0 --dir "$dst" --once "$@" 2>"$log" &
   rpid=$!
   pids+=("$rpid")
   for _ in $(seq 100); do
@@ -70,7 +76,7 @@ run_sesscp() { # DEST EXTRA-ARGS... -> seconds on stdout
   done
   [ -n "$port" ] || { echo "bench: receiver did not start" >&2; cat "$log" >&2; exit 1; }
   t0=$(now)
-  "$bin" send "$src/" "127.0.0.1:$port" -q "$@" --key-file "$work/key"
+  "$bin" send "$src/" "127.0.0.1:$port" -q "$@"
   wait "$rpid"
   t1=$(now)
   echo "$t1 - $t0" | bc
@@ -81,6 +87,8 @@ run_rsync() { # DEST -> seconds
   port=$(free_port)
   cat >"$work/rsyncd.conf" <<CONF
 use chroot = no
+uid = $(id -un)
+gid = $(id -gn)
 [dst]
   path = $dst
   read only = no

@@ -29,10 +29,10 @@ const char* k_exit_codes = R"(Exit codes:
   0   success, or the file was already complete
   64  usage error (bad option, missing source, bad HOST:PORT)
   65  integrity failure that retrying cannot fix
-  69  peer unreachable, or it refused the session (busy, version)
+  69  peer unreachable, or it refused the session (version, dialog mode, name, size)
   73  cannot create the output file or journal
   74  local I/O error (e.g. disk full)
-  75  interrupted; state saved: re-run the same command to resume
+  75  interrupted, or the destination is busy; state saved: re-run the same command to resume
   76  protocol error: the peer broke the protocol (e.g. data from the wrong side of a simplex session)
   77  authentication failed (wrong or missing key, untrusted certificate))";
 

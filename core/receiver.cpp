@@ -444,7 +444,8 @@ Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
   m_lock = std::move(*lock);
   auto resume = plan(offer);
   if (!resume) return resume.error();
-  if (resume->status == frame::ResumeStatus::transfer) SESSCP_TRY(check_free_space(*resume));
+  // (A file of one chunk is not worth an fstatfs: its one write says ENOSPC.)
+  if (resume->status == frame::ResumeStatus::transfer && !m_small) SESSCP_TRY(check_free_space(*resume));
   if (resume->status == frame::ResumeStatus::complete) {
     m_report.resumed_at = offer.size;
     m_report.state = FileReport::State::already_complete;

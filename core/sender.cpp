@@ -296,7 +296,8 @@ Status Sender::on_resume(Conn& conn, std::span<const std::uint8_t> payload) {
     return unexpected(conn, frame::Type::resume, "a resume point inside the file");
   auto offset = std::min(resume->next_chunk * resume->chunk_size, job.size);
   if (first) r.resumed_at = offset;
-  if (offset > 0 || m_plan.reconnects > 0) m_events.resumed(r.name, offset, job.size);
+  // Worth a line when it is a resumption: past 0, or offered in an earlier session.
+  if (offset > 0 || !first) m_events.resumed(r.name, offset, job.size);
   if (!resume->message.empty()) m_events.info(r.name + ": " + resume->message);
   job.resume = *resume;
   job.small = chunk_count(resume->chunk_size, job.size) <= 1;

@@ -177,6 +177,12 @@ Status Walker::walk(const std::string& dir, const std::string& prefix) {
         m_warnings.push_back("skipping " + path + ": dangling symlink (" + std::strerror(errno) + ")");
         continue;
       }
+      bool loop = false;
+      for (auto& a : m_ancestors) loop = loop || (a.first == target.st_dev && a.second == target.st_ino);
+      if (loop) {
+        m_warnings.push_back("skipping " + path + ": a link back to a directory being sent");
+        continue;
+      }
       st = target;
     }
     auto status = add(path, join(prefix, n), st, false);

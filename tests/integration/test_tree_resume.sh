@@ -71,4 +71,27 @@ assert_rc 0 "$SEND_RC" "200 small files" "$T/send3.log" "$T/recv3.log"
 diff -r "$T/small" "$DEST" >/dev/null || fail "small trees differ"
 log "FIGURE: 200 files of 4-16 KiB in $(fmt_ms "$SEND_MS") s"
 assert_le "$SEND_MS" 20000 "200 small files take under 20 s (ms)"
+kill9 "$RECV_PID"
+
+check "--retry: the connection is cut (RST) mid-tree; one process reconnects and offers only what is not confirmed"
+need_tool faultproxy >/dev/null
+new_dest retry
+start_recv "$DEST" "$T/recv4.log" --insecure --timeout 5
+cut=$((total / 2))
+start_proxy "$T/proxy4.log" "$RECV_PORT" --cut-after "$cut"
+run_send "$T/send4.log" "$src/" "127.0.0.1:$PROXY_PORT" --insecure "${opts[@]}" --timeout 5 --retry 3
+assert_rc 0 "$SEND_RC" "tree send with --retry through a cut" "$T/send4.log" "$T/proxy4.log" "$T/recv4.log"
+assert_contains "$T/proxy4.log" "cut connection 1 at offset $cut" "proxy cut the first connection"
+assert_contains "$T/send4.log" "reconnecting (attempt 1/3) in " "sender announced the reconnection"
+n=$(summaries "$T/send4.log" send | wc -l)
+n_already=$(summaries "$T/send4.log" send | awk -F'|' '$2 == "already complete"' | wc -l)
+n_complete=$(summaries "$T/send4.log" send | awk -F'|' '$2 == "complete"' | wc -l)
+log "summaries: $n ($n_complete complete, $n_already already complete)"
+((n == 201 && n_complete == 201)) || fail_with_logs "expected one 'complete' summary per file (201)" "$T/send4.log"
+sent4=$(summaries "$T/send4.log" send | awk -F'|' '{ s += $5 } END { printf "%.0f\n", s }')
+log "FIGURE: $sent4 bytes sent for $total ($((sent4 - total)) re-sent after the cut)"
+assert_resent_bound $((sent4 - total)) $((chunk + window + 32 * 16384)) "re-sent after a cut (chunk + window + the offered small files)"
+diff -r "$src" "$DEST" >/dev/null || fail "trees differ after the reconnection"
+ok "tree identical after one reconnection"
+stop_proxy
 log "PASS"
