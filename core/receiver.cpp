@@ -343,8 +343,8 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   m_identity = {offer.name, offer.size, offer.mtime_ns, offer.chunk_size, offer.fingerprint};
   frame::Resume resume;
   struct stat jst{};
-  if (fstat(m_lock.get(), &jst) != 0) return errno_error(ErrorKind::io, "stat " + m_journal_name, errno);
-  bool have_journal = jst.st_size > 0;
+  if (fstat(m_small ? m_part.get() : m_lock.get(), &jst) != 0) return errno_error(ErrorKind::io, "stat lease", errno);
+  bool have_journal = !m_small && jst.st_size > 0;
 
   // Already complete: the final file is the offered one (size and mtime, as
   // set by our own major sync) and no journal says otherwise.
@@ -354,32 +354,33 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
     return make_error(ErrorKind::cannot_create, offer.name + " exists and is not a regular file");
   bool final_matches = have_final && static_cast<std::uint64_t>(fst.st_size) == offer.size &&
                        mtime_of(fst) == offer.mtime_ns;
-  if (final_matches && (!have_journal || faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) != 0)) {
+  if (final_matches && (m_small || !have_journal || faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) != 0)) {
+    // The lease (and any stale journal: no other session can hold it while
+    // this one holds the part) is not needed any more.
+    if (m_small) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
     unlinkat(m_dir_fd, m_journal_name.c_str(), 0);
     return frame::Resume{frame::ResumeStatus::complete, frame::ResumeWhy::already_complete, 0, 0, 0, ""};
   }
 
-  bool part_existed = faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) == 0;
   if (m_small) {
     // One chunk or none: nothing worth journaling, so always from zero.
     // (Not O_TMPFILE: on ext4 its orphan-list updates made each file cost
     // ~1.5 ms more here.)
-    m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
-    if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
-    SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
+    bool part_existed = jst.st_size > 0;
     if (part_existed && ftruncate(m_part.get(), 0) != 0)
       return errno_error(ErrorKind::io, "truncate " + m_part_name, errno);
-    if (have_journal && ftruncate(m_lock.get(), 0) != 0)
-      return errno_error(ErrorKind::io, "truncate " + m_journal_name, errno);
     m_identity.chunk_size = offer.chunk_size;
     return frame::Resume{frame::ResumeStatus::transfer,
                          part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
                          offer.chunk_size, 0, 1, ""};
   }
 
-  m_part.reset(open_beneath(m_dir_fd, m_part_name, O_RDWR | O_CREAT, 0600));
-  if (!m_part) return errno_error(ErrorKind::cannot_create, "cannot create " + m_part_name, errno);
-  SESSCP_TRY(check_own_file(m_part.get(), m_part_name));
+  bool part_existed = faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) == 0;
+  // The part is leased too, so a small file's session (whose lease is the
+  // part) and a journaled one never write one destination at once.
+  auto part = lock_destination(m_dir_fd, m_part_name);
+  if (!part) return part.error();
+  m_part = std::move(*part);
 
   if (!have_journal) {
     SESSCP_TRY(start_fresh(part_existed ? frame::ResumeWhy::journal_unusable : frame::ResumeWhy::fresh,
@@ -438,10 +439,12 @@ Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
   m_part_name = part_suffix(m_leaf);
   m_journal_name = journal_suffix(m_leaf);
   m_small = chunk_count(offer.chunk_size, offer.size) <= 1;
-  // Take the destination, then agree on the resume point.
-  auto lock = lock_destination(m_dir_fd, m_journal_name);
+  // Take the destination, then agree on the resume point. A journaled file's
+  // lease is its journal (and its part, below); a small file's is its part,
+  // which saves creating and removing a journal per file.
+  auto lock = lock_destination(m_dir_fd, m_small ? m_part_name : m_journal_name);
   if (!lock) return lock.error();
-  m_lock = std::move(*lock);
+  (m_small ? m_part : m_lock) = std::move(*lock);
   auto resume = plan(offer);
   if (!resume) return resume.error();
   // (A file of one chunk is not worth an fstatfs: its one write says ENOSPC.)
@@ -675,9 +678,9 @@ Status IncomingFile::prepare_small() {
 
 Status IncomingFile::publish_small() {
   SESSCP_TRY(publish());
-  // The lease file held no journal; the lease itself ends with this object.
-  if (unlinkat(m_dir_fd, m_journal_name.c_str(), 0) != 0)
-    return errno_error(ErrorKind::io, "remove " + m_journal_name, errno);
+  // A journal left by an earlier, journaled attempt of this name (no other
+  // session can hold it while this one holds the part).
+  unlinkat(m_dir_fd, m_journal_name.c_str(), 0);
   return {};
 }
 
