@@ -44,6 +44,9 @@ meta() {
 
 new_dest tree
 start_recv "$DEST" "$T/recv.log"
+# What the idle receiver holds: every session must give back what it took.
+fds0=$(ls "/proc/$RECV_PID/fd" | wc -l)
+threads0=$(ls "/proc/$RECV_PID/task" | wc -l)
 
 check "a) send $src/ and $extra in one session"
 run_send "$T/a.send.log" "$src/" "$extra" "127.0.0.1:$RECV_PORT"
@@ -86,6 +89,17 @@ log "re-run: $nfiles summaries, $nalready already complete, $sent bytes sent"
 ((nfiles == 8 && nalready == 8 && sent == 0)) || fail_with_logs "expected 8 files already complete and 0 bytes" "$T/b.send.log"
 meta "$DEST" | grep -v '^\./extra\.txt ' | diff -u "$T/meta.src" - >/dev/null || fail "the re-run changed metadata"
 ok "8 files already complete, 0 bytes sent, metadata unchanged"
+
+check "the receiver holds no more descriptors or threads than before the two sessions"
+for ((i = 0; i < 50; i++)); do
+  fds1=$(ls "/proc/$RECV_PID/fd" | wc -l)
+  threads1=$(ls "/proc/$RECV_PID/task" | wc -l)
+  ((fds1 == fds0 && threads1 == threads0)) && break
+  sleep 0.1
+done
+log "receiver: $fds0 -> $fds1 descriptors, $threads0 -> $threads1 threads"
+((fds1 == fds0 && threads1 == threads0)) || fail "the receiver kept descriptors or threads after its sessions ended"
+ok "descriptors and threads back to $fds0 and $threads0"
 
 check "c) --follow-links sends what the links inside the tree point to"
 new_dest follow

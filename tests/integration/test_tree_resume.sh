@@ -28,6 +28,8 @@ rate=$((8 * MiB))
 
 new_dest resume
 start_recv "$DEST" "$T/recv.log"
+fds0=$(ls "/proc/$RECV_PID/fd" | wc -l)
+threads0=$(ls "/proc/$RECV_PID/task" | wc -l)
 
 check "kill -9 the sender when m/big.bin is ~50 % sent (--bwlimit 8M)"
 start_send "$T/send1.log" "$src/" "127.0.0.1:$RECV_PORT" "${opts[@]}" --bwlimit 8M
@@ -43,6 +45,15 @@ log "files of a/ complete at the receiver: $done_before of 100"
 ((done_before == 100)) || fail_with_logs "only $done_before of the 100 files before big.bin are complete" "$T/recv.log"
 [[ ! -e $DEST/m/big.bin ]] || fail "m/big.bin exists after the kill"
 assert_interrupted_state "$DEST/m" big.bin
+for ((i = 0; i < 50; i++)); do
+  fds1=$(ls "/proc/$RECV_PID/fd" | wc -l)
+  threads1=$(ls "/proc/$RECV_PID/task" | wc -l)
+  ((fds1 == fds0 && threads1 == threads0)) && break
+  sleep 0.1
+done
+log "receiver after the aborted session: $fds0 -> $fds1 descriptors, $threads0 -> $threads1 threads"
+((fds1 == fds0 && threads1 == threads0)) || fail "the aborted session left descriptors or threads behind"
+ok "aborted session: every lease, descriptor and thread released"
 
 check "the same command again: a/ skipped, big.bin resumed, z/ sent"
 run_send "$T/send2.log" "$src/" "127.0.0.1:$RECV_PORT" "${opts[@]}"
