@@ -65,6 +65,15 @@ Result<Hash128> SourceFile::fingerprint() const {
   w.u64(m_size);
   std::vector<std::uint8_t> buf;
   std::uint64_t starts[3] = {0, m_size / 2, m_size > k_sample ? m_size - k_sample : 0};
+  if (m_size <= k_sample) {
+    // One read covers all three samples (the same bytes, so the same fingerprint).
+    buf.resize(m_size);
+    SESSCP_TRY(read_at(0, buf));
+    w.bytes(buf);
+    w.bytes(std::span<const std::uint8_t>(buf).subspan(m_size / 2));
+    w.bytes(buf);
+    return xxh3_128(w.buffer());
+  }
   for (auto start : starts) {
     auto len = std::min(k_sample, m_size - std::min(start, m_size));
     buf.resize(len);

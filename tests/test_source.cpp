@@ -1,6 +1,8 @@
 // The sender's tree walk (core/source.h, collect_sources).
 #include "core/source.h"
 
+#include "core/bytes.h"
+
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
@@ -116,6 +118,24 @@ TEST_CASE("metadata, clashing destinations, and names the receiver would refuse"
   CHECK(missing.error().kind == ErrorKind::usage);
   auto fifo_top = collect_sources({"/dev/null"}, false, warnings);
   CHECK_FALSE(fifo_top.ok());
+}
+
+TEST_CASE("the fingerprint of a file within one sample is the three samples' bytes, read once") {
+  Scratch s;
+  std::string text;
+  for (int i = 0; i < 1000; ++i) text += static_cast<char>('a' + i % 26);
+  s.file("f", text);
+  auto f = SourceFile::open(s / "f");
+  REQUIRE(f.ok());
+  auto fp = f->fingerprint();
+  REQUIRE(fp.ok());
+  ByteWriter w;
+  w.u64(text.size());
+  auto bytes = [&](std::string_view v) { w.bytes({reinterpret_cast<const std::uint8_t*>(v.data()), v.size()}); };
+  bytes(text);
+  bytes(std::string_view(text).substr(text.size() / 2));
+  bytes(text);
+  CHECK(*fp == xxh3_128(w.buffer()));
 }
 
 } // TEST_SUITE
