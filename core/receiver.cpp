@@ -694,6 +694,88 @@ Status IncomingFile::send_file_done() {
   return m_conn.send(frame::encode(frame::FileDone{m_offer.size, m_report.file_root}));
 }
 
+Status make_batch_durable(int root_fd, const std::string& root_path, std::vector<std::unique_ptr<IncomingFile>>& batch);
+
+// Commits batches of small files (make_batch_durable) on its own thread, in
+// order, so the session thread goes on creating the next files meanwhile:
+// the two halves of the per-file filesystem work then overlap.
+class Committer {
+public:
+  using Batch = std::vector<std::unique_ptr<IncomingFile>>;
+  Committer(int root_fd, std::string root_path)
+      : m_root_fd(root_fd), m_root_path(std::move(root_path)), m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        m_thread([this] { loop(); }) {}
+  ~Committer() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+  void submit(Batch batch) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_todo.push_back(std::move(batch));
+    }
+    m_cv.notify_all();
+  }
+  // Wait until every submitted batch is committed (or failed).
+  void drain() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_todo.empty() && !m_busy; });
+  }
+  bool busy() {
+    std::lock_guard lock(m_mutex);
+    return !m_todo.empty() || m_busy;
+  }
+  std::optional<std::pair<Batch, Status>> take_done() {
+    std::uint64_t v;
+    (void)!read(m_wake.get(), &v, sizeof v);
+    std::lock_guard lock(m_mutex);
+    if (m_done.empty()) return std::nullopt;
+    auto d = std::move(m_done.front());
+    m_done.pop_front();
+    return d;
+  }
+  int wake_fd() const { return m_wake.get(); }
+
+private:
+  void loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_cv.wait(lock, [&] { return m_quit || !m_todo.empty(); });
+      if (m_todo.empty()) return; // quit
+      Batch batch = std::move(m_todo.front());
+      m_todo.pop_front();
+      m_busy = true;
+      lock.unlock();
+      // After a failure nothing later is committed: the files stay partial.
+      Status status = m_failed ? Status(make_error(ErrorKind::io, "an earlier batch failed"))
+                               : make_batch_durable(m_root_fd, m_root_path, batch);
+      lock.lock();
+      m_failed = m_failed || !status;
+      m_busy = false;
+      m_done.emplace_back(std::move(batch), status);
+      std::uint64_t one = 1;
+      (void)!write(m_wake.get(), &one, sizeof one);
+      m_cv.notify_all();
+    }
+  }
+
+  int m_root_fd;
+  std::string m_root_path;
+  Fd m_wake;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Batch> m_todo;
+  std::deque<std::pair<Batch, Status>> m_done;
+  bool m_busy = false;
+  bool m_quit = false;
+  bool m_failed = false;
+  std::thread m_thread; // last: starts after every member above exists
+};
+
 // One connection: establishment, files, release.
 class Session {
 public:
@@ -718,7 +800,8 @@ private:
   Status on_symlink(std::span<const std::uint8_t> payload);
   Status on_release();
   Status finish_front();
-  Status commit_batch(bool confirm);
+  Status commit_batch();
+  Status collect_commits(bool confirm, bool wait);
   Status apply_directory_metadata();
   void end_files(const Error& error);
   Result<Fd> make_dirs(std::string_view rel);
@@ -737,6 +820,7 @@ private:
   // Small files verified and set up, waiting for one commit (group commit).
   std::vector<std::unique_ptr<IncomingFile>> m_batch;
   Clock::time_point m_batch_start;
+  std::optional<Committer> m_committer;
   // Directories of this session, whose mode and mtime are set at release.
   std::vector<frame::Mkdir> m_dirs;
   // The directory of the last file offered.
@@ -951,30 +1035,29 @@ Status Session::on_symlink(std::span<const std::uint8_t> payload) {
 // per directory. Measured on this project's shared disk: syncfs ~50 ms a
 // call, fdatasync ~2.4 ms each with 8 in parallel; committing whenever the
 // socket was momentarily empty cost two flushes per file.
-Status Session::commit_batch(bool confirm) {
-  if (m_batch.empty()) return {};
-  bool whole_fs = m_batch.size() >= k_syncfs_batch;
+Status make_batch_durable(int root_fd, const std::string& root_path, std::vector<std::unique_ptr<IncomingFile>>& batch) {
+  bool whole_fs = batch.size() >= k_syncfs_batch;
   if (whole_fs) {
-    if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
+    if (syncfs(root_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + root_path, errno);
   } else {
     std::atomic<std::size_t> next{0};
     std::mutex mutex;
     std::optional<Error> failed;
     auto work = [&] {
-      for (std::size_t i; (i = next++) < m_batch.size();)
-        if (auto st = m_batch[i]->sync_data(); !st) {
+      for (std::size_t i; (i = next++) < batch.size();)
+        if (auto st = batch[i]->sync_data(); !st) {
           std::lock_guard lock(mutex);
           if (!failed) failed = st.error();
         }
     };
     std::vector<std::thread> pool;
-    for (std::size_t t = 1; t < std::min<std::size_t>(k_sync_threads, m_batch.size()); ++t) pool.emplace_back(work);
+    for (std::size_t t = 1; t < std::min<std::size_t>(k_sync_threads, batch.size()); ++t) pool.emplace_back(work);
     work();
     for (auto& t : pool) t.join();
     if (failed) return *failed;
   }
   std::vector<std::pair<dev_t, ino_t>> dirs;
-  for (auto& f : m_batch) {
+  for (auto& f : batch) {
     SESSCP_TRY(f->publish_small());
     if (whole_fs) continue;
     struct stat st{};
@@ -983,17 +1066,36 @@ Status Session::commit_batch(bool confirm) {
     dirs.emplace_back(st.st_dev, st.st_ino);
     SESSCP_TRY(f->sync_dir());
   }
-  if (whole_fs && syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
-  auto batch = std::move(m_batch);
-  m_batch.clear();
-  for (auto& f : batch) {
-    if (confirm) {
-      SESSCP_TRY(m_machine.on_send(frame::Type::file_done));
-      SESSCP_TRY(f->send_file_done());
-    } else {
-      f->report().state = FileReport::State::complete;
+  if (whole_fs && syncfs(root_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + root_path, errno);
+  return {};
+}
+
+// Hand the batch to the committer; its FILE_DONEs go out from collect_commits.
+Status Session::commit_batch() {
+  if (!m_batch.empty()) {
+    if (!m_committer) m_committer.emplace(m_dir_fd, m_opt.dir);
+    m_committer->submit(std::move(m_batch));
+    m_batch.clear();
+  }
+  return {};
+}
+
+// Confirm the batches the committer finished, in order; with `wait`, all of
+// them, after waiting for the ones still being committed.
+Status Session::collect_commits(bool confirm, bool wait) {
+  if (!m_committer) return {};
+  if (wait) m_committer->drain();
+  while (auto done = m_committer->take_done()) {
+    if (!done->second) return done->second.error();
+    for (auto& f : done->first) {
+      if (confirm) {
+        SESSCP_TRY(m_machine.on_send(frame::Type::file_done));
+        SESSCP_TRY(f->send_file_done());
+      } else {
+        f->report().state = FileReport::State::complete;
+      }
+      m_events.file_report(false, f->report());
     }
-    m_events.file_report(false, f->report());
   }
   return {};
 }
@@ -1008,10 +1110,11 @@ Status Session::finish_front() {
     SESSCP_TRY(file->prepare_small());
     if (m_batch.empty()) m_batch_start = Clock::now();
     m_batch.push_back(std::move(file));
-    if (m_batch.size() >= k_max_batch) SESSCP_TRY(commit_batch(true));
+    if (m_batch.size() >= k_max_batch) SESSCP_TRY(commit_batch());
     return {};
   }
-  SESSCP_TRY(commit_batch(true));
+  SESSCP_TRY(commit_batch());
+  SESSCP_TRY(collect_commits(true, true));
   SESSCP_TRY(m_machine.on_send(frame::Type::file_done));
   auto status = file->finish_file();
   if (!status) {
@@ -1045,7 +1148,8 @@ Status Session::on_release() {
     m_events.debug(m_peer + ": release refused: " + why);
     return send_ctl(frame::Type::not_finished, frame::encode(frame::NotFinished{why}));
   }
-  SESSCP_TRY(commit_batch(true));
+  SESSCP_TRY(commit_batch());
+  SESSCP_TRY(collect_commits(true, true));
   SESSCP_TRY(apply_directory_metadata());
   if (syncfs(m_dir_fd) != 0) return errno_error(ErrorKind::io, "syncfs " + m_opt.dir, errno);
   SESSCP_TRY(send_ctl(frame::Type::release_ack, frame::encode_empty(frame::Type::release_ack)));
@@ -1055,6 +1159,7 @@ Status Session::on_release() {
 
 // One step of the session: finish what can be finished, then read a frame.
 Status Session::next_step() {
+  SESSCP_TRY(collect_commits(true, false));
   IncomingFile* cur = m_files.empty() ? nullptr : m_files.front().get();
   if (cur) {
     SESSCP_TRY(cur->flush_confirmed());
@@ -1067,9 +1172,15 @@ Status Session::next_step() {
     auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - m_batch_start).count();
     auto ready = m_conn.wait_readable(-1, static_cast<int>(std::max<long long>(0, k_batch_linger_ms - age)));
     if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
-    if (!ready || !*ready) return commit_batch(true);
+    if (!ready || !*ready) return commit_batch();
   }
-  auto ready = m_conn.wait_readable(cur ? cur->wake_fd() : -1, m_opt.timeout_ms);
+  // Wake for the socket, the front file's syncer, or the committer (one
+  // descriptor can be waited on with the socket: the other is polled).
+  int wake = cur ? cur->wake_fd() : -1;
+  bool committing = m_committer && m_committer->busy();
+  if (committing && wake < 0) wake = m_committer->wake_fd();
+  auto ready = m_conn.wait_readable(wake, committing && wake != m_committer->wake_fd() ? 5 : m_opt.timeout_ms);
+  if (!ready && committing && ready.error().kind == ErrorKind::timeout) return {};
   if (!ready) return ready.error();
   if (!*ready) return {};
   auto header = m_conn.read_header(cur ? cur->max_data() : 0);
@@ -1111,9 +1222,11 @@ void Session::end_files(const Error& error) {
       kind != ErrorKind::refused)
     m_conn.send_abort(kind == ErrorKind::interrupted ? frame::Reason::shutting_down : frame::reason_for(kind),
                       error.message);
-  if (auto committed = commit_batch(false); !committed)
+  (void)commit_batch();
+  if (auto committed = collect_commits(false, true); !committed)
     m_events.info(m_peer + ": could not keep verified small files: " + committed.error().message);
   m_batch.clear();
+  m_committer.reset();
   auto state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
                                                              : FileReport::State::failed;
   for (auto& f : m_files) {
