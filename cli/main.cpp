@@ -31,11 +31,11 @@ const char* k_exit_codes = R"(Exit codes:
   0   success, or the file was already complete
   64  usage error (bad option, missing source, bad HOST:PORT)
   65  integrity failure that retrying cannot fix
-  69  peer unreachable, or it refused the session (busy, version)
+  69  peer unreachable, or it refused the session (version, dialog mode, name, size)
   73  cannot create the output file or journal
   74  local I/O error (e.g. disk full)
-  75  interrupted; state saved: re-run the same command to resume
-  76  protocol error: the peer broke the protocol
+  75  interrupted, or the destination is busy; state saved: re-run the same command to resume
+  76  protocol error: the peer broke the protocol (e.g. data from the wrong side of a simplex session)
   77  authentication failed (wrong or missing key, untrusted certificate))";
 
 // Parse "64M", "1G", "4096", "512KiB" (powers of 1024).
@@ -100,8 +100,10 @@ int fail(sesscp::cli::Output& out, const sesscp::Error& e) {
 }
 
 struct SendArgs {
-  std::string source, target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for;
+  std::vector<std::string> sources; // FILE|DIR... then HOST:PORT last
+  std::string target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for;
   int retry = 0;
+  bool follow_links = false;
 };
 
 int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
@@ -112,7 +114,13 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
       sesscp::cli::Output out(f.quiet, f.verbose);
       return fail(out, bwlimit.error());
     }
-    return sesscp::cli::run_send_url(a.source, a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
+    if (a.sources.size() != 1) {
+      sesscp::cli::Output out(f.quiet, f.verbose);
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
+                                          "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
+                                              " sources (directories go to a sesscp receiver)"));
+    }
+    return sesscp::cli::run_send_url(a.sources.front(), a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
                                      a.retry_for, f.quiet, f.verbose, &g_stop);
   }
   sesscp::cli::Output out(f.quiet, f.verbose);
@@ -120,8 +128,10 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
   sesscp::SendOptions o;
   o.tls = f.tls;
-  o.path = a.source;
+  o.paths = a.sources;
+  o.path = a.sources.empty() ? "" : a.sources.front();
   o.name = a.name;
+  o.follow_links = a.follow_links;
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
   if (!endpoint) return fail(out, endpoint.error());
   o.endpoint = *endpoint;
@@ -213,10 +223,15 @@ int main(int argc, char** argv) {
 
   CommonFlags send_flags, recv_flags;
   SendArgs send_args;
-  auto* send = app.add_subcommand("send", "Send FILE to a receiver at HOST:PORT, resuming where it stopped");
-  send->add_option("file", send_args.source, "File to send")->required();
-  send->add_option("target", send_args.target, "Receiver address, HOST:PORT, or sftp://[user@]host[:port]/path")->required();
-  send->add_option("--name", send_args.name, "Name at the receiver (default: the file's name)");
+  auto* send = app.add_subcommand("send", "Send files and directories to a receiver at HOST:PORT in one session, resuming where it stopped");
+  send->add_option("sources", send_args.sources,
+                   "Files and directories to send, then the receiver's HOST:PORT (DIR/ sends DIR's contents),\n"
+                   "or one FILE then sftp://[user@]host[:port]/path")
+      ->required()
+      ->expected(2, -1);
+  send->add_option("--name", send_args.name, "Name at the receiver of a single file (default: the file's name)");
+  send->add_flag("--follow-links", send_args.follow_links,
+                 "Send what symlinks inside directories point to (default: send them as links)");
   send->add_option("--chunk-size", send_args.chunk, "Hashing unit, 4K..16M (default 1M)");
   send->add_option("--window", send_args.window, "Unconfirmed bytes in flight; bounds what a resume re-sends (default 60M)");
   send->add_option("--bwlimit", send_args.bwlimit, "Limit the rate to RATE bytes/s, e.g. 50M (default: none)");
@@ -231,6 +246,7 @@ int main(int argc, char** argv) {
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
+               "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
                "Re-running the same command after any interruption resumes it.\n\n" + std::string(k_exit_codes));
 
   RecvArgs recv_args;
@@ -263,7 +279,12 @@ int main(int argc, char** argv) {
     app.exit(e);
     return sesscp::exit_code::k_usage;
   }
-  if (send->parsed()) return run_send(send_args, send_flags, sftp_flags);
+  if (send->parsed()) {
+    // The last positional argument is the receiver.
+    send_args.target = send_args.sources.back();
+    send_args.sources.pop_back();
+    return run_send(send_args, send_flags, sftp_flags);
+  }
   if (get->parsed()) return sesscp::cli::run_get(get_args, &g_stop);
   if (keygen->parsed()) return run_keygen(keygen_out);
   return run_recv(recv_args, recv_flags);

@@ -50,8 +50,11 @@ const char* to_string(Type type) {
   case Type::resend: return "RESEND";
   case Type::file_end: return "FILE_END";
   case Type::file_done: return "FILE_DONE";
+  case Type::mkdir: return "MKDIR";
+  case Type::symlink: return "SYMLINK";
   case Type::release: return "RELEASE";
   case Type::release_ack: return "RELEASE_ACK";
+  case Type::not_finished: return "NOT_FINISHED";
   case Type::abort: return "ABORT";
   }
   return "UNKNOWN";
@@ -61,8 +64,9 @@ bool is_known(std::uint8_t t) {
   switch (static_cast<Type>(t)) {
   case Type::hello: case Type::accept: case Type::refuse: case Type::offer:
   case Type::resume: case Type::data: case Type::sync: case Type::checkpoint:
-  case Type::resend: case Type::file_end: case Type::file_done: case Type::release:
-  case Type::release_ack: case Type::abort:
+  case Type::resend: case Type::file_end: case Type::file_done: case Type::mkdir:
+  case Type::symlink: case Type::release: case Type::release_ack: case Type::not_finished:
+  case Type::abort:
     return true;
   }
   return false;
@@ -86,8 +90,18 @@ const char* to_string(Reason reason) {
   case Reason::too_large: return "too large";
   case Reason::shutting_down: return "shutting down";
   case Reason::auth: return "authentication failed";
+  case Reason::unsupported_mode: return "dialog mode not supported";
   }
   return "unknown reason";
+}
+
+const char* to_string(DialogMode mode) {
+  switch (mode) {
+  case DialogMode::simplex: return "simplex";
+  case DialogMode::half_duplex: return "half-duplex";
+  case DialogMode::full_duplex: return "full-duplex";
+  }
+  return "unknown mode";
 }
 
 ErrorKind error_kind_for(Reason reason) {
@@ -96,6 +110,7 @@ ErrorKind error_kind_for(Reason reason) {
   case Reason::version: return ErrorKind::version;
   case Reason::busy: return ErrorKind::busy;
   case Reason::bad_name:
+  case Reason::unsupported_mode:
   case Reason::too_large: return ErrorKind::refused;
   case Reason::io_error: return ErrorKind::io;
   case Reason::no_space: return ErrorKind::no_space;
@@ -183,7 +198,9 @@ Result<Hello> decode_hello(std::span<const std::uint8_t> p) {
   m.mode = static_cast<DialogMode>(r.u8());
   m.max_payload = r.u32();
   m.identity = r.str16();
-  if (m.mode != DialogMode::simplex) return bad("HELLO: unsupported dialog mode");
+  // An unknown mode is malformed; a known one this side does not implement
+  // decodes, so the receiver can refuse it with a reason.
+  if (static_cast<std::uint8_t>(m.mode) > 2) return bad("HELLO: unknown dialog mode");
   if (m.identity.size() > k_max_text) return bad("HELLO: identity too long");
   return done(r, m, "HELLO: bad length");
 }
@@ -206,7 +223,7 @@ Result<Accept> decode_accept(std::span<const std::uint8_t> p) {
   m.mode = static_cast<DialogMode>(r.u8());
   m.max_payload = r.u32();
   m.identity = r.str16();
-  if (m.mode != DialogMode::simplex) return bad("ACCEPT: unsupported dialog mode");
+  if (static_cast<std::uint8_t>(m.mode) > 2) return bad("ACCEPT: unknown dialog mode");
   if (m.identity.size() > k_max_text) return bad("ACCEPT: identity too long");
   return done(r, m, "ACCEPT: bad length");
 }
@@ -397,6 +414,60 @@ Result<Abort> decode_abort(std::span<const std::uint8_t> p) {
   return done(r, m, "ABORT: bad length");
 }
 
+std::vector<std::uint8_t> encode(const Mkdir& m) {
+  ByteWriter w;
+  w.str16(clip(m.path, k_max_text));
+  w.u32(m.mode_bits);
+  w.i64(m.mtime_ns);
+  return finish(Type::mkdir, w);
+}
+
+Result<Mkdir> decode_mkdir(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  Mkdir m;
+  m.path = r.str16();
+  m.mode_bits = r.u32();
+  m.mtime_ns = r.i64();
+  if (!r.done()) return bad("MKDIR: bad length");
+  if (m.path.size() > k_max_text) return bad("MKDIR: path longer than 1024 bytes");
+  return m;
+}
+
+std::vector<std::uint8_t> encode(const Symlink& m) {
+  ByteWriter w;
+  w.str16(clip(m.path, k_max_text));
+  w.str16(clip(m.target, k_max_link_target));
+  w.i64(m.mtime_ns);
+  return finish(Type::symlink, w);
+}
+
+Result<Symlink> decode_symlink(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  Symlink m;
+  m.path = r.str16();
+  m.target = r.str16();
+  m.mtime_ns = r.i64();
+  if (!r.done()) return bad("SYMLINK: bad length");
+  if (m.path.size() > k_max_text) return bad("SYMLINK: path longer than 1024 bytes");
+  if (m.target.empty() || m.target.size() > k_max_link_target) return bad("SYMLINK: empty or overlong target");
+  if (m.target.find('\0') != std::string::npos) return bad("SYMLINK: NUL in the target");
+  return m;
+}
+
+std::vector<std::uint8_t> encode(const NotFinished& m) {
+  ByteWriter w;
+  w.str16(clip(m.message, k_max_text));
+  return finish(Type::not_finished, w);
+}
+
+Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  NotFinished m;
+  m.message = r.str16();
+  if (m.message.size() > k_max_text) return bad("NOT_FINISHED: message too long");
+  return done(r, m, "NOT_FINISHED: bad length");
+}
+
 std::vector<std::uint8_t> encode_empty(Type type) {
   ByteWriter w;
   return finish(type, w);
@@ -422,6 +493,21 @@ std::string check_name(std::string_view name) {
   if (ends_with(".sesscp.part") || ends_with(".sesscp.journal") || ends_with(".sesscp.publish"))
     return "name ends with a suffix sesscp reserves for its own files";
   return "";
+}
+
+std::string check_path(std::string_view path) {
+  if (path.empty()) return "empty name";
+  if (path.size() > k_max_text) return "path longer than 1024 bytes";
+  if (path.front() == '/') return "absolute path (paths are relative to the receiver's directory)";
+  std::size_t start = 0;
+  for (;;) {
+    auto slash = path.find('/', start);
+    auto component = path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (component.empty()) return "empty path component (leading, trailing or doubled '/')";
+    if (auto why = check_name(component); !why.empty()) return why + " (in component '" + std::string(component) + "')";
+    if (slash == std::string_view::npos) return "";
+    start = slash + 1;
+  }
 }
 
 } // namespace sesscp::frame

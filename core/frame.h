@@ -22,6 +22,7 @@ inline constexpr std::uint32_t k_data_prefix = 8 + 16; // chunk index + XXH3-128
 inline constexpr std::size_t k_max_name = 255;      // NAME_MAX: no file name is longer
 inline constexpr std::size_t k_max_dest_name = 240; // leaves room for ".sesscp.journal" in NAME_MAX
 inline constexpr std::size_t k_max_text = 1024;
+inline constexpr std::size_t k_max_link_target = 4095; // PATH_MAX - 1
 inline constexpr char k_magic[8] = {'S', 'E', 'S', 'S', 'C', 'P', 0, 0};
 
 enum class Type : std::uint8_t {
@@ -36,8 +37,11 @@ enum class Type : std::uint8_t {
   resend = 0x15,
   file_end = 0x16,
   file_done = 0x17,
+  mkdir = 0x18,
+  symlink = 0x19,
   release = 0x20,
   release_ack = 0x21,
+  not_finished = 0x22,
   abort = 0x7F,
 };
 
@@ -53,7 +57,10 @@ inline constexpr std::uint64_t k_activities = 1u << 3; // resume a file on a lat
 inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | k_activities;
 } // namespace feature
 
-enum class DialogMode : std::uint8_t { simplex = 0 };
+// Who may send file data (docs/PROTOCOL.md, "Dialog control"). Version 1
+// implements simplex; the others are named so a peer can ask and be refused.
+enum class DialogMode : std::uint8_t { simplex = 0, half_duplex = 1, full_duplex = 2 };
+const char* to_string(DialogMode mode);
 
 // Reason codes carried by REFUSE and ABORT.
 enum class Reason : std::uint16_t {
@@ -73,6 +80,7 @@ enum class Reason : std::uint16_t {
   too_large = 13,
   shutting_down = 14,
   auth = 15,
+  unsupported_mode = 16,
 };
 const char* to_string(Reason reason);
 ErrorKind error_kind_for(Reason reason);
@@ -164,6 +172,24 @@ struct Abort {
   Reason reason = Reason::none;
   std::string message;
 };
+// A directory of the tree being sent (no reply; created at once, its mode and
+// mtime applied at orderly release, deepest first).
+struct Mkdir {
+  std::string path;
+  std::uint32_t mode_bits = 0755;
+  std::int64_t mtime_ns = 0;
+};
+// A symbolic link, sent as a link: the target is data, never resolved by the
+// receiver (no reply).
+struct Symlink {
+  std::string path;
+  std::string target;
+  std::int64_t mtime_ns = 0;
+};
+// The answer to RELEASE while the peer still has work outstanding.
+struct NotFinished {
+  std::string message;
+};
 
 // Encode a whole frame (header + payload) for each message.
 std::vector<std::uint8_t> encode(const Hello& m);
@@ -177,6 +203,9 @@ std::vector<std::uint8_t> encode(const Resend& m);
 std::vector<std::uint8_t> encode(const FileEnd& m);
 std::vector<std::uint8_t> encode(const FileDone& m);
 std::vector<std::uint8_t> encode(const Abort& m);
+std::vector<std::uint8_t> encode(const Mkdir& m);
+std::vector<std::uint8_t> encode(const Symlink& m);
+std::vector<std::uint8_t> encode(const NotFinished& m);
 std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK
 // Encode the header and prefix of a DATA frame carrying `chunk_len` bytes.
 void encode_data_prefix(const DataPrefix& m, std::uint32_t chunk_len,
@@ -196,10 +225,18 @@ Result<Resend> decode_resend(std::span<const std::uint8_t> p);
 Result<FileEnd> decode_file_end(std::span<const std::uint8_t> p);
 Result<FileDone> decode_file_done(std::span<const std::uint8_t> p);
 Result<Abort> decode_abort(std::span<const std::uint8_t> p);
+Result<Mkdir> decode_mkdir(std::span<const std::uint8_t> p);
+Result<Symlink> decode_symlink(std::span<const std::uint8_t> p);
+Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p);
 Status decode_empty(std::span<const std::uint8_t> p);
 
 // Return "" when `name` is a safe single path component for the receiver's
 // directory, else why not (absolute, "..", "/", control characters, ...).
 std::string check_name(std::string_view name);
+
+// Return "" when `path` is a safe relative path beneath the receiver's
+// directory: '/'-separated components, each one passing check_name, no empty
+// component (so no leading, trailing or doubled '/'), at most k_max_text bytes.
+std::string check_path(std::string_view path);
 
 } // namespace sesscp::frame

@@ -33,8 +33,9 @@ int exit_code_for(ErrorKind kind) {
   case ErrorKind::usage: return exit_code::k_usage;
   case ErrorKind::unreachable:
   case ErrorKind::refused:
-  case ErrorKind::version:
-  case ErrorKind::busy: return exit_code::k_unavailable;
+  case ErrorKind::version: return exit_code::k_unavailable;
+  // Held by another session (or too many sessions): temporary, retry later.
+  case ErrorKind::busy: return exit_code::k_temp_fail;
   case ErrorKind::protocol: return exit_code::k_protocol;
   case ErrorKind::timeout:
   case ErrorKind::disconnected:

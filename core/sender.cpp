@@ -3,6 +3,7 @@
 #include "checkpoint/journal.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/session_state.h"
 #include "core/source.h"
 
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <deque>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace sesscp {
@@ -43,21 +45,6 @@ Error remote_error(frame::Reason reason, const std::string& message) {
                               (message.empty() ? "" : ": " + message));
 }
 
-// Read the next control frame, turning ABORT into an error.
-Result<frame::Header> next_frame(Conn& conn, std::span<const std::uint8_t>& payload) {
-  auto header = conn.read_header(0);
-  if (!header) return header.error();
-  auto p = conn.read_control_payload(*header);
-  if (!p) return p.error();
-  payload = *p;
-  if (header->type == frame::Type::abort) {
-    auto abort = frame::decode_abort(payload);
-    if (!abort) return abort.error();
-    return remote_error(abort->reason, abort->message);
-  }
-  return header;
-}
-
 Error unexpected(Conn& conn, frame::Type got, const char* expected) {
   std::string msg = std::string("expected ") + expected + ", got " + frame::to_string(got);
   conn.send_abort(frame::Reason::protocol, msg);
@@ -74,38 +61,98 @@ void throttle(std::uint64_t limit, std::uint64_t bytes, Clock::time_point start,
     std::this_thread::sleep_for(std::min<Clock::duration>(due - Clock::now(), std::chrono::milliseconds(50)));
 }
 
+// What a send is made of, kept across reconnections: the entries, one report
+// per entry, and which entries an earlier session already finished.
+struct Plan {
+  std::vector<SourceEntry> entries;
+  std::vector<FileReport> reports;
+  std::vector<char> done;
+  std::vector<char> offered;  // offered at least once (worth a summary line)
+  std::vector<char> resumed;  // the first resume point is recorded
+  int reconnects = 0;
+  std::uint64_t bytes = 0;    // file bytes sent over every attempt
+  Clock::time_point start = Clock::now();
+  std::size_t files() const {
+    return static_cast<std::size_t>(std::count_if(entries.begin(), entries.end(), [](const SourceEntry& e) {
+      return e.kind == SourceEntry::Kind::file;
+    }));
+  }
+};
+
+// OFFERs sent ahead of the data, so many small files do not cost a round
+// trip each; and files sent (FILE_END) whose FILE_DONE may come later.
+constexpr std::size_t k_offer_pipeline = 32;
+// More than the receiver commits at once (512), so a full batch, not a
+// timer, is what normally triggers its commit.
+constexpr std::size_t k_max_unfinished = 640;
+// A receiver that keeps answering NOT_FINISHED is given this many tries.
+constexpr int k_release_attempts = 10;
+
+// One file of this session, from its OFFER to its FILE_DONE.
+struct Job {
+  std::size_t entry = 0;
+  std::optional<SourceFile> source;
+  frame::Resume resume;
+  std::uint64_t size = 0;
+  bool small = false; // at most one chunk: no minor sync, the next file may follow before FILE_DONE
+};
+
 class Sender {
 public:
-  Sender(const SendOptions& options, Events& events, FileReport& report)
-      : m_opt(options), m_events(events), m_report(report), m_bytes_before(report.bytes) {}
+  Sender(const SendOptions& options, Events& events, Plan& plan)
+      : m_opt(options), m_events(events), m_plan(plan), m_bytes_before(plan.bytes) {}
 
-  Status run(SourceFile& source, Conn& conn);
+  Status run(Conn& conn);
 
 private:
   Status establish(Conn& conn);
   Status exchange_hello(Conn& conn);
-  Result<frame::Resume> offer(SourceFile& source, Conn& conn);
-  Status transfer(SourceFile& source, Conn& conn, const frame::Resume& resume);
-  Status send_chunk(SourceFile& source, Conn& conn, std::uint64_t index, bool resend);
-  Status handle(SourceFile& source, Conn& conn, const frame::Header& header,
-                std::span<const std::uint8_t> payload);
+  Status top_up(Conn& conn);
+  bool can_top_up() const;
+  void start_next();
+  Status pump(Conn& conn);
+  Status send_chunk(Conn& conn, std::uint64_t index, bool resend);
+  Result<frame::Header> next_frame(Conn& conn, std::span<const std::uint8_t>& payload);
+  Status handle(Conn& conn, const frame::Header& header, std::span<const std::uint8_t> payload);
+  Status on_resume(Conn& conn, std::span<const std::uint8_t> payload);
+  Status on_file_done(Conn& conn, std::span<const std::uint8_t> payload);
   Status release(Conn& conn);
+  bool finished() const {
+    return m_next >= m_todo.size() && m_awaiting_resume.empty() && m_ready.empty() && !m_active &&
+           m_unfinished.empty();
+  }
+  FileReport& report(const Job& job) { return m_plan.reports[job.entry]; }
+  void finish_report(std::size_t entry, FileReport::State state);
 
   const SendOptions& m_opt;
   Events& m_events;
-  FileReport& m_report;
+  Plan& m_plan;
+  session::Machine m_machine{session::Role::initiator};
   Clock::time_point m_start = Clock::now();
   std::uint64_t m_bytes_before; // sent by earlier attempts (not throttled again)
 
+  std::vector<std::size_t> m_todo; // entries this session sends, in order
+  std::size_t m_next = 0;          // next of m_todo to offer
+  std::deque<Job> m_awaiting_resume;
+  std::deque<Job> m_ready;          // RESUME says transfer; data not started
+  std::optional<Job> m_active;      // the file whose data is being sent
+  std::deque<Job> m_unfinished;     // FILE_END sent, FILE_DONE not yet received
+
+  // The active file's transfer.
   std::uint32_t m_chunk_size = 0;
   std::uint64_t m_chunks = 0;     // chunks in the file
   std::uint64_t m_first = 0;      // first chunk sent this session
   std::uint64_t m_confirmed = 0;  // every chunk below is durable at the receiver
   std::uint64_t m_sent = 0;       // every chunk below has been sent once
+  std::uint64_t m_serial = 1;
+  std::uint64_t m_last_sync = 0;
+  bool m_file_end_sent = false;
+  // The peer has something to read: a TLS error seen by a peek must be read
+  // now, not looked for again (a second peek would not see it).
+  bool m_peer_ready = false;
   std::deque<Hash128> m_unconfirmed; // hashes of chunks [m_confirmed, m_sent)
-  RootBuilder m_session_root;
+  std::optional<RootBuilder> m_session_root;
   std::vector<std::uint8_t> m_buf;
-  bool m_done = false;
 };
 
 Status Sender::establish(Conn& conn) {
@@ -120,9 +167,33 @@ Status Sender::establish(Conn& conn) {
   return status;
 }
 
+// Read the next frame's header and, for a control frame, its payload;
+// ABORT becomes an error, and a frame the dialog rules forbid (DATA from the
+// receiver in a simplex session, ...) is answered with ABORT protocol.
+Result<frame::Header> Sender::next_frame(Conn& conn, std::span<const std::uint8_t>& payload) {
+  // DATA is read as far as its header (with any length a chunk may have), so
+  // it is reported as the dialog violation it is rather than as a bad length.
+  auto header = conn.read_header(frame::k_data_prefix + frame::k_max_chunk_size);
+  if (!header) return header.error();
+  if (auto legal = m_machine.on_receive(header->type); !legal) {
+    conn.send_abort(frame::Reason::protocol, legal.error().message);
+    return make_error(ErrorKind::protocol, "receiver broke the protocol: " + legal.error().message);
+  }
+  auto p = conn.read_control_payload(*header);
+  if (!p) return p.error();
+  payload = *p;
+  if (header->type == frame::Type::abort) {
+    auto abort = frame::decode_abort(payload);
+    if (!abort) return abort.error();
+    return remote_error(abort->reason, abort->message);
+  }
+  return header;
+}
+
 Status Sender::exchange_hello(Conn& conn) {
   frame::Hello hello;
   hello.identity = "sesscp/" SESSCP_VERSION " " + hostname();
+  SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));
   std::span<const std::uint8_t> p;
   auto h = next_frame(conn, p);
@@ -143,34 +214,115 @@ Status Sender::exchange_hello(Conn& conn) {
   if (accept->version != frame::k_protocol_version)
     return make_error(ErrorKind::version, "receiver accepted with protocol version " +
                                               std::to_string(accept->version));
-  m_events.debug("session established with " + accept->identity);
+  if (accept->mode != hello.mode)
+    return unexpected(conn, h->type, "an ACCEPT confirming the simplex dialog mode");
+  m_events.debug("session established with " + accept->identity + " (" + frame::to_string(accept->mode) + ")");
   return {};
 }
 
-Result<frame::Resume> Sender::offer(SourceFile& source, Conn& conn) {
-  frame::Offer offer;
-  offer.name = m_report.name;
-  offer.size = source.size();
-  offer.mtime_ns = source.mtime_ns();
-  offer.chunk_size = m_opt.chunk_size;
-  offer.mode_bits = source.mode_bits();
-  auto fp = source.fingerprint();
-  if (!fp) return fp.error();
-  offer.fingerprint = *fp;
-  SESSCP_TRY(conn.send(frame::encode(offer)));
-  std::span<const std::uint8_t> p;
-  auto h = next_frame(conn, p);
-  if (!h) return h.error();
-  if (h->type != frame::Type::resume) return unexpected(conn, h->type, "RESUME");
-  auto resume = frame::decode_resume(p);
-  if (!resume) return resume.error();
-  if (resume->status == frame::ResumeStatus::transfer &&
-      resume->next_chunk > chunk_count(resume->chunk_size, source.size()))
-    return unexpected(conn, h->type, "a resume point inside the file");
-  return resume;
+bool Sender::can_top_up() const {
+  return m_next < m_todo.size() && m_awaiting_resume.size() + m_ready.size() < k_offer_pipeline &&
+         m_unfinished.size() < k_max_unfinished;
 }
 
-Status Sender::send_chunk(SourceFile& source, Conn& conn, std::uint64_t index, bool resend) {
+// Offer what comes next, up to the pipeline's depth: directories and links
+// need no answer; each file's OFFER gets a RESUME, in order.
+Status Sender::top_up(Conn& conn) {
+  while (can_top_up()) {
+    auto index = m_todo[m_next++];
+    const auto& e = m_plan.entries[index];
+    if (e.kind == SourceEntry::Kind::directory) {
+      SESSCP_TRY(conn.send(frame::encode(frame::Mkdir{e.name, e.mode_bits, e.mtime_ns})));
+      continue;
+    }
+    if (e.kind == SourceEntry::Kind::symlink) {
+      SESSCP_TRY(conn.send(frame::encode(frame::Symlink{e.name, e.target, e.mtime_ns})));
+      continue;
+    }
+    auto source = SourceFile::open(e.path);
+    if (!source) {
+      // Gone since the tree was read: say so and carry on with the others.
+      if (source.error().kind != ErrorKind::usage || m_plan.files() == 1) return source.error();
+      m_events.info("warning: skipping " + e.path + ": " + source.error().message);
+      m_plan.done[index] = 1;
+      continue;
+    }
+    Job job;
+    job.entry = index;
+    job.size = source->size();
+    frame::Offer offer;
+    offer.name = e.name;
+    offer.size = source->size();
+    offer.mtime_ns = source->mtime_ns();
+    offer.chunk_size = m_opt.chunk_size;
+    offer.mode_bits = source->mode_bits();
+    auto fp = source->fingerprint();
+    if (!fp) return fp.error();
+    offer.fingerprint = *fp;
+    job.source.emplace(std::move(*source));
+    m_plan.offered[index] = 1;
+    report(job).size = job.size;
+    SESSCP_TRY(conn.send(frame::encode(offer)));
+    m_awaiting_resume.push_back(std::move(job));
+  }
+  return {};
+}
+
+void Sender::finish_report(std::size_t entry, FileReport::State state) {
+  auto& r = m_plan.reports[entry];
+  r.state = state;
+  r.reconnects = m_plan.reconnects;
+  r.seconds = std::chrono::duration<double>(Clock::now() - m_plan.start).count();
+  m_plan.done[entry] = 1;
+  m_events.file_report(true, r);
+}
+
+Status Sender::on_resume(Conn& conn, std::span<const std::uint8_t> payload) {
+  if (m_awaiting_resume.empty()) return unexpected(conn, frame::Type::resume, "no RESUME (no OFFER is waiting for one)");
+  auto resume = frame::decode_resume(payload);
+  if (!resume) return resume.error();
+  Job job = std::move(m_awaiting_resume.front());
+  m_awaiting_resume.pop_front();
+  auto& r = report(job);
+  bool first = !m_plan.resumed[job.entry];
+  m_plan.resumed[job.entry] = 1;
+  if (resume->status == frame::ResumeStatus::complete) {
+    if (first) r.resumed_at = job.size;
+    // After a reconnection the rest may have been sent before the break.
+    finish_report(job.entry, first ? FileReport::State::already_complete : FileReport::State::complete);
+    return {};
+  }
+  if (resume->next_chunk > chunk_count(resume->chunk_size, job.size))
+    return unexpected(conn, frame::Type::resume, "a resume point inside the file");
+  auto offset = std::min(resume->next_chunk * resume->chunk_size, job.size);
+  if (first) r.resumed_at = offset;
+  // Worth a line when it is a resumption: past 0, or offered in an earlier session.
+  if (offset > 0 || !first) m_events.resumed(r.name, offset, job.size);
+  if (!resume->message.empty()) m_events.info(r.name + ": " + resume->message);
+  job.resume = *resume;
+  job.small = chunk_count(resume->chunk_size, job.size) <= 1;
+  m_ready.push_back(std::move(job));
+  return {};
+}
+
+// Make the next ready file the active one.
+void Sender::start_next() {
+  m_active = std::move(m_ready.front());
+  m_ready.pop_front();
+  const auto& resume = m_active->resume;
+  m_chunk_size = resume.chunk_size;
+  m_chunks = chunk_count(m_chunk_size, m_active->size);
+  m_first = m_confirmed = m_sent = m_last_sync = resume.next_chunk;
+  m_serial = resume.next_serial;
+  m_file_end_sent = false;
+  m_unconfirmed.clear();
+  m_session_root.emplace();
+  if (m_buf.size() < m_chunk_size) m_buf.resize(m_chunk_size);
+  if (!m_active->small) m_events.phase(report(*m_active).name, Events::Phase::transferring, "");
+}
+
+Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
+  auto& source = *m_active->source;
   auto len = chunk_length(index, m_chunk_size, source.size());
   std::span<std::uint8_t> chunk(m_buf.data(), len);
   SESSCP_TRY(source.read_at(index * m_chunk_size, chunk));
@@ -183,127 +335,170 @@ Status Sender::send_chunk(SourceFile& source, Conn& conn, std::uint64_t index, b
     m_events.debug("resending chunk " + std::to_string(index) + " at the receiver's request");
   } else {
     m_unconfirmed.push_back(hash);
-    m_session_root.add(hash);
+    m_session_root->add(hash);
   }
   SESSCP_TRY(conn.send_data({index, hash}, chunk));
-  m_report.bytes += len;
-  throttle(m_opt.bwlimit, m_report.bytes - m_bytes_before, m_start, m_opt.stop);
+  report(*m_active).bytes += len;
+  m_plan.bytes += len;
+  throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
   return {};
 }
 
-Status Sender::handle(SourceFile& source, Conn& conn, const frame::Header& header,
-                      std::span<const std::uint8_t> payload) {
+// Send the active file's data while the window has room; acknowledgements
+// are read in between, so data never waits for a round trip while the
+// window is open. After the last chunk, the major sync point request.
+Status Sender::pump(Conn& conn) {
+  std::uint64_t sync_every = sync_interval_chunks(m_opt.window, m_chunk_size);
+  std::uint64_t max_in_flight = window_chunks(m_opt.window, m_chunk_size);
+  while (m_sent < m_chunks && m_sent - m_confirmed < max_in_flight) {
+    SESSCP_TRY(send_chunk(conn, m_sent, false));
+    ++m_sent;
+    // A file of one chunk has no minor sync point: FILE_END is its only one.
+    if (!m_active->small && (m_sent - m_last_sync >= sync_every || m_sent == m_chunks)) {
+      SESSCP_TRY(conn.send(frame::encode(frame::Sync{m_serial++, m_sent})));
+      m_last_sync = m_sent;
+    }
+    auto ready = conn.wait_readable(-1, 0);
+    if (ready && *ready) {
+      m_peer_ready = true;
+      break;
+    }
+    if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
+  }
+  if (m_sent < m_chunks || m_file_end_sent) return {};
+  // Major sync point: the source must still be the file we offered.
+  if (!m_active->small) m_events.phase(report(*m_active).name, Events::Phase::finalising, "");
+  SESSCP_TRY(m_active->source->check_unchanged());
+  SESSCP_TRY(conn.send(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root->digest()})));
+  m_file_end_sent = true;
+  if (m_active->small) {
+    // Nothing of it can be asked for again: the next file may start now.
+    m_active->source.reset();
+    m_unfinished.push_back(std::move(*m_active));
+    m_active.reset();
+  }
+  return {};
+}
+
+Status Sender::on_file_done(Conn& conn, std::span<const std::uint8_t> payload) {
+  auto fd = frame::decode_file_done(payload);
+  if (!fd) return fd.error();
+  bool active_done = m_active && m_file_end_sent && m_unfinished.empty();
+  if (!active_done && m_unfinished.empty())
+    return unexpected(conn, frame::Type::file_done, "FILE_DONE after a FILE_END");
+  Job& job = active_done ? *m_active : m_unfinished.front();
+  // A major sync point confirms every chunk before it.
+  if (fd->size != job.size)
+    return unexpected(conn, frame::Type::file_done, "FILE_DONE for the file sent");
+  report(job).file_root = fd->file_root;
+  m_events.progress(report(job).name, job.size, job.size);
+  finish_report(job.entry, FileReport::State::complete);
+  if (active_done) m_active.reset();
+  else m_unfinished.pop_front();
+  return {};
+}
+
+Status Sender::handle(Conn& conn, const frame::Header& header, std::span<const std::uint8_t> payload) {
+  bool multi_chunk_active = m_active && !m_active->small;
   switch (header.type) {
+  case frame::Type::resume: return on_resume(conn, payload);
+  case frame::Type::file_done: return on_file_done(conn, payload);
   case frame::Type::checkpoint: {
     auto cp = frame::decode_checkpoint(payload);
     if (!cp) return cp.error();
-    if (cp->end_chunk < m_confirmed || cp->end_chunk > m_sent)
+    if (!multi_chunk_active || cp->end_chunk < m_confirmed || cp->end_chunk > m_sent)
       return unexpected(conn, header.type, "a CHECKPOINT within the chunks sent");
     m_unconfirmed.erase(m_unconfirmed.begin(),
                         m_unconfirmed.begin() + static_cast<std::ptrdiff_t>(cp->end_chunk - m_confirmed));
     m_confirmed = cp->end_chunk;
-    m_events.progress(m_report.name, std::min(m_confirmed * m_chunk_size, source.size()), source.size());
+    m_events.progress(report(*m_active).name, std::min(m_confirmed * m_chunk_size, m_active->size), m_active->size);
     return {};
   }
   case frame::Type::resend: {
     auto rs = frame::decode_resend(payload);
     if (!rs) return rs.error();
-    if (rs->chunk < m_confirmed || rs->chunk >= m_sent)
+    if (!multi_chunk_active || rs->chunk < m_confirmed || rs->chunk >= m_sent)
       return unexpected(conn, header.type, "a RESEND of an unconfirmed chunk");
-    return send_chunk(source, conn, rs->chunk, true);
+    return send_chunk(conn, rs->chunk, true);
   }
-  case frame::Type::file_done: {
-    auto fd = frame::decode_file_done(payload);
-    if (!fd) return fd.error();
-    if (m_confirmed != m_chunks || fd->size != source.size())
-      return unexpected(conn, header.type, "FILE_DONE after every chunk was confirmed");
-    m_report.file_root = fd->file_root;
-    m_done = true;
-    return {};
-  }
-  default: return unexpected(conn, header.type, "CHECKPOINT, RESEND or FILE_DONE");
+  default: return unexpected(conn, header.type, "RESUME, CHECKPOINT, RESEND or FILE_DONE");
   }
 }
 
-Status Sender::transfer(SourceFile& source, Conn& conn, const frame::Resume& resume) {
-  m_chunk_size = resume.chunk_size;
-  m_chunks = chunk_count(m_chunk_size, source.size());
-  m_first = m_confirmed = m_sent = resume.next_chunk;
-  m_buf.resize(m_chunk_size);
-  std::uint64_t serial = resume.next_serial;
-  std::uint64_t last_sync = m_first;
-  std::uint64_t sync_every = sync_interval_chunks(m_opt.window, m_chunk_size);
-  std::uint64_t max_in_flight = window_chunks(m_opt.window, m_chunk_size);
-  bool file_end_sent = false;
-  std::span<const std::uint8_t> payload;
-
-  while (!m_done) {
-    // Send while the window has room; acknowledgements are read in between,
-    // so data never waits for a round trip while the window is open.
-    while (m_sent < m_chunks && m_sent - m_confirmed < max_in_flight) {
-      SESSCP_TRY(send_chunk(source, conn, m_sent, false));
-      ++m_sent;
-      if (m_sent - last_sync >= sync_every || m_sent == m_chunks) {
-        SESSCP_TRY(conn.send(frame::encode(frame::Sync{serial++, m_sent})));
-        last_sync = m_sent;
-      }
-      auto ready = conn.wait_readable(-1, 0);
-      if (ready && *ready) break;
-      if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
-    }
-    if (m_sent == m_chunks && !file_end_sent) {
-      // Major sync point: the source must still be the file we offered.
-      m_events.phase(m_report.name, Events::Phase::finalising, "");
-      SESSCP_TRY(source.check_unchanged());
-      SESSCP_TRY(conn.send(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root.digest()})));
-      file_end_sent = true;
-    }
-    auto h = next_frame(conn, payload);
-    if (!h) return h.error();
-    SESSCP_TRY(handle(source, conn, *h, payload));
-  }
-  return {};
-}
-
+// Negotiated release: asked only when nothing is unconfirmed; the receiver
+// may answer NOT_FINISHED, and then the session goes on and asks again.
 Status Sender::release(Conn& conn) {
-  SESSCP_TRY(conn.send(frame::encode_empty(frame::Type::release)));
-  std::span<const std::uint8_t> p;
-  auto h = next_frame(conn, p);
-  if (!h) return h.error();
-  if (h->type != frame::Type::release_ack) return unexpected(conn, h->type, "RELEASE_ACK");
-  return {};
+  for (int attempt = 1;; ++attempt) {
+    SESSCP_TRY(m_machine.may_release(0));
+    SESSCP_TRY(m_machine.on_send(frame::Type::release));
+    SESSCP_TRY(conn.send(frame::encode_empty(frame::Type::release)));
+    std::span<const std::uint8_t> p;
+    auto h = next_frame(conn, p);
+    if (!h) return h.error();
+    if (h->type == frame::Type::release_ack) {
+      conn.shutdown_write();
+      return {};
+    }
+    if (h->type != frame::Type::not_finished) return unexpected(conn, h->type, "RELEASE_ACK or NOT_FINISHED");
+    auto nf = frame::decode_not_finished(p);
+    if (!nf) return nf.error();
+    m_events.info("receiver refused to release the session (not finished" + (nf->message.empty() ? "" : ": " + nf->message) +
+                  "); continuing");
+    if (attempt >= k_release_attempts) {
+      // Nothing is lost: every file is complete and durable. Say so and end.
+      conn.send_abort(frame::Reason::timeout, "the receiver refused to release " + std::to_string(attempt) + " times");
+      m_events.info("the receiver refused to release the session " + std::to_string(attempt) +
+                    " times; every file is complete; session aborted");
+      return {};
+    }
+    // Give the receiver time to finish what it has; anything it says meanwhile is read.
+    auto ready = conn.wait_readable(-1, 100 * attempt);
+    if (ready && *ready) {
+      auto frame = next_frame(conn, p);
+      if (!frame) return frame.error();
+      return unexpected(conn, frame->type, "nothing while a release is pending");
+    }
+    if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
+  }
 }
 
-Status Sender::run(SourceFile& source, Conn& conn) {
+Status Sender::run(Conn& conn) {
   // Establish the session.
   SESSCP_TRY(establish(conn));
-  // Offer the file; the receiver answers with its resume point.
-  auto resume = offer(source, conn);
-  if (!resume) return resume.error();
-  m_report.size = source.size();
-  if (resume->status == frame::ResumeStatus::complete) {
-    if (m_report.reconnects == 0) {
-      m_report.resumed_at = source.size();
-      m_report.state = FileReport::State::already_complete;
-    } else {
-      // An earlier attempt sent the rest; the connection broke before FILE_DONE.
-      m_report.state = FileReport::State::complete;
+  for (std::size_t i = 0; i < m_plan.entries.size(); ++i)
+    if (!m_plan.done[i]) m_todo.push_back(i);
+  // Offer, transfer and confirm every file: offers run ahead of the data.
+  std::span<const std::uint8_t> payload;
+  for (;;) {
+    SESSCP_TRY(top_up(conn));
+    if (!m_active && !m_ready.empty()) start_next();
+    bool can_send = m_active && !m_file_end_sent &&
+                    (m_sent == m_chunks || m_sent - m_confirmed < window_chunks(m_opt.window, m_chunk_size));
+    if (can_send) SESSCP_TRY(pump(conn));
+    if (finished()) break;
+    // Wait for the receiver only when nothing can be sent; else just look.
+    bool busy = (m_active && !m_file_end_sent &&
+                 m_sent - m_confirmed < window_chunks(m_opt.window, m_chunk_size)) ||
+                (!m_active && !m_ready.empty()) || can_top_up();
+    if (busy && !std::exchange(m_peer_ready, false)) {
+      auto ready = conn.wait_readable(-1, 0);
+      if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
+      if (!ready || !*ready) continue;
     }
-    return release(conn);
+    m_peer_ready = false;
+    auto h = next_frame(conn, payload);
+    if (!h) return h.error();
+    SESSCP_TRY(handle(conn, *h, payload));
   }
-  auto offset = std::min(resume->next_chunk * resume->chunk_size, source.size());
-  // After a reconnection the report keeps the first attempt's resume point.
-  if (m_report.reconnects == 0) m_report.resumed_at = offset;
-  if (offset > 0 || m_report.reconnects > 0) m_events.resumed(m_report.name, offset, source.size());
-  if (!resume->message.empty()) m_events.info(m_report.name + ": " + resume->message);
-  m_events.phase(m_report.name, Events::Phase::transferring, "");
-  // Transfer with minor sync points, then the major sync point.
-  SESSCP_TRY(transfer(source, conn, *resume));
-  m_report.state = FileReport::State::complete;
-  // Orderly release: nothing is unconfirmed now. The file is already
-  // complete and durable, so a failed release is only worth a note.
-  if (auto released = release(conn); !released)
+  // Orderly release: nothing is unconfirmed now. Every file is already
+  // complete and durable, so a failed release is only worth a note; the
+  // directories' metadata and the links are made durable at release.
+  if (auto released = release(conn); !released) {
+    if (released.error().kind == ErrorKind::protocol) return released.error();
     m_events.debug("release not acknowledged: " + released.error().message);
+  }
+  // Directories and links are idempotent: they count as done once released.
+  for (auto i : m_todo) m_plan.done[i] = 1;
   return {};
 }
 
@@ -320,10 +515,10 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
 
 namespace {
 
-// Connect, authenticate, and run the session; everything after the source is open.
-Status connect_and_send(const SendOptions& options, const tls::Context* tls, Events& events, FileReport& report,
-                        SourceFile& source) {
-  events.phase(report.name, Events::Phase::connecting, options.endpoint.host + ":" + std::to_string(options.endpoint.port));
+// Connect, authenticate, and run one session over what is left of the plan.
+Status connect_and_send(const SendOptions& options, const tls::Context* tls, Events& events, Plan& plan) {
+  events.phase(plan.files() == 1 ? plan.reports[0].name : "", Events::Phase::connecting,
+               options.endpoint.host + ":" + std::to_string(options.endpoint.port));
   auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
   if (!fd) return fd.error();
   Conn conn(std::move(*fd), options.stop, options.timeout_ms);
@@ -338,8 +533,8 @@ Status connect_and_send(const SendOptions& options, const tls::Context* tls, Eve
     }
     events.debug(tls->describe() + (tls::ktls_send_active(conn.ssl()) ? ", kernel TLS offload" : ", TLS in user space"));
   }
-  Sender sender(options, events, report);
-  auto status = sender.run(source, conn);
+  Sender sender(options, events, plan);
+  auto status = sender.run(conn);
   if (!status && status.error().kind == ErrorKind::interrupted)
     conn.send_abort(frame::Reason::interrupted, "sender interrupted");
   else if (!status && status.error().kind == ErrorKind::source_changed)
@@ -347,18 +542,49 @@ Status connect_and_send(const SendOptions& options, const tls::Context* tls, Eve
   return status;
 }
 
+// Read the sources into a plan: the entries, and a report for each.
+Result<Plan> make_plan(const SendOptions& options, Events& events) {
+  std::vector<std::string> sources = options.paths;
+  if (sources.empty()) sources.push_back(options.path);
+  std::vector<std::string> warnings;
+  auto entries = collect_sources(sources, options.follow_links, warnings);
+  if (!entries) return entries.error();
+  for (const auto& w : warnings) events.info("warning: " + w);
+  Plan plan;
+  plan.entries = std::move(*entries);
+  if (!options.name.empty()) {
+    if (plan.entries.size() != 1 || plan.entries[0].kind != SourceEntry::Kind::file)
+      return make_error(ErrorKind::usage, "--name applies only to a single-file send");
+    if (auto why = frame::check_name(options.name); !why.empty())
+      return make_error(ErrorKind::usage, "cannot send as '" + options.name + "' (" + why + ")");
+    plan.entries[0].name = options.name;
+  }
+  if (plan.entries.empty()) return make_error(ErrorKind::usage, "nothing to send");
+  auto n = plan.entries.size();
+  plan.reports.resize(n);
+  plan.done.assign(n, 0);
+  plan.offered.assign(n, 0);
+  plan.resumed.assign(n, 0);
+  for (std::size_t i = 0; i < n; ++i) plan.reports[i].name = plan.entries[i].name;
+  return plan;
+}
+
 } // namespace
 
 Status send_file(const SendOptions& options, Events& events, FileReport& report) {
   report = FileReport{};
   report.name = options.name.empty() ? basename_of(options.path) : options.name;
-  auto start = Clock::now();
-  // Open the source first: a missing file is a usage error, not a network one.
-  auto source = SourceFile::open(options.path);
-  if (!source) return source.error();
-  report.size = source->size();
-  if (auto why = frame::check_name(report.name); !why.empty())
-    return make_error(ErrorKind::usage, "cannot send as '" + report.name + "' (" + why + ")");
+  // Read the sources first: a missing file is a usage error, not a network one.
+  auto plan = make_plan(options, events);
+  if (!plan) return plan.error();
+  auto start = plan->start;
+  bool single = plan->entries.size() == 1 && plan->entries[0].kind == SourceEntry::Kind::file;
+  if (single) {
+    // Open it now, as a single-file send always did: an unreadable file is a usage error.
+    auto source = SourceFile::open(plan->entries[0].path);
+    if (!source) return source.error();
+    plan->reports[0].size = source->size();
+  }
   // Load keys or certificates before touching the network: a bad key file is a usage error.
   std::optional<tls::Context> tls;
   if (!options.tls.insecure) {
@@ -369,7 +595,7 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
   Backoff backoff(options.retry);
   Status status;
   for (int attempt = 1;; ++attempt) {
-    status = connect_and_send(options, tls ? &*tls : nullptr, events, report, *source);
+    status = connect_and_send(options, tls ? &*tls : nullptr, events, *plan);
     if (status || !options.retry.enabled() || !retryable(status.error().kind)) break;
     // A signal here asked us to stop: that is not a failure to retry.
     if (options.stop && options.stop->load()) break;
@@ -380,19 +606,47 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
                                                       (attempt == 1 ? "" : "s") + ": " + status.error().message);
       break;
     }
-    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
+    events.phase(single ? plan->reports[0].name : "", Events::Phase::reconnecting, status.error().message);
     events.reconnecting(attempt, options.retry.retries, *delay, status.error().message);
     if (!sleep_unless_stopped(*delay, options.stop)) {
       status = make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
       break;
     }
-    ++report.reconnects;
+    ++plan->reconnects;
   }
-  report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (!status && report.state != FileReport::State::complete)
-    report.state = exit_code_for(status.error().kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
-                                                                                : FileReport::State::failed;
-  events.file_report(true, report);
+  // A summary line for every file left unfinished that got as far as an offer.
+  double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  auto left_state = !status && exit_code_for(status.error().kind) == exit_code::k_temp_fail
+                        ? FileReport::State::interrupted
+                        : FileReport::State::failed;
+  std::size_t files = 0, complete = 0, already = 0;
+  for (std::size_t i = 0; i < plan->entries.size(); ++i) {
+    if (plan->entries[i].kind != SourceEntry::Kind::file) continue;
+    auto& r = plan->reports[i];
+    ++files;
+    if (plan->done[i]) {
+      complete += r.state == FileReport::State::complete;
+      already += r.state == FileReport::State::already_complete;
+    } else if (plan->offered[i] || single) {
+      r.state = left_state;
+      r.reconnects = plan->reconnects;
+      r.seconds = seconds;
+      events.file_report(true, r);
+    }
+    report.size += r.size;
+    report.bytes += r.bytes;
+  }
+  if (single) {
+    report = plan->reports[0];
+  } else {
+    report.name = std::to_string(files) + " files";
+    report.seconds = seconds;
+    report.reconnects = plan->reconnects;
+    report.state = status ? FileReport::State::complete : left_state;
+    events.info("session: " + std::to_string(files) + " files (" + std::to_string(complete) + " sent, " +
+                std::to_string(already) + " already complete), " + std::to_string(report.bytes) + " bytes sent in " +
+                std::to_string(seconds).substr(0, std::to_string(seconds).find('.') + 3) + " s");
+  }
   return status;
 }
 

@@ -10,13 +10,16 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace sesscp {
 
 struct SendOptions {
-  std::string path;             // local source file
+  std::string path;             // local source file or directory (when `paths` is empty)
+  std::vector<std::string> paths; // local sources, files and directories, all in one session
   net::Endpoint endpoint;       // receiver
-  std::string name;             // destination name ("" = basename of path)
+  std::string name;             // destination name of a single file ("" = basename of path)
+  bool follow_links = false;    // send what symlinks inside directories point to, not the links
   std::uint32_t chunk_size = 1u << 20;
   // Unconfirmed bytes allowed in flight: what a receiver crash can cost.
   // 60 MiB + one 1 MiB chunk stays under the 64 MiB re-send bound; measured
@@ -37,12 +40,14 @@ std::uint64_t window_chunks(std::uint64_t window, std::uint32_t chunk_size);
 // a quarter of the window, so several sync points are always in flight.
 std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_size);
 
-// Send `options.path` in one session, or, when `options.retry` allows it, in
-// as many as it takes: after a failure that another attempt may fix, wait
-// (backoff with jitter) and reconnect, resuming from the receiver's last
-// checkpoint. `report` is filled in whatever the outcome (bytes sent over
-// every attempt, the first resume point, reconnections), so the caller can
-// always print it. Retries spent: ErrorKind::interrupted (exit 75).
+// Send the sources (`options.paths`, or `options.path`) in one session, or,
+// when `options.retry` allows it, in as many as it takes: after a failure
+// that another attempt may fix, wait (backoff with jitter) and reconnect;
+// files already complete are skipped and the partial one resumes from the
+// receiver's last checkpoint. Each file gets its own Events::file_report.
+// `report` is filled in whatever the outcome: for a single file, that file's
+// report; for several, the totals (name "N files"). Retries spent:
+// ErrorKind::interrupted (exit 75).
 Status send_file(const SendOptions& options, Events& events, FileReport& report);
 
 } // namespace sesscp

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace sesscp {
 
@@ -41,5 +42,30 @@ private:
   std::int64_t m_mtime_ns = 0;
   std::uint32_t m_mode = 0;
 };
+
+// One thing to send: a file, a directory or a symbolic link, with the
+// relative path it gets at the receiver.
+struct SourceEntry {
+  enum class Kind { file, directory, symlink };
+  Kind kind = Kind::file;
+  std::string path;         // local path
+  std::string name;         // destination path: '/'-separated, relative to the receiver's --dir
+  std::uint32_t mode_bits = 0;
+  std::int64_t mtime_ns = 0;
+  std::string target;       // symlink target, sent as it is (never resolved by the receiver)
+};
+
+// Expand the command line's sources into entries, parents before children,
+// each directory's entries in byte order of their names. A directory named
+// with a trailing '/' (or '.') sends its contents; otherwise it is sent as a
+// directory of its own name (rsync's convention). Sources named on the
+// command line are followed if they are symlinks; symlinks met inside a
+// directory are sent as links unless `follow_links` (then a link to a
+// directory already being walked is skipped, so a cycle cannot recurse).
+// Special files (FIFOs, sockets, devices) and names the receiver would
+// refuse are skipped with a line in `warnings`. Two sources that would land
+// on the same destination path are a usage error.
+Result<std::vector<SourceEntry>> collect_sources(const std::vector<std::string>& sources, bool follow_links,
+                                                 std::vector<std::string>& warnings);
 
 } // namespace sesscp

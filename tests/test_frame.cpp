@@ -261,6 +261,72 @@ TEST_CASE("names from the wire stay inside the directory") {
   CHECK(check_name(std::string(240, 'a')).empty());
 }
 
+TEST_CASE("relative paths: '/'-separated components, each a safe name") {
+  for (const char* good : {"a", "a/b", "dir/sub/file.txt", "a b/c d", "..x/y..", ".hidden/x"}) {
+    CAPTURE(good);
+    CHECK(check_path(good).empty());
+  }
+  for (const char* bad : {"", "/", "/etc/passwd", "a/", "a//b", "/a", "./a", "a/.", "a/../b", "..", "a/..",
+                          "x.sesscp.part/y", "a/x.sesscp.journal", "a/x.sesscp.publish"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(check_path(bad).empty());
+  }
+  CHECK_FALSE(check_path(std::string("a/\nb")).empty());
+  CHECK_FALSE(check_path(std::string("a/b\0c", 5)).empty());
+  CHECK_FALSE(check_path(std::string(241, 'a') + "/b").empty());
+  CHECK(check_path(std::string(240, 'a') + "/" + std::string(240, 'b')).empty());
+  // The whole path fits the wire's text limit.
+  std::string longest;
+  while (longest.size() + 11 <= k_max_text) longest += "abcdefghij/";
+  longest += "z";
+  CHECK(check_path(longest).empty());
+  CHECK_FALSE(check_path(longest + "/" + std::string(k_max_text, 'a')).empty());
+}
+
+TEST_CASE("MKDIR, SYMLINK and NOT_FINISHED round-trip and reject bad lengths") {
+  Mkdir mk{"a/b", 0750, -5};
+  auto [hm, pm] = split(encode(mk));
+  CHECK(hm.type == Type::mkdir);
+  auto m = decode_mkdir(pm);
+  REQUIRE(m.ok());
+  CHECK(m->path == "a/b");
+  CHECK(m->mode_bits == 0750);
+  CHECK(m->mtime_ns == -5);
+  check_length_strict(pm, decode_mkdir);
+
+  Symlink sl{"a/link", "../../etc/passwd", 123};
+  auto [hs, ps] = split(encode(sl));
+  CHECK(hs.type == Type::symlink);
+  auto l = decode_symlink(ps);
+  REQUIRE(l.ok());
+  CHECK(l->target == "../../etc/passwd");
+  CHECK(l->mtime_ns == 123);
+  check_length_strict(ps, decode_symlink);
+  // An empty target is malformed; a NUL would cut it short.
+  CHECK_FALSE(decode_symlink(std::get<1>(split(encode(Symlink{"x", "", 0})))).ok());
+  CHECK_FALSE(decode_symlink(std::get<1>(split(encode(Symlink{"x", std::string("a\0b", 3), 0})))).ok());
+
+  auto [hn, pn] = split(encode(NotFinished{"2 files outstanding"}));
+  CHECK(hn.type == Type::not_finished);
+  auto n = decode_not_finished(pn);
+  REQUIRE(n.ok());
+  CHECK(n->message == "2 files outstanding");
+  check_length_strict(pn, decode_not_finished);
+  for (auto t : {Type::mkdir, Type::symlink, Type::not_finished}) CHECK(is_known(static_cast<std::uint8_t>(t)));
+}
+
+TEST_CASE("HELLO carries the dialog mode; an unknown mode is malformed") {
+  Hello h;
+  h.mode = DialogMode::half_duplex;
+  auto [hh, ph] = split(encode(h));
+  auto d = decode_hello(ph);
+  REQUIRE(d.ok());
+  CHECK(d->mode == DialogMode::half_duplex);
+  auto bad = ph;
+  bad[8 + 2 + 8] = 3; // magic, version, features, then the mode byte
+  CHECK_FALSE(decode_hello(bad).ok());
+}
+
 TEST_CASE("hash list root is order sensitive and incremental") {
   std::vector<Hash128> hs = {pattern_hash(1), pattern_hash(2), pattern_hash(3)};
   RootBuilder b;

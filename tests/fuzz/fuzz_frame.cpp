@@ -81,6 +81,13 @@ bool same(const FileEnd& a, const FileEnd& b) {
 }
 bool same(const FileDone& a, const FileDone& b) { return a.size == b.size && a.file_root == b.file_root; }
 bool same(const Abort& a, const Abort& b) { return a.reason == b.reason && a.message == b.message; }
+bool same(const Mkdir& a, const Mkdir& b) {
+  return a.path == b.path && a.mode_bits == b.mode_bits && a.mtime_ns == b.mtime_ns;
+}
+bool same(const Symlink& a, const Symlink& b) {
+  return a.path == b.path && a.target == b.target && a.mtime_ns == b.mtime_ns;
+}
+bool same(const NotFinished& a, const NotFinished& b) { return a.message == b.message; }
 
 // Decode `payload`; when accepted, encode and decode again and compare.
 template <typename Decode> void round_trip(Type type, Bytes payload, Decode decode, const char* what) {
@@ -142,6 +149,9 @@ void fuzz_payload(Type type, Bytes p) {
   case Type::file_end: round_trip(type, p, decode_file_end, "FILE_END"); break;
   case Type::file_done: round_trip(type, p, decode_file_done, "FILE_DONE"); break;
   case Type::abort: round_trip(type, p, decode_abort, "ABORT"); break;
+  case Type::mkdir: round_trip(type, p, decode_mkdir, "MKDIR"); break;
+  case Type::symlink: round_trip(type, p, decode_symlink, "SYMLINK"); break;
+  case Type::not_finished: round_trip(type, p, decode_not_finished, "NOT_FINISHED"); break;
   case Type::release:
   case Type::release_ack: round_trip_empty(type, p); break;
   }
@@ -183,11 +193,28 @@ void fuzz_name(Bytes in) {
   }
 }
 
+void fuzz_path(Bytes in) {
+  const std::string_view path(reinterpret_cast<const char*>(in.data()), in.size());
+  if (!check_path(path).empty()) return;
+  // An accepted path is walked component by component beneath the
+  // receiver's directory: each component must be a name check_name accepts.
+  check(!path.empty() && path.size() <= k_max_text && path.front() != '/', "accepted an empty, long or absolute path");
+  std::size_t start = 0;
+  for (;;) {
+    auto slash = path.find('/', start);
+    auto component = path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    check(check_name(component).empty(), "accepted a path with a component check_name refuses");
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const Bytes in(data, size);
   fuzz_frames(in);
   fuzz_name(in);
+  fuzz_path(in);
   return 0;
 }

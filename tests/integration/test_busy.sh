@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scenario: while a (throttled) transfer of NAME is in progress, a second
-# sender offering another file under the same NAME is refused: exit 69 and
-# "busy" on stderr. The first transfer then completes byte-identical.
+# sender offering another file under the same NAME is refused: exit 75
+# (temporary: retry later) and "busy" on stderr. The first transfer then completes byte-identical.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
@@ -28,7 +28,7 @@ SESSCP_RUN_TIMEOUT=60 run_send "$T/send2.log" "$T/second.bin" "127.0.0.1:$RECV_P
 log "second sender: exit $SEND_RC after $(fmt_ms "$SEND_MS") s; stderr:"
 sed 's/^/    /' "$T/send2.log"
 is_running "$spid" || fail_with_logs "the first sender is no longer running: the check was not concurrent" "$T/send1.log"
-assert_rc 69 "$SEND_RC" "second sender" "$T/send2.log" "$T/recv.log"
+assert_rc 75 "$SEND_RC" "second sender" "$T/send2.log" "$T/recv.log"
 assert_contains "$T/send2.log" "busy" "second sender stderr"
 grep -q '^sesscp: error: ' "$T/send2.log" ||
   fail_with_logs "second sender printed no 'sesscp: error: ...' line" "$T/send2.log"

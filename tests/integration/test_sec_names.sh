@@ -99,7 +99,10 @@ while IFS= read -r line || [[ -n $line ]]; do
     name=$(printf '%s' "$hex" | sed 's/../\\x&/g')
     name=$(printf '%b' "$name")
     for e in "${new[@]}"; do
-      if [[ $e == */* ]]; then
+      if [[ $name == */* && $name == "$e"/* ]]; then
+        # A directory on the way to a relative path: a real one, beneath --dir.
+        [[ -d $D/$e && ! -L $D/$e ]] || failures+=("$label: $(tohex "$e") in --dir is not a plain directory")
+      elif [[ $e == */* && $name != */* ]]; then
         failures+=("$label: created a nested entry in --dir: $(tohex "$e")")
       elif [[ $e != "$name" && $e != "$name.sesscp.part" && $e != "$name.sesscp.journal" ]]; then
         failures+=("$label: created an unexpected entry in --dir: $(tohex "$e")")
@@ -146,14 +149,16 @@ assert_rc 0 "$SEND_RC" "normal send after the hostile names" "$T/send.log" "$T/r
 assert_same "$T/normal.bin" "$D/normal.bin"
 assert_no_leftovers "$D" normal.bin
 
-check "nothing outside --dir changed; --dir holds only regular files, no subdirectory or link"
+check "nothing outside --dir changed; --dir holds only regular files (and a/ for the accepted a/b), no link"
 parent_listing "$P" "$D" >"$T/parent.after"
 if ! diff -u "$T/parent.before" "$T/parent.after" >"$T/parent.diff"; then
   show_log "$T/parent.diff" "parent listing diff"
   fail "something outside --dir changed"
 fi
 ok "parent directory unchanged outside --dir ($(wc -l <"$T/parent.before") entries compared)"
-odd=$(find "$D" -mindepth 1 \( ! -type f -o -path "$D/*/*" \) -printf '%P (%y)\n' | cat -v)
+# The one accepted relative path (a/b) made the directory a/ with its files.
+odd=$(find "$D" -mindepth 1 ! -path "$D/a" ! -path "$D/a/*" \( ! -type f -o -path "$D/*/*" \) -printf '%P (%y)\n' | cat -v)
+odd+=$(find "$D/a" -mindepth 1 \( ! -type f -o -path "$D/a/*/*" \) -printf '%P (%y)\n' 2>/dev/null | cat -v)
 [[ -z $odd ]] || failures+=("--dir holds something other than plain files: $odd")
 log "--dir now holds $(find "$D" -mindepth 1 | wc -l) entries, all regular files at depth 1"
 

@@ -19,7 +19,20 @@
 //                                  with their true u16 length.
 // and then reads one reply frame.
 //
+// Receiver side (--serve SCENARIO): listen on HOST:PORT (port 0 picks one;
+// "testpeer: listening on 127.0.0.1:PORT" goes to stderr), plaintext, accept
+// one connection, answer HELLO with ACCEPT and then play SCENARIO against a
+// real `sesscp send --insecure`:
+//   data-from-receiver  answer the first OFFER with a DATA frame, which a
+//                       simplex session forbids; print the sender's answer
+//                       (reply: ABORT reason=1 ...)
+//   refuse-release      answer every OFFER with RESUME complete, the first
+//                       RELEASE with NOT_FINISHED and the next with
+//                       RELEASE_ACK; print "reply: RELEASE_ACK releases=2"
+//
 // Options:
+//   --serve SCENARIO     be the receiver (above)
+//   --hello-mode M       dialog mode in the HELLO (default 0, simplex)
 //   --tls-key-file F     TLS 1.3 with this shared key (sesscp keygen)
 //   --tls                TLS 1.3 with the key in $SESSCP_KEY_FILE
 //                        (default without either: plaintext, for a receiver
@@ -55,7 +68,9 @@
 #include "core/net.h"
 #include "core/tls.h"
 
+#include <poll.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -88,6 +103,8 @@ struct Args {
   std::optional<std::vector<std::uint8_t>> raw;
   std::vector<std::vector<std::uint8_t>> frames;
   int timeout_ms = 10000;
+  std::string serve;
+  std::uint8_t hello_mode = 0;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -193,6 +210,13 @@ Args parse_args(int argc, char** argv) {
         a.frames.push_back(build_frame(list.substr(0, comma)));
         list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
       }
+    } else if (opt == "--serve") {
+      a.serve = value();
+      if (a.serve != "data-from-receiver" && a.serve != "refuse-release") usage("unknown scenario " + a.serve);
+    } else if (opt == "--hello-mode") {
+      auto v = parse_number(opt, value());
+      if (v > 255) usage("--hello-mode above 255");
+      a.hello_mode = static_cast<std::uint8_t>(v);
     } else if (opt == "--timeout") {
       a.timeout_ms = static_cast<int>(parse_number(opt, value()) * 1000);
     } else if (!opt.empty() && opt[0] == '-') {
@@ -337,6 +361,7 @@ int run(const Args& a) {
 
   frame::Hello hello;
   hello.version = a.hello_version;
+  hello.mode = static_cast<frame::DialogMode>(a.hello_mode);
   hello.identity = "testpeer";
   if (auto st = conn.send(frame::encode(hello)); !st) return fail(st.error());
   auto reply = read_reply(conn);
@@ -364,9 +389,65 @@ int run(const Args& a) {
   return k_exit_reply;
 }
 
+// Read one whole frame (header and payload) as the receiver would.
+Result<std::pair<frame::Type, std::vector<std::uint8_t>>> read_frame(Conn& conn) {
+  auto header = conn.read_header(frame::k_data_prefix + frame::k_max_chunk_size);
+  if (!header) return header.error();
+  std::vector<std::uint8_t> payload(header->length);
+  SESSCP_TRY(conn.read_exact(payload));
+  return std::make_pair(header->type, std::move(payload));
+}
+
+int serve(const Args& a) {
+  auto ep = net::parse_endpoint(a.endpoint, true);
+  if (!ep) return fail(ep.error());
+  auto listener = net::listen_tcp(*ep);
+  if (!listener) return fail(listener.error());
+  std::fprintf(stderr, "testpeer: listening on %s\n", net::local_name(listener->get()).c_str());
+  pollfd p{listener->get(), POLLIN, 0};
+  if (poll(&p, 1, a.timeout_ms) <= 0) return fail(make_error(ErrorKind::timeout, "no connection"));
+  Fd sock(accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!sock) return fail(make_error(ErrorKind::io, "accept failed"));
+  Conn conn(std::move(sock), nullptr, a.timeout_ms);
+  auto hello = read_frame(conn);
+  if (!hello) return fail(hello.error());
+  if (hello->first != frame::Type::hello) return fail(make_error(ErrorKind::protocol, "expected HELLO"));
+  frame::Accept accept;
+  accept.identity = "testpeer";
+  if (auto st = conn.send(frame::encode(accept)); !st) return fail(st.error());
+  int releases = 0;
+  for (;;) {
+    auto f = read_frame(conn);
+    if (!f) return fail(f.error());
+    auto type = f->first;
+    if (type == frame::Type::abort) {
+      auto abort = frame::decode_abort(f->second);
+      if (!abort) return fail(abort.error());
+      std::printf("reply: ABORT reason=%u message=%s\n", unsigned(abort->reason), printable(abort->message).c_str());
+      return k_exit_reply;
+    }
+    if (type == frame::Type::offer && a.serve == "data-from-receiver") {
+      // DATA the wrong way: a simplex session carries data only from the initiator.
+      std::vector<std::uint8_t> chunk = {1, 2, 3, 4};
+      if (auto st = conn.send_data({0, xxh3_128(chunk)}, chunk); !st) return fail(st.error());
+    } else if (type == frame::Type::offer) {
+      frame::Resume done{frame::ResumeStatus::complete, frame::ResumeWhy::already_complete, 0, 0, 0, ""};
+      if (auto st = conn.send(frame::encode(done)); !st) return fail(st.error());
+    } else if (type == frame::Type::release && ++releases == 1) {
+      if (auto st = conn.send(frame::encode(frame::NotFinished{"testpeer is not finished"})); !st) return fail(st.error());
+    } else if (type == frame::Type::release) {
+      if (auto st = conn.send(frame::encode_empty(frame::Type::release_ack)); !st) return fail(st.error());
+      std::printf("reply: RELEASE_ACK releases=%d\n", releases);
+      return k_exit_reply;
+    }
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  return run(parse_args(argc, argv));
+  auto args = parse_args(argc, argv);
+  if (!args.serve.empty()) return serve(args);
+  return run(args);
 }

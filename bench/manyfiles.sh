@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Many small files on loopback, in one run: sesscp (TLS and --insecure)
+# against rsync -a to an rsync daemon and tar | socat. Prints a Markdown
+# table of wall times (median of RUNS), each into a fresh directory on the
+# same filesystem; every result is checked with diff -r.
+#
+#   bench/manyfiles.sh [FILES=10000] [RUNS=3]
+# Files are 4-64 KiB (uniform, fixed seed), 100 per directory. Uses
+# build/sesscp; needs rsync and socat (Debian packages of the same names).
+# sesscp makes every file durable (syncfs per batch) before it confirms it;
+# rsync and tar do not sync at all, so the table also shows sesscp with the
+# cost of a final `sync` added to the others for comparison.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+files=${1:-10000}
+runs=${2:-3}
+bin=$(realpath "${SESSCP_BIN:-build/sesscp}")
+[ -x "$bin" ] || { echo "bench: $bin not built (run scripts/build.sh)" >&2; exit 1; }
+for tool in rsync socat tar; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool missing (apt-get install $tool)" >&2; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sesscp-manyfiles.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$bin" keygen -o "$work/key" >/dev/null 2>&1
+
+echo "generating $files files of 4-64 KiB..." >&2
+src=$work/src
+mkdir -p "$src"
+python3 - "$src" "$files" <<'PY'
+import os, random, sys
+src, files = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+pool = os.urandom(1 << 20)
+for i in range(files):
+    d = os.path.join(src, "d%d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    size = rng.randint(4096, 64 * 1024)
+    off = rng.randint(0, len(pool) - size)
+    with open(os.path.join(d, "f%d.bin" % i), "wb") as f:
+        f.write(pool[off:off + size])
+PY
+bytes=$(du -sb "$src" | cut -f1)
+echo "source: $files files, $bytes bytes (du -sb)" >&2
+
+now() { date +%s.%N; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT: until something listens there (5 s), without connecting.
+wait_port() {
+  for _ in $(seq 100); do
+    [ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with a shared key)
+  local dst=$1 log=$work/recv.log port t0 t1 rpid
+  shift
+  [ $# -gt 0 ] || set -- --key-file "$work/key"
+  "$bin" recv --listen 127.0.0.1:0 --dir "$dst" --once "$@" 2>"$log" &
+  rpid=$!
+  pids+=("$rpid")
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
+    [ -n "$port" ] && break
+    sleep 0.05
+  done
+  [ -n "$port" ] || { echo "bench: receiver did not start" >&2; cat "$log" >&2; exit 1; }
+  t0=$(now)
+  "$bin" send "$src/" "127.0.0.1:$port" -q "$@"
+  wait "$rpid"
+  t1=$(now)
+  echo "$t1 - $t0" | bc
+}
+
+run_rsync() { # DEST -> seconds
+  local dst=$1 port t0 t1 dpid
+  port=$(free_port)
+  cat >"$work/rsyncd.conf" <<CONF
+use chroot = no
+uid = $(id -un)
+gid = $(id -gn)
+[dst]
+  path = $dst
+  read only = no
+CONF
+  rsync --daemon --no-detach --port "$port" --address 127.0.0.1 --config "$work/rsyncd.conf" \
+    --log-file "$work/rsyncd.log" &
+  dpid=$!
+  pids+=("$dpid")
+  wait_port "$port" || { echo "bench: rsync daemon did not start" >&2; exit 1; }
+  t0=$(now)
+  rsync -a "$src/" "rsync://127.0.0.1:$port/dst/"
+  t1=$(now)
+  kill "$dpid"; wait "$dpid" 2>/dev/null || true
+  echo "$t1 - $t0" | bc
+}
+
+run_tar() { # DEST -> seconds
+  local dst=$1 port t0 t1 lpid
+  port=$(free_port)
+  (socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" - | tar -x -C "$dst") &
+  lpid=$!
+  pids+=("$lpid")
+  wait_port "$port" || { echo "bench: socat did not listen" >&2; exit 1; }
+  t0=$(now)
+  tar -c -C "$src" . | socat -u - "TCP:127.0.0.1:$port"
+  wait "$lpid"
+  t1=$(now)
+  echo "$t1 - $t0" | bc
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+declare -A result
+for ((r = 1; r <= runs; r++)); do
+  for tool in sesscp-tls sesscp-insecure rsync tar-socat; do
+    dst=$work/dst-$tool-$r
+    mkdir -p "$dst"
+    sync
+    case $tool in
+    sesscp-tls) secs=$(run_sesscp "$dst") ;;
+    sesscp-insecure) secs=$(run_sesscp "$dst" --insecure) ;;
+    rsync) secs=$(run_rsync "$dst") ;;
+    tar-socat) secs=$(run_tar "$dst") ;;
+    esac
+    t0=$(now); sync; sync_s=$(echo "$(now) - $t0" | bc)
+    diff -r "$src" "$dst" >/dev/null || { echo "bench: $tool: result differs from the source" >&2; exit 1; }
+    echo "run $r: $tool ${secs}s (+ sync ${sync_s}s)" >&2
+    result[$tool]+="$secs "
+    result[$tool-sync]+="$(echo "$secs + $sync_s" | bc) "
+    rm -rf "$dst"
+  done
+done
+
+printf '\n%d files, %d bytes, median of %d runs, loopback, %s\n\n' "$files" "$bytes" "$runs" "$(date -u +%F)"
+printf '| tool | seconds | files/s | MB/s | seconds incl. a final sync |\n|---|---|---|---|---|\n'
+for tool in sesscp-tls sesscp-insecure rsync tar-socat; do
+  m=$(tr ' ' '\n' <<<"${result[$tool]}" | grep . | median)
+  ms=$(tr ' ' '\n' <<<"${result[$tool-sync]}" | grep . | median)
+  printf '| %s | %.2f | %.0f | %.1f | %.2f |\n' "$tool" "$m" "$(echo "$files / $m" | bc -l)" \
+    "$(echo "$bytes / $m / 1000000" | bc -l)" "$ms"
+done

@@ -1,0 +1,89 @@
+#include "core/session_state.h"
+
+namespace sesscp::session {
+
+using frame::Type;
+
+const char* to_string(State state) {
+  switch (state) {
+  case State::idle: return "idle";
+  case State::await_accept: return "await-accept";
+  case State::hello_received: return "hello-received";
+  case State::established: return "established";
+  case State::releasing: return "releasing";
+  case State::release_requested: return "release-requested";
+  case State::closed: return "closed";
+  }
+  return "unknown";
+}
+
+const char* to_string(Role role) { return role == Role::initiator ? "initiator" : "responder"; }
+
+bool initiator_frame(Type type) {
+  switch (type) {
+  case Type::hello: case Type::offer: case Type::data: case Type::sync: case Type::file_end:
+  case Type::mkdir: case Type::symlink: case Type::release:
+    return true;
+  default: return false;
+  }
+}
+
+Result<State> Machine::on_send(Type type) {
+  auto next = step(type, true);
+  if (!next) return make_error(ErrorKind::internal, "this side may not send " + std::string(frame::to_string(type)) +
+                                                        ": " + next.error().message);
+  return next;
+}
+
+Result<State> Machine::on_receive(Type type) { return step(type, false); }
+
+Status Machine::may_release(std::uint64_t outstanding) const {
+  if (m_role != Role::initiator) return make_error(ErrorKind::internal, "only the initiator asks to release");
+  if (m_state != State::established)
+    return make_error(ErrorKind::internal, std::string("release asked in state ") + to_string(m_state));
+  if (outstanding > 0)
+    return make_error(ErrorKind::internal, std::to_string(outstanding) + " unconfirmed item(s): release would lose them");
+  return {};
+}
+
+Result<State> Machine::step(Type type, bool sent) {
+  auto illegal = [&](const std::string& why) -> Error {
+    return make_error(ErrorKind::protocol, std::string(frame::to_string(type)) + " " + why + " (" +
+                                               to_string(m_role) + ", state " + to_string(m_state) + ")");
+  };
+  if (m_state == State::closed) return illegal("after the session ended");
+  if (type == Type::abort) return m_state = State::closed;
+  // Dialog control: the sending side must be the one allowed to send it.
+  bool from_initiator = sent == (m_role == Role::initiator);
+  if (initiator_frame(type) != from_initiator)
+    return illegal(from_initiator ? "from the initiator: only the responder sends it"
+                                  : "from the responder: the session is simplex, data and requests flow "
+                                    "only from the initiator");
+  switch (m_state) {
+  case State::idle:
+    if (type == Type::hello) return m_state = m_role == Role::initiator ? State::await_accept : State::hello_received;
+    return illegal("before HELLO");
+  case State::await_accept:
+  case State::hello_received:
+    if (type == Type::accept) return m_state = State::established;
+    if (type == Type::refuse) return m_state = State::closed;
+    return illegal("before the session was accepted");
+  case State::established:
+    switch (type) {
+    case Type::offer: case Type::data: case Type::sync: case Type::file_end: case Type::mkdir:
+    case Type::symlink: case Type::resume: case Type::checkpoint: case Type::resend: case Type::file_done:
+      return m_state;
+    case Type::release: return m_state = m_role == Role::initiator ? State::releasing : State::release_requested;
+    default: return illegal("in an established session");
+    }
+  case State::releasing:
+  case State::release_requested:
+    if (type == Type::release_ack) return m_state = State::closed;
+    if (type == Type::not_finished) return m_state = State::established;
+    return illegal("while a release is pending (only RELEASE_ACK, NOT_FINISHED or ABORT)");
+  case State::closed: break;
+  }
+  return illegal("after the session ended");
+}
+
+} // namespace sesscp::session

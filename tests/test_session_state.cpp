@@ -1,0 +1,185 @@
+// The session-level state machine (core/session_state.h): every legal
+// transition of both roles, and every illegal frame in every state.
+#include "core/session_state.h"
+
+#include <doctest/doctest.h>
+
+#include <map>
+#include <set>
+#include <vector>
+
+using namespace sesscp;
+using namespace sesscp::session;
+using frame::Type;
+
+namespace {
+
+const std::vector<Type> k_all_types = {
+    Type::hello,     Type::accept,    Type::refuse,  Type::offer,   Type::resume,      Type::data,
+    Type::sync,      Type::checkpoint, Type::resend, Type::file_end, Type::file_done,  Type::mkdir,
+    Type::symlink,   Type::release,   Type::release_ack, Type::not_finished, Type::abort};
+
+// Drive a machine to `target` along the legal path.
+Machine at(Role role, State target) {
+  Machine m(role);
+  bool i = role == Role::initiator;
+  auto go = [&](Type t, bool sent) { REQUIRE((sent ? m.on_send(t) : m.on_receive(t)).ok()); };
+  if (target == State::idle) return m;
+  go(Type::hello, i);
+  if (target == State::await_accept || target == State::hello_received) return m;
+  go(Type::accept, !i);
+  if (target == State::established) return m;
+  go(Type::release, i);
+  if (target == State::releasing || target == State::release_requested) return m;
+  go(Type::release_ack, !i);
+  return m;
+}
+
+// The legal (direction, type) -> next state of each state, for one role.
+// `out` = this side sends it.
+struct Edge {
+  bool out;
+  Type type;
+  State next;
+};
+
+std::vector<Edge> legal(Role role, State s) {
+  bool i = role == Role::initiator;
+  std::vector<Edge> e;
+  if (s == State::closed) return e;
+  e.push_back({true, Type::abort, State::closed});
+  e.push_back({false, Type::abort, State::closed});
+  switch (s) {
+  case State::idle: e.push_back({i, Type::hello, i ? State::await_accept : State::hello_received}); break;
+  case State::await_accept:
+  case State::hello_received:
+    e.push_back({!i, Type::accept, State::established});
+    e.push_back({!i, Type::refuse, State::closed});
+    break;
+  case State::established:
+    for (auto t : {Type::offer, Type::data, Type::sync, Type::file_end, Type::mkdir, Type::symlink})
+      e.push_back({i, t, State::established});
+    for (auto t : {Type::resume, Type::checkpoint, Type::resend, Type::file_done})
+      e.push_back({!i, t, State::established});
+    e.push_back({i, Type::release, i ? State::releasing : State::release_requested});
+    break;
+  case State::releasing:
+  case State::release_requested:
+    e.push_back({!i, Type::release_ack, State::closed});
+    e.push_back({!i, Type::not_finished, State::established});
+    break;
+  case State::closed: break;
+  }
+  return e;
+}
+
+} // namespace
+
+TEST_SUITE("session_state") {
+
+TEST_CASE("a whole simplex session, seen from both sides") {
+  Machine s(Role::initiator), r(Role::responder);
+  auto both = [&](Type t, bool from_initiator, State s_next, State r_next) {
+    CAPTURE(frame::to_string(t));
+    auto a = from_initiator ? s.on_send(t) : r.on_send(t);
+    auto b = from_initiator ? r.on_receive(t) : s.on_receive(t);
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(s.state() == s_next);
+    CHECK(r.state() == r_next);
+  };
+  both(Type::hello, true, State::await_accept, State::hello_received);
+  both(Type::accept, false, State::established, State::established);
+  both(Type::offer, true, State::established, State::established);
+  both(Type::resume, false, State::established, State::established);
+  both(Type::data, true, State::established, State::established);
+  both(Type::file_end, true, State::established, State::established);
+  both(Type::file_done, false, State::established, State::established);
+  CHECK(s.may_release(0).ok());
+  both(Type::release, true, State::releasing, State::release_requested);
+  both(Type::not_finished, false, State::established, State::established);
+  both(Type::release, true, State::releasing, State::release_requested);
+  both(Type::release_ack, false, State::closed, State::closed);
+}
+
+TEST_CASE("every transition of every state, legal and illegal, for both roles") {
+  int legal_count = 0, illegal_count = 0;
+  for (auto role : {Role::initiator, Role::responder}) {
+    for (auto state : {State::idle, State::await_accept, State::established, State::releasing, State::closed}) {
+      State s = state;
+      if (role == Role::responder && s == State::await_accept) s = State::hello_received;
+      if (role == Role::responder && s == State::releasing) s = State::release_requested;
+      auto edges = legal(role, s);
+      for (bool out : {true, false}) {
+        for (auto t : k_all_types) {
+          CAPTURE(to_string(role));
+          CAPTURE(to_string(s));
+          CAPTURE(out);
+          CAPTURE(frame::to_string(t));
+          Machine m = at(role, s);
+          REQUIRE(m.state() == s);
+          auto r = out ? m.on_send(t) : m.on_receive(t);
+          const Edge* edge = nullptr;
+          for (const auto& e : edges)
+            if (e.out == out && e.type == t) edge = &e;
+          if (edge) {
+            ++legal_count;
+            REQUIRE(r.ok());
+            CHECK(*r == edge->next);
+            CHECK(m.state() == edge->next);
+          } else {
+            ++illegal_count;
+            REQUIRE_FALSE(r.ok());
+            // A peer's illegal frame is a protocol error (ABORT, exit 76);
+            // our own would be a bug.
+            CHECK(r.error().kind == (out ? ErrorKind::internal : ErrorKind::protocol));
+            CHECK(m.state() == s); // an illegal frame changes nothing
+          }
+        }
+      }
+    }
+  }
+  // 17 types x 2 directions x 5 states x 2 roles.
+  CHECK(legal_count + illegal_count == 17 * 2 * 5 * 2);
+  // Per role: idle 3 (HELLO, 2 ABORT), awaiting 4, established 13, releasing 4, closed 0.
+  CHECK(legal_count == 2 * (3 + 4 + 13 + 4));
+}
+
+TEST_CASE("simplex: data from the responder is a protocol error that names the rule") {
+  Machine s = at(Role::initiator, State::established);
+  for (auto t : {Type::data, Type::offer, Type::sync, Type::file_end, Type::mkdir, Type::symlink, Type::release}) {
+    auto r = s.on_receive(t);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::protocol);
+    CHECK(r.error().message.find("simplex") != std::string::npos);
+  }
+  Machine r = at(Role::responder, State::established);
+  CHECK_FALSE(r.on_send(Type::data).ok());
+  CHECK(Machine::supported(frame::DialogMode::simplex));
+  CHECK_FALSE(Machine::supported(frame::DialogMode::half_duplex));
+  CHECK_FALSE(Machine::supported(frame::DialogMode::full_duplex));
+}
+
+TEST_CASE("release: only the initiator, only when established, only with nothing unconfirmed") {
+  CHECK(at(Role::initiator, State::established).may_release(0).ok());
+  CHECK_FALSE(at(Role::initiator, State::established).may_release(1).ok());
+  CHECK_FALSE(at(Role::initiator, State::await_accept).may_release(0).ok());
+  CHECK_FALSE(at(Role::initiator, State::releasing).may_release(0).ok());
+  CHECK_FALSE(at(Role::responder, State::established).may_release(0).ok());
+  // NOT_FINISHED: the initiator is back in an established session and may go on.
+  Machine s = at(Role::initiator, State::releasing);
+  REQUIRE(s.on_receive(Type::not_finished).ok());
+  CHECK(s.on_send(Type::offer).ok());
+  CHECK(s.may_release(0).ok());
+}
+
+TEST_CASE("abort ends the session from any state but closed") {
+  for (auto state : {State::idle, State::await_accept, State::established, State::releasing}) {
+    Machine m = at(Role::initiator, state);
+    REQUIRE(m.on_receive(Type::abort).ok());
+    CHECK(m.state() == State::closed);
+    CHECK_FALSE(m.on_send(Type::abort).ok());
+  }
+}
+
+} // TEST_SUITE
