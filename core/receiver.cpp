@@ -346,8 +346,11 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   // The journal proves everything but what a lying disk might have lost:
   // re-read only the last window of confirmed chunks, never the whole file.
   m_identity.chunk_size = replay.identity.chunk_size;
-  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size,
-                                        replay.chunk_hashes, m_opt.verify_tail_bytes);
+  m_events.phase(offer.name, Events::Phase::verifying, "");
+  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size, replay.chunk_hashes,
+                                        m_opt.verify_tail_bytes, [&](std::uint64_t done, std::uint64_t total) {
+                                          m_events.verify_progress(offer.name, done, total);
+                                        });
   if (!proven) return proven.error();
   std::string note = "journal confirms " + std::to_string(replay.chunk_hashes.size()) + " chunks";
   if (!replay.tail_problem.empty()) note += "; ignored a damaged journal tail";
@@ -380,6 +383,7 @@ Status IncomingFile::run(const frame::Offer& offer) {
   m_part_name = part_suffix(offer.name);
   m_journal_name = journal_suffix(offer.name);
   // Take the destination, then agree on the resume point.
+  m_events.offered(offer.name, offer.size);
   auto lock = lock_destination(m_dir_fd, m_journal_name);
   if (!lock) return lock.error();
   m_lock = std::move(*lock);
@@ -399,6 +403,8 @@ Status IncomingFile::run(const frame::Offer& offer) {
   m_last_serial = resume->next_serial - 1;
   m_report.resumed_at = std::min(m_first * m_chunk_size, offer.size);
   if (!resume->message.empty()) m_events.info(offer.name + ": " + resume->message);
+  if (m_report.resumed_at > 0) m_events.resumed(offer.name, m_report.resumed_at, offer.size);
+  m_events.phase(offer.name, Events::Phase::transferring, "");
   m_buf.resize(m_chunk_size);
   m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
   // Receive data and sync points until the major sync point.
@@ -591,6 +597,7 @@ Status IncomingFile::publish() {
 }
 
 Status IncomingFile::finish_file() {
+  m_events.phase(m_offer.name, Events::Phase::finalising, "");
   auto session_root = m_session_root.digest();
   if (session_root != m_file_end->session_root)
     return make_error(ErrorKind::integrity, "digest over this session's chunk hashes differs from the sender's");

@@ -158,6 +158,8 @@ Result<frame::Resume> Sender::offer(SourceFile& source, Conn& conn) {
   if (!fp) return fp.error();
   offer.fingerprint = *fp;
   SESSCP_TRY(conn.send(frame::encode(offer)));
+  m_events.offered(m_report.name, offer.size);
+  m_events.phase(m_report.name, Events::Phase::verifying, "");
   std::span<const std::uint8_t> p;
   auto h = next_frame(conn, p);
   if (!h) return h.error();
