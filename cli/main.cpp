@@ -1,5 +1,6 @@
 // sesscp: send and receive large files in resumable, verified sessions.
 #include "cli/output.h"
+#include "cli/status.h"
 #include "core/receiver.h"
 #include "core/sender.h"
 
@@ -8,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace {
@@ -58,9 +60,29 @@ sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* wh
 struct CommonFlags {
   bool quiet = false;
   bool verbose = false;
+  bool json = false;
+  std::string log_file;
   double timeout_s = 30;
   sesscp::tls::Options tls;
 };
+
+// Output flags shared by every subcommand (send, recv, status).
+void add_output_flags(CLI::App* cmd, CommonFlags& f) {
+  cmd->add_flag("-q,--quiet", f.quiet, "Print only errors (no progress, no summary)");
+  cmd->add_flag("-v,--verbose", f.verbose, "Print protocol-level events");
+  cmd->add_flag("--json", f.json, "Newline-delimited JSON events on stdout (docs/JSON.md); human text on stderr");
+  cmd->add_option("--log-file", f.log_file, "Append timestamped lines, debug included, to this file");
+}
+
+sesscp::cli::OutputOptions output_options(const CommonFlags& f, const char* side) {
+  sesscp::cli::OutputOptions o;
+  o.quiet = f.quiet;
+  o.verbose = f.verbose;
+  o.json = f.json;
+  o.log_file = f.log_file;
+  o.side = side;
+  return o;
+}
 
 // Exactly one way to protect the session must be chosen; plaintext only on
 // request. An explicit --insecure wins over a key from SESSCP_KEY_FILE.
@@ -85,8 +107,7 @@ void add_common(CLI::App* cmd, CommonFlags& f) {
   cmd->add_option("--ca", f.tls.ca_file, "CA file that the peer's certificate must chain to");
   cmd->add_option("--peer-fingerprint", f.tls.peer_fingerprint, "Pin the peer's certificate: sha256:HEX");
   cmd->add_flag("--insecure", f.tls.insecure, "Plaintext: no encryption, no authentication (both sides)");
-  cmd->add_flag("-q,--quiet", f.quiet, "Print only errors");
-  cmd->add_flag("-v,--verbose", f.verbose, "Print protocol-level events");
+  add_output_flags(cmd, f);
   cmd->add_option("--timeout", f.timeout_s, "Seconds of peer silence that end a session")
       ->default_val(30)
       ->check(CLI::Range(1.0, 86400.0));
@@ -102,8 +123,9 @@ struct SendArgs {
   int retry = 0;
 };
 
-int run_send(const SendArgs& a, CommonFlags& f) {
-  sesscp::cli::Output out(f.quiet, f.verbose);
+int send_session(const SendArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
+  if (auto log = out.open_log(); !log) return fail(out, log.error());
+  out.session_start({{"file", a.source}, {"target", a.target}});
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
   sesscp::SendOptions o;
@@ -146,6 +168,11 @@ int run_send(const SendArgs& a, CommonFlags& f) {
   return sesscp::exit_code::k_ok;
 }
 
+int run_send(const SendArgs& a, CommonFlags& f) {
+  sesscp::cli::Output out(output_options(f, "send"));
+  return out.session_end(send_session(a, f, out));
+}
+
 struct RecvArgs {
   std::string listen, dir;
   bool once = false;
@@ -153,8 +180,8 @@ struct RecvArgs {
   std::string max_size = "0";
 };
 
-int run_recv(const RecvArgs& a, CommonFlags& f) {
-  sesscp::cli::Output out(f.quiet, f.verbose);
+int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
+  if (auto log = out.open_log(); !log) return fail(out, log.error());
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   sesscp::ReceiveOptions o;
   o.tls = f.tls;
@@ -171,14 +198,22 @@ int run_recv(const RecvArgs& a, CommonFlags& f) {
   o.stop = &g_stop;
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
+  out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"security", receiver->security()}});
   out.notice("listening on " + receiver->address() + ", writing into " + a.dir + " (" + receiver->security() + ")");
   auto status = receiver->serve();
   if (!status) return sesscp::exit_code_for(status.error().kind); // already reported per file/session
   return sesscp::exit_code::k_ok;
 }
 
+int run_recv(const RecvArgs& a, CommonFlags& f) {
+  sesscp::cli::Output out(output_options(f, "recv"));
+  return out.session_end(recv_sessions(a, f, out));
+}
+
 int run_keygen(const std::string& path) {
-  sesscp::cli::Output out(false, false);
+  sesscp::cli::OutputOptions options;
+  options.side = "keygen";
+  sesscp::cli::Output out(options);
   auto text = sesscp::tls::generate_key_text();
   if (!text) return fail(out, text.error());
   if (path.empty()) {
@@ -188,6 +223,21 @@ int run_keygen(const std::string& path) {
   if (auto st = sesscp::tls::write_key_file(path, *text); !st) return fail(out, st.error());
   out.notice("wrote a new key to " + path + " (mode 0600); copy it to both hosts and use --key-file " + path);
   return sesscp::exit_code::k_ok;
+}
+
+// A command line CLI11 rejected: one line in the usual error format (and an
+// "error" event when --json was asked for), exit 64.
+int usage_error(std::string why, const std::string& sub, int argc, char** argv) {
+  for (auto& c : why)
+    if (c == '\n') c = ' ';
+  sesscp::cli::OutputOptions options;
+  options.side = sub;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--json") == 0) options.json = true;
+  sesscp::cli::Output out(options);
+  std::string what = sub.empty() ? "bad command line" : "bad command line for 'sesscp " + sub + "'";
+  out.error(sesscp::make_error(sesscp::ErrorKind::usage, what + " (" + why + ")"));
+  return sesscp::exit_code::k_usage;
 }
 
 } // namespace
@@ -231,6 +281,18 @@ int main(int argc, char** argv) {
   recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming\n"
                "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n\n" + std::string(k_exit_codes));
 
+  CommonFlags status_flags;
+  std::string status_path;
+  auto* status = app.add_subcommand("status", "Show what is partial in a destination, and whether it can resume");
+  status->add_option("path", status_path, "A destination file, its .sesscp.journal, or a receiver's --dir")->required();
+  add_output_flags(status, status_flags);
+  status->footer("Read-only: it never modifies a file or takes the destination's lock, so it is safe\n"
+                 "while 'sesscp recv' runs; it says whether a session is writing the file now.\n\n"
+                 "Examples:\n  sesscp status /data/incoming                # every partial file there\n"
+                 "  sesscp status /data/incoming/disk.img       # one destination\n"
+                 "  sesscp status /data/incoming/disk.img.sesscp.journal --json\n\n"
+                 "Exit codes: 0 report printed, 64 nothing to report at PATH, 74 cannot read it.");
+
   std::string keygen_out;
   auto* keygen = app.add_subcommand("keygen", "Make a shared key for --key-file (prints it without -o)");
   keygen->add_option("-o,--output", keygen_out, "Write the key to this new file, mode 0600");
@@ -243,10 +305,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return sesscp::exit_code::k_usage;
+    return usage_error(e.what(), send->parsed() ? "send" : recv->parsed() ? "recv" : status->parsed() ? "status"
+                                                         : keygen->parsed() ? "keygen" : "", argc, argv);
   }
   if (send->parsed()) return run_send(send_args, send_flags);
   if (keygen->parsed()) return run_keygen(keygen_out);
+  if (status->parsed()) {
+    sesscp::cli::Output out(output_options(status_flags, "status"));
+    if (auto log = out.open_log(); !log) return fail(out, log.error());
+    return sesscp::cli::run_status(status_path, out);
+  }
   return run_recv(recv_args, recv_flags);
 }

@@ -10,7 +10,8 @@
 # names the packages to install and fails. Non-interactive (no stdin, CI=true).
 
 SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev doctest-dev
-  libssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps)
+  libssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps
+  tmux jq)  # tmux, jq: the terminal and --json integration tests
 
 # sesscp_install_missing PKG...: install those of the Debian packages that
 # are missing (apt-get update first), or say what to install when not root.
