@@ -201,7 +201,9 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"security", receiver->security()}});
   out.notice("listening on " + receiver->address() + ", writing into " + a.dir + " (" + receiver->security() + ")");
   auto status = receiver->serve();
-  if (!status) return sesscp::exit_code_for(status.error().kind); // already reported per file/session
+  // Sessions were reported as they ended; the exit status still gets its
+  // error line, so that --quiet and cron see why.
+  if (!status) return fail(out, status.error());
   return sesscp::exit_code::k_ok;
 }
 
@@ -245,7 +247,12 @@ int usage_error(std::string why, const std::string& sub, int argc, char** argv) 
 int main(int argc, char** argv) {
   install_signal_handlers();
   CLI::App app{"sesscp: move large files in sessions that resume from verified checkpoints"};
-  app.footer(k_exit_codes);
+  app.footer(std::string("Examples:\n  sesscp keygen -o sesscp.key\n"
+                         "  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file sesscp.key\n"
+                         "  sesscp send /big/disk.img backup-host:7070 --key-file sesscp.key\n"
+                         "  sesscp status /data/incoming\n"
+                         "'sesscp COMMAND --help' for each command; 'man sesscp' for the manual.\n\n") +
+             k_exit_codes);
   app.require_subcommand(1);
   app.set_version_flag("--version", "sesscp " SESSCP_VERSION);
 
@@ -267,7 +274,11 @@ int main(int argc, char** argv) {
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
-               "Re-running the same command after any interruption resumes it.\n\n" + std::string(k_exit_codes));
+               "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
+               "Re-running the same command after any interruption resumes it; after success it\n"
+               "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
+               "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
+               std::string(k_exit_codes));
 
   RecvArgs recv_args;
   auto* recv = app.add_subcommand("recv", "Receive files into --dir");
@@ -278,8 +289,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   recv->add_option("--max-size", recv_args.max_size, "Largest file accepted, e.g. 100G (default: no limit)");
   add_common(recv, recv_flags);
-  recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming\n"
-               "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n\n" + std::string(k_exit_codes));
+  recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file /etc/sesscp.key\n"
+               "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n"
+               "  sesscp recv --listen [::]:7070 --dir /in --quiet --log-file /var/log/sesscp.log\n"
+               "As a service: docs/examples/sesscp-recv.service. See what is partial: 'sesscp status DIR'.\n\n" +
+               std::string(k_exit_codes));
 
   CommonFlags status_flags;
   std::string status_path;
