@@ -32,7 +32,8 @@ const char* k_exit_codes = R"(Exit codes:
   64  usage error (bad option, missing source, bad HOST:PORT)
   65  integrity failure that retrying cannot fix
   69  peer unreachable, or it refused the session (busy, version)
-  73  cannot create the output file or journal
+  70  internal error (a bug in sesscp): please report it
+  73  cannot create the output file, journal or --log-file
   74  local I/O error (e.g. disk full)
   75  interrupted; state saved: re-run the same command to resume
   76  protocol error: the peer broke the protocol
@@ -45,7 +46,8 @@ sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* wh
   try {
     value = std::stoull(text, &used);
   } catch (...) {
-    return sesscp::make_error(sesscp::ErrorKind::usage, std::string("bad ") + what + " '" + text + "'");
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              std::string("bad ") + what + " '" + text + "' (not a number; use e.g. 64M)");
   }
   std::string unit = text.substr(used);
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -96,7 +98,7 @@ sesscp::Status check_security(sesscp::tls::Options& t) {
                               "no authentication configured (use --key-file FILE from 'sesscp keygen', "
                               "or --cert/--key with --ca or --peer-fingerprint, or --insecure for plaintext)");
   return sesscp::make_error(sesscp::ErrorKind::usage,
-                            "choose one of --insecure, --key-file, or --cert/--key");
+                            "conflicting security options (choose one of --insecure, --key-file, or --cert/--key)");
 }
 
 void add_common(CLI::App* cmd, CommonFlags& f) {
@@ -143,7 +145,7 @@ int send_session(const SendArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   o.chunk_size = static_cast<std::uint32_t>(*chunk);
   auto window = parse_size(a.window, "--window");
   if (!window) return fail(out, window.error());
-  if (*window == 0) return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--window must be positive"));
+  if (*window == 0) return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --window '" + a.window + "' (must be positive)"));
   o.window = *window;
   auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
   if (!bwlimit) return fail(out, bwlimit.error());

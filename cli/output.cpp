@@ -269,7 +269,7 @@ Output::Output(OutputOptions options) : m_opt(std::move(options)) {
   bool tty = m_opt.tty < 0 ? isatty(fileno(m_opt.err)) == 1 : m_opt.tty == 1;
   // The progress block is for a person watching a terminal: never with
   // --quiet or --json, never into cron mail or a pipe.
-  m_draw = tty && !m_opt.quiet && !m_opt.json;
+  m_draw = tty && !m_opt.quiet && !m_opt.json && (m_opt.side == "send" || m_opt.side == "recv");
   if (m_draw) m_ticker = std::thread([this] { tick(); });
 }
 

@@ -40,14 +40,14 @@ for section in NAME SYNOPSIS DESCRIPTION OPTIONS "EXIT STATUS" EXAMPLES; do
 done
 ok "$renderer: $(wc -l <"$T/man.txt") lines, no warnings; $(head -n 1 "$T/man.txt" | tr -s ' ')"
 
-check "exit codes 0 64 65 69 73 74 75 76 77 in --help, the man page and the README"
+check "exit codes 0 64 65 69 70 73 74 75 76 77 in --help, the man page and the README"
 "$BIN" --help >"$T/help.txt"
-for code in 0 64 65 69 73 74 75 76 77; do
+for code in 0 64 65 69 70 73 74 75 76 77; do
   grep -qE "^  $code +[a-z]" "$T/help.txt" || fail_with_logs "--help lacks exit code $code" "$T/help.txt"
   grep -qE "^ +$code +[A-Z]" "$T/man.txt" || fail_with_logs "the man page lacks exit code $code" "$T/man.txt"
   grep -qE "^\| $code \|" "$src/README.md" || fail "README lacks exit code $code"
 done
-ok "all nine codes in all three"
+ok "all ten codes in all three"
 
 check "--help of every subcommand has examples"
 for sub in send recv status keygen; do
