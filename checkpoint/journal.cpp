@@ -463,7 +463,8 @@ Status Journal::append(const CheckpointRecord& record) {
 }
 
 Result<std::uint64_t> verify_tail(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size,
-                                  std::span<const Hash128> hashes, std::uint64_t max_bytes) {
+                                  std::span<const Hash128> hashes, std::uint64_t max_bytes,
+                                  const VerifyProgress& on_progress) {
   const std::uint64_t n = hashes.size();
   if (n == 0) return std::uint64_t{0};
   if (chunk_size == 0 || n > chunk_count(chunk_size, file_size)) {
@@ -477,12 +478,14 @@ Result<std::uint64_t> verify_tail(int part_fd, std::uint32_t chunk_size, std::ui
   const std::uint64_t first = std::min(window_start / chunk_size, last);
   // Only the last chunk can be short, so `first` is the longest in the window.
   std::vector<std::uint8_t> buf(chunk_length(first, chunk_size, file_size));
+  const std::uint64_t total = confirmed_end - first * chunk_size;
   for (std::uint64_t i = first; i < n; ++i) {
     const std::uint64_t len = chunk_length(i, chunk_size, file_size);
     const auto chunk = std::span(buf).first(len);
     auto got = pread_full(part_fd, chunk, i * chunk_size, "read partial file");
     if (!got) return got.error();
     if (*got < len || xxh3_128(chunk) != hashes[i]) return i;
+    if (on_progress) on_progress(i * chunk_size + len - first * chunk_size, total);
   }
   return n;
 }

@@ -7,6 +7,7 @@
 #include "core/result.h"
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -102,8 +103,11 @@ private:
 // proven: hashes.size() when the tail matches, fewer when a chunk in the
 // tail is short or differs (everything from the first bad chunk on is
 // dropped). Reads at most max_bytes + one chunk: resume stays O(journal).
+// `on_progress(done, total)`, if set, is called after each chunk read.
+using VerifyProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 Result<std::uint64_t> verify_tail(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size,
-                                  std::span<const Hash128> hashes, std::uint64_t max_bytes);
+                                  std::span<const Hash128> hashes, std::uint64_t max_bytes,
+                                  const VerifyProgress& on_progress = {});
 
 // Return the size of chunk `index` of a file of `file_size` bytes.
 std::uint64_t chunk_length(std::uint64_t index, std::uint32_t chunk_size, std::uint64_t file_size);

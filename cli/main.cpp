@@ -1,5 +1,6 @@
 // sesscp: send and receive large files in resumable, verified sessions.
 #include "cli/output.h"
+#include "cli/status.h"
 #include "cli/url_cmd.h"
 #include "url/curl.h"
 #include "core/receiver.h"
@@ -10,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 namespace {
@@ -32,7 +34,8 @@ const char* k_exit_codes = R"(Exit codes:
   64  usage error (bad option, missing source, bad HOST:PORT)
   65  integrity failure that retrying cannot fix
   69  peer unreachable, or it refused the session (version, dialog mode, name, size)
-  73  cannot create the output file or journal
+  70  internal error (a bug in sesscp): please report it
+  73  cannot create the output file, journal or --log-file
   74  local I/O error (e.g. disk full)
   75  interrupted, or the destination is busy; state saved: re-run the same command to resume
   76  protocol error: the peer broke the protocol (e.g. data from the wrong side of a simplex session)
@@ -45,7 +48,8 @@ sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* wh
   try {
     value = std::stoull(text, &used);
   } catch (...) {
-    return sesscp::make_error(sesscp::ErrorKind::usage, std::string("bad ") + what + " '" + text + "'");
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              std::string("bad ") + what + " '" + text + "' (not a number; use e.g. 64M)");
   }
   std::string unit = text.substr(used);
   for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -60,9 +64,29 @@ sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* wh
 struct CommonFlags {
   bool quiet = false;
   bool verbose = false;
+  bool json = false;
+  std::string log_file;
   double timeout_s = 30;
   sesscp::tls::Options tls;
 };
+
+// Output flags shared by every subcommand (send, recv, status).
+void add_output_flags(CLI::App* cmd, CommonFlags& f) {
+  cmd->add_flag("-q,--quiet", f.quiet, "Print only errors (no progress, no summary)");
+  cmd->add_flag("-v,--verbose", f.verbose, "Print protocol-level events");
+  cmd->add_flag("--json", f.json, "Newline-delimited JSON events on stdout (docs/JSON.md); human text on stderr");
+  cmd->add_option("--log-file", f.log_file, "Append timestamped lines, debug included, to this file");
+}
+
+sesscp::cli::OutputOptions output_options(const CommonFlags& f, const char* side) {
+  sesscp::cli::OutputOptions o;
+  o.quiet = f.quiet;
+  o.verbose = f.verbose;
+  o.json = f.json;
+  o.log_file = f.log_file;
+  o.side = side;
+  return o;
+}
 
 // Exactly one way to protect the session must be chosen; plaintext only on
 // request. An explicit --insecure wins over a key from SESSCP_KEY_FILE.
@@ -76,7 +100,7 @@ sesscp::Status check_security(sesscp::tls::Options& t) {
                               "no authentication configured (use --key-file FILE from 'sesscp keygen', "
                               "or --cert/--key with --ca or --peer-fingerprint, or --insecure for plaintext)");
   return sesscp::make_error(sesscp::ErrorKind::usage,
-                            "choose one of --insecure, --key-file, or --cert/--key");
+                            "conflicting security options (choose one of --insecure, --key-file, or --cert/--key)");
 }
 
 void add_common(CLI::App* cmd, CommonFlags& f) {
@@ -87,8 +111,7 @@ void add_common(CLI::App* cmd, CommonFlags& f) {
   cmd->add_option("--ca", f.tls.ca_file, "CA file that the peer's certificate must chain to");
   cmd->add_option("--peer-fingerprint", f.tls.peer_fingerprint, "Pin the peer's certificate: sha256:HEX");
   cmd->add_flag("--insecure", f.tls.insecure, "Plaintext: no encryption, no authentication (both sides)");
-  cmd->add_flag("-q,--quiet", f.quiet, "Print only errors");
-  cmd->add_flag("-v,--verbose", f.verbose, "Print protocol-level events");
+  add_output_flags(cmd, f);
   cmd->add_option("--timeout", f.timeout_s, "Seconds of peer silence that end a session")
       ->default_val(30)
       ->check(CLI::Range(1.0, 86400.0));
@@ -106,24 +129,22 @@ struct SendArgs {
   bool follow_links = false;
 };
 
-int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
+int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
+  if (auto log = out.open_log(); !log) return fail(out, log.error());
+  out.session_start({{"file", a.sources.empty() ? std::string() : a.sources.front()},
+                     {"sources", a.sources},
+                     {"target", sesscp::url::redact(a.target)}});
   // A URL destination is a separate code path (libcurl, docs/URL.md).
   if (sesscp::url::looks_like_url(a.target)) {
     auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
-    if (!bwlimit) {
-      sesscp::cli::Output out(f.quiet, f.verbose);
-      return fail(out, bwlimit.error());
-    }
-    if (a.sources.size() != 1) {
-      sesscp::cli::Output out(f.quiet, f.verbose);
+    if (!bwlimit) return fail(out, bwlimit.error());
+    if (a.sources.size() != 1)
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
                                           "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
                                               " sources (directories go to a sesscp receiver)"));
-    }
-    return sesscp::cli::run_send_url(a.sources.front(), a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
-                                     a.retry_for, f.quiet, f.verbose, &g_stop);
+    return sesscp::cli::send_url(a.sources.front(), a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
+                                 a.retry_for, out, &g_stop);
   }
-  sesscp::cli::Output out(f.quiet, f.verbose);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
   sesscp::SendOptions o;
@@ -143,7 +164,7 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
   o.chunk_size = static_cast<std::uint32_t>(*chunk);
   auto window = parse_size(a.window, "--window");
   if (!window) return fail(out, window.error());
-  if (*window == 0) return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--window must be positive"));
+  if (*window == 0) return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --window '" + a.window + "' (must be positive)"));
   o.window = *window;
   auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
   if (!bwlimit) return fail(out, bwlimit.error());
@@ -168,6 +189,11 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
   return sesscp::exit_code::k_ok;
 }
 
+int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
+  sesscp::cli::Output out(output_options(f, "send"));
+  return out.session_end(send_session(a, f, sftp, out));
+}
+
 struct RecvArgs {
   std::string listen, dir;
   bool once = false;
@@ -175,8 +201,8 @@ struct RecvArgs {
   std::string max_size = "0";
 };
 
-int run_recv(const RecvArgs& a, CommonFlags& f) {
-  sesscp::cli::Output out(f.quiet, f.verbose);
+int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
+  if (auto log = out.open_log(); !log) return fail(out, log.error());
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   sesscp::ReceiveOptions o;
   o.tls = f.tls;
@@ -193,14 +219,24 @@ int run_recv(const RecvArgs& a, CommonFlags& f) {
   o.stop = &g_stop;
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
+  out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"security", receiver->security()}});
   out.notice("listening on " + receiver->address() + ", writing into " + a.dir + " (" + receiver->security() + ")");
   auto status = receiver->serve();
-  if (!status) return sesscp::exit_code_for(status.error().kind); // already reported per file/session
+  // Sessions were reported as they ended; the exit status still gets its
+  // error line, so that --quiet and cron see why.
+  if (!status) return fail(out, status.error());
   return sesscp::exit_code::k_ok;
 }
 
+int run_recv(const RecvArgs& a, CommonFlags& f) {
+  sesscp::cli::Output out(output_options(f, "recv"));
+  return out.session_end(recv_sessions(a, f, out));
+}
+
 int run_keygen(const std::string& path) {
-  sesscp::cli::Output out(false, false);
+  sesscp::cli::OutputOptions options;
+  options.side = "keygen";
+  sesscp::cli::Output out(options);
   auto text = sesscp::tls::generate_key_text();
   if (!text) return fail(out, text.error());
   if (path.empty()) {
@@ -212,12 +248,33 @@ int run_keygen(const std::string& path) {
   return sesscp::exit_code::k_ok;
 }
 
+// A command line CLI11 rejected: one line in the usual error format (and an
+// "error" event when --json was asked for), exit 64.
+int usage_error(std::string why, const std::string& sub, int argc, char** argv) {
+  for (auto& c : why)
+    if (c == '\n') c = ' ';
+  sesscp::cli::OutputOptions options;
+  options.side = sub;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--json") == 0) options.json = true;
+  sesscp::cli::Output out(options);
+  std::string what = sub.empty() ? "bad command line" : "bad command line for 'sesscp " + sub + "'";
+  out.error(sesscp::make_error(sesscp::ErrorKind::usage, what + " (" + why + ")"));
+  return sesscp::exit_code::k_usage;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   install_signal_handlers();
   CLI::App app{"sesscp: move large files in sessions that resume from verified checkpoints"};
-  app.footer(k_exit_codes);
+  app.footer(std::string("Examples:\n  sesscp keygen -o sesscp.key\n"
+                         "  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file sesscp.key\n"
+                         "  sesscp send /big/disk.img backup-host:7070 --key-file sesscp.key\n"
+                         "  sesscp status /data/incoming\n"
+                         "  sesscp get https://mirror.example/disk.img -o /data/disk.img --connections 8\n"
+                         "'sesscp COMMAND --help' for each command; 'man sesscp' for the manual.\n\n") +
+             k_exit_codes);
   app.require_subcommand(1);
   app.set_version_flag("--version", "sesscp " SESSCP_VERSION);
 
@@ -247,7 +304,12 @@ int main(int argc, char** argv) {
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
                "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
-               "Re-running the same command after any interruption resumes it.\n\n" + std::string(k_exit_codes));
+               "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
+               "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
+               "Re-running the same command after any interruption resumes it; after success it\n"
+               "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
+               "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
+               std::string(k_exit_codes));
 
   RecvArgs recv_args;
   auto* recv = app.add_subcommand("recv", "Receive files into --dir");
@@ -258,8 +320,23 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   recv->add_option("--max-size", recv_args.max_size, "Largest file accepted, e.g. 100G (default: no limit)");
   add_common(recv, recv_flags);
-  recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming\n"
-               "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n\n" + std::string(k_exit_codes));
+  recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file /etc/sesscp.key\n"
+               "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n"
+               "  sesscp recv --listen [::]:7070 --dir /in --quiet --log-file /var/log/sesscp.log\n"
+               "As a service: docs/examples/sesscp-recv.service. See what is partial: 'sesscp status DIR'.\n\n" +
+               std::string(k_exit_codes));
+
+  CommonFlags status_flags;
+  std::string status_path;
+  auto* status = app.add_subcommand("status", "Show what is partial in a destination, and whether it can resume");
+  status->add_option("path", status_path, "A destination file, its .sesscp.journal, or a receiver's --dir")->required();
+  add_output_flags(status, status_flags);
+  status->footer("Read-only: it never modifies a file or takes the destination's lock, so it is safe\n"
+                 "while 'sesscp recv' runs; it says whether a session is writing the file now.\n\n"
+                 "Examples:\n  sesscp status /data/incoming                # every partial file there\n"
+                 "  sesscp status /data/incoming/disk.img       # one destination\n"
+                 "  sesscp status /data/incoming/disk.img.sesscp.journal --json\n\n"
+                 "Exit codes: 0 report printed, 64 nothing to report at PATH, 74 cannot read it.");
 
   sesscp::cli::GetArgs get_args;
   auto* get = sesscp::cli::add_get_command(app, get_args);
@@ -276,8 +353,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return sesscp::exit_code::k_usage;
+    return usage_error(e.what(), send->parsed() ? "send" : recv->parsed() ? "recv" : status->parsed() ? "status"
+                                                         : get->parsed() ? "get" : keygen->parsed() ? "keygen" : "",
+                       argc, argv);
   }
   if (send->parsed()) {
     // The last positional argument is the receiver.
@@ -287,5 +365,10 @@ int main(int argc, char** argv) {
   }
   if (get->parsed()) return sesscp::cli::run_get(get_args, &g_stop);
   if (keygen->parsed()) return run_keygen(keygen_out);
+  if (status->parsed()) {
+    sesscp::cli::Output out(output_options(status_flags, "status"));
+    if (auto log = out.open_log(); !log) return fail(out, log.error());
+    return sesscp::cli::run_status(status_path, out);
+  }
   return run_recv(recv_args, recv_flags);
 }

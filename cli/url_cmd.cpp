@@ -85,8 +85,10 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   get->add_flag("--insecure", a.insecure, "Do not check the server's TLS certificate or SSH host key");
   get->add_option("--ssh-key", a.ssh_key, "Private key for sftp:// (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)");
   get->add_option("--known-hosts", a.known_hosts, "known_hosts file for sftp:// (default ~/.ssh/known_hosts)");
-  get->add_flag("-q,--quiet", a.quiet, "Print only errors");
+  get->add_flag("-q,--quiet", a.quiet, "Print only errors (no progress, no summary)");
   get->add_flag("-v,--verbose", a.verbose, "Print each request");
+  get->add_flag("--json", a.json, "Newline-delimited JSON events on stdout (docs/JSON.md); human text on stderr");
+  get->add_option("--log-file", a.log_file, "Append timestamped lines, debug included, to this file");
   get->footer("Examples:\n  sesscp get https://example.org/disk.img -o /data/disk.img --sha256 HEX\n"
               "  sesscp get sftp://user@host/srv/disk.img --connections 4\n"
               "Passwords come from ~/.netrc or SESSCP_URL_PASSWORD, never from the command line.\n"
@@ -94,8 +96,11 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   return get;
 }
 
-int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
-  Output out(a.quiet, a.verbose);
+namespace {
+
+int get_session(const GetArgs& a, const std::atomic<bool>* stop, Output& out) {
+  if (auto log = out.open_log(); !log) return fail(out, log.error());
+  out.session_start({{"url", url::redact(a.url)}, {"output", a.output}});
   warn_inline_password(out, a.url);
   url::GetOptions o;
   o.url = a.url;
@@ -136,15 +141,27 @@ int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
   return exit_code::k_ok;
 }
 
+} // namespace
+
+int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
+  OutputOptions options;
+  options.quiet = a.quiet;
+  options.verbose = a.verbose;
+  options.json = a.json;
+  options.log_file = a.log_file;
+  options.side = "get";
+  Output out(options);
+  return out.session_end(get_session(a, stop, out));
+}
+
 void add_sftp_send_options(CLI::App* send, SftpSendFlags& f) {
   send->add_option("--ssh-key", f.ssh_key, "sftp:// targets: private key (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)");
   send->add_option("--known-hosts", f.known_hosts, "sftp:// targets: known_hosts file (default ~/.ssh/known_hosts)");
 }
 
-int run_send_url(const std::string& source, const std::string& url_text, const SftpSendFlags& f, bool insecure,
-                 double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, bool quiet, bool verbose,
-                 const std::atomic<bool>* stop) {
-  Output out(quiet, verbose);
+int send_url(const std::string& source, const std::string& url_text, const SftpSendFlags& f, bool insecure,
+             double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, Output& out,
+             const std::atomic<bool>* stop) {
   warn_inline_password(out, url_text);
   if (url::scheme_of(url_text) != "sftp")
     return fail(out, make_error(ErrorKind::usage, "send to a URL supports sftp:// only, not '" + url::redact(url_text) + "'"));

@@ -16,7 +16,8 @@ struct GetArgs {
   int connections = 1;
   int retry = 0;
   double timeout_s = 30;
-  bool insecure = false, quiet = false, verbose = false;
+  std::string log_file;
+  bool insecure = false, quiet = false, verbose = false, json = false;
 };
 
 // Register `get` on `app`; its flags land in `args`.
@@ -32,9 +33,10 @@ struct SftpSendFlags {
 // Register the sftp:// options of `send`.
 void add_sftp_send_options(CLI::App* send, SftpSendFlags& flags);
 
-// Run `sesscp send FILE URL`; returns the exit code.
-int run_send_url(const std::string& source, const std::string& url, const SftpSendFlags& flags, bool insecure,
-                 double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, bool quiet, bool verbose,
-                 const std::atomic<bool>* stop);
+// Run `sesscp send FILE URL`, reporting to `out` (whose session_start and
+// session_end the caller emits); returns the exit code.
+int send_url(const std::string& source, const std::string& url, const SftpSendFlags& flags, bool insecure,
+             double timeout_s, std::uint64_t bwlimit, int retry, const std::string& retry_for, Output& out,
+             const std::atomic<bool>* stop);
 
 } // namespace sesscp::cli

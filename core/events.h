@@ -52,6 +52,13 @@ public:
   virtual void resumed(const std::string& name, std::uint64_t offset, std::uint64_t size) {
     (void)name, (void)offset, (void)size;
   }
+  // `name` (`size` bytes) is offered: by this sender, or to this receiver.
+  virtual void offered(const std::string& name, std::uint64_t size) { (void)name, (void)size; }
+  // The receiver has re-hashed `done` of the `total` bytes it re-verifies
+  // before it names a resume point (the last window of the partial file).
+  virtual void verify_progress(const std::string& name, std::uint64_t done, std::uint64_t total) {
+    (void)name, (void)done, (void)total;
+  }
 };
 
 const char* to_string(Events::Phase phase);

@@ -18,7 +18,7 @@ namespace sesscp::net {
 Result<Endpoint> parse_endpoint(std::string_view text, bool allow_zero_port) {
   auto usage = [&](const char* why) {
     return make_error(ErrorKind::usage, "bad address '" + std::string(text) + "' (" + why +
-                                            "); expected HOST:PORT");
+                                            "; expected HOST:PORT)");
   };
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos) return usage("no port");

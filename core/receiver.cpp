@@ -403,8 +403,11 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   // The journal proves everything but what a lying disk might have lost:
   // re-read only the last window of confirmed chunks, never the whole file.
   m_identity.chunk_size = replay.identity.chunk_size;
-  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size,
-                                        replay.chunk_hashes, m_opt.verify_tail_bytes);
+  m_events.phase(offer.name, Events::Phase::verifying, "");
+  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size, replay.chunk_hashes,
+                                        m_opt.verify_tail_bytes, [&](std::uint64_t done, std::uint64_t total) {
+                                          m_events.verify_progress(offer.name, done, total);
+                                        });
   if (!proven) return proven.error();
   std::string note = "journal confirms " + std::to_string(replay.chunk_hashes.size()) + " chunks";
   if (!replay.tail_problem.empty()) note += "; ignored a damaged journal tail";
@@ -442,6 +445,7 @@ Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
   // Take the destination, then agree on the resume point. A journaled file's
   // lease is its journal (and its part, below); a small file's is its part,
   // which saves creating and removing a journal per file.
+  m_events.offered(offer.name, offer.size);
   auto lock = lock_destination(m_dir_fd, m_small ? m_part_name : m_journal_name);
   if (!lock) return lock.error();
   (m_small ? m_part : m_lock) = std::move(*lock);
@@ -464,6 +468,9 @@ void IncomingFile::begin(const frame::Resume& resume) {
   m_last_serial = resume.next_serial - 1;
   m_report.resumed_at = std::min(m_first * m_chunk_size, m_offer.size);
   if (!resume.message.empty()) m_events.info(m_offer.name + ": " + resume.message);
+  if (m_report.resumed_at > 0) m_events.resumed(m_offer.name, m_report.resumed_at, m_offer.size);
+  // A small file is one write and a batch commit: no phases of its own.
+  if (!m_small) m_events.phase(m_offer.name, Events::Phase::transferring, "");
   // No chunk is longer than the file: a small file must not cost a
   // zero-filled megabyte (measured: page faults were a good part of the
   // receiver's system time on a tree of small files).
@@ -652,6 +659,7 @@ static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, 
 }
 
 Status IncomingFile::finish_file() {
+  m_events.phase(m_offer.name, Events::Phase::finalising, "");
   auto session_root = m_session_root.digest();
   if (session_root != m_file_end->session_root)
     return make_error(ErrorKind::integrity, "digest over this session's chunk hashes differs from the sender's");

@@ -54,7 +54,8 @@ int exit_code_for(ErrorKind kind) {
 
 Error errno_error(ErrorKind kind, const std::string& what, int err) {
   if (err == ENOSPC || err == EDQUOT) kind = ErrorKind::no_space;
-  return Error{kind, what + ": " + std::strerror(err)};
+  // "<what> (<why>)": the first half of the CLI's one-line error format.
+  return Error{kind, what + " (" + std::strerror(err) + ")"};
 }
 
 } // namespace sesscp

@@ -263,6 +263,10 @@ Status Sender::top_up(Conn& conn) {
     m_plan.offered[index] = 1;
     report(job).size = job.size;
     SESSCP_TRY(conn.send(frame::encode(offer)));
+    m_events.offered(e.name, offer.size);
+    // A small file's answer is immediate; only a journaled one may wait
+    // for the receiver to re-verify its partial file.
+    if (chunk_count(m_opt.chunk_size, offer.size) > 1) m_events.phase(e.name, Events::Phase::verifying, "");
     m_awaiting_resume.push_back(std::move(job));
   }
   return {};

@@ -243,7 +243,8 @@ assert_interrupted_state() {
 # wait (max 15 s) for its "listening on" line and set RECV_PID, RECV_PORT.
 # RECV_ENV (VAR=VALUE...) is added to the receiver's environment only, e.g.
 # LD_PRELOAD: a `VAR=VALUE start_recv` prefix would also reach the grep and
-# sleep this function runs.
+# sleep this function runs. Its stdout (--json events) goes to $RECV_STDOUT
+# when that is set.
 RECV_PID=""
 RECV_PORT=""
 declare -a RECV_ENV=()
@@ -251,7 +252,7 @@ start_recv() {
   local dir=$1 logf=$2 i line
   shift 2
   : >"$logf" # now, not in the child: a reused LOG must not show the last receiver's port
-  env "${RECV_ENV[@]}" "$BIN" recv --listen "${RECV_LISTEN:-127.0.0.1:0}" --dir "$dir" "$@" 2>"$logf" &
+  env "${RECV_ENV[@]}" "$BIN" recv --listen "${RECV_LISTEN:-127.0.0.1:0}" --dir "$dir" "$@" 2>"$logf" >"${RECV_STDOUT:-/dev/null}" &
   RECV_PID=$!
   register "$RECV_PID"
   RECV_PORT=""
@@ -515,4 +516,59 @@ assert_parent_unchanged() {
     fail "[$1] something was written outside the receiver's --dir"
   fi
   ok "[$1] nothing written outside the receiver's --dir ($(wc -l <"$T/$1.listing") entries compared)"
+}
+
+# ------------------------------------------------------ journal and json
+
+# journal_chunks JOURNAL: the number of chunks the journal's checkpoint
+# records confirm, read straight from its bytes (docs/JOURNAL.md: a 10-byte
+# file header, then records of checksum(8) length(4) type(1) payload, a
+# checkpoint payload being 20 bytes + 16 per chunk). A torn tail is ignored.
+journal_chunks() {
+  local f=$1 size off=10 len type n=0
+  size=$(fsize "$f")
+  while ((off + 13 <= size)); do
+    len=$(od -An -tu1 -j $((off + 8)) -N4 "$f" | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 }')
+    type=$(od -An -tu1 -j $((off + 12)) -N1 "$f" | tr -d ' ')
+    ((off + 13 + len <= size)) || break
+    if ((type == 2)); then n=$((n + (len - 20) / 16)); fi
+    off=$((off + 13 + len))
+  done
+  echo "$n"
+}
+
+# json_events FILE: the "event" field of each line, one per line; fails if a
+# line is not one JSON object.
+json_events() {
+  command -v jq >/dev/null 2>&1 || skip "jq not installed (scripts/deps.sh installs it)"
+  jq -R -r 'fromjson | if type == "object" then .event else error("not an object") end' "$1" ||
+    fail_with_logs "$1: a line is not a JSON object" "$1"
+}
+
+# json_field FILE EVENT JQ_EXPR: JQ_EXPR applied to the last EVENT in FILE.
+json_field() {
+  jq -R -r --arg e "$2" "fromjson | select(.event == \$e) | $3" "$1" | tail -n 1
+}
+
+# assert_in_order FILE EVENT...: the events appear in FILE in this order
+# (others may come between).
+assert_in_order() {
+  local f=$1 want got
+  shift
+  want="$*"
+  got=$(json_events "$f" | awk -v want="$want" '
+    BEGIN { n = split(want, w, " "); i = 1 }
+    i <= n && $0 == w[i] { i++ }
+    END { print (i > n) ? "ok" : "missing " w[i] }')
+  [[ $got == ok ]] || fail_with_logs "$f: events not in the order '$want': $got" "$f"
+  ok "$(basename "$f"): $want (in order)"
+}
+
+# assert_no_cr FILE...: no carriage return (no redraws) in these files.
+assert_no_cr() {
+  local f
+  for f in "$@"; do
+    if grep -q $'\r' "$f"; then fail_with_logs "$f holds a carriage return (a redraw) though it is not a terminal" "$f"; fi
+  done
+  ok "no carriage return in $# non-terminal outputs"
 }
