@@ -927,8 +927,10 @@ Status Session::send_ctl(frame::Type type, std::span<const std::uint8_t> frame) 
 // RESOLVE_NO_SYMLINKS) from its parent's descriptor: a symlink anywhere on
 // the way (planted, or sent by SYMLINK) is refused, never followed.
 Result<Fd> Session::make_dirs(std::string_view rel) {
-  Fd cur(fcntl(m_dir_fd, F_DUPFD_CLOEXEC, 0));
-  if (!cur) return errno_error(ErrorKind::io, "dup", errno);
+  // A fresh descriptor of --dir (not a dup: test tools that watch the
+  // directory recognise it by the path it was opened with).
+  Fd cur(openat(m_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) return errno_error(ErrorKind::io, "open " + m_opt.dir, errno);
   std::size_t start = 0;
   while (start < rel.size()) {
     auto slash = rel.find('/', start);
