@@ -52,6 +52,8 @@ const char* to_string(Type type) {
   case Type::file_done: return "FILE_DONE";
   case Type::mkdir: return "MKDIR";
   case Type::symlink: return "SYMLINK";
+  case Type::give_token: return "GIVE_TOKEN";
+  case Type::please_token: return "PLEASE_TOKEN";
   case Type::release: return "RELEASE";
   case Type::release_ack: return "RELEASE_ACK";
   case Type::not_finished: return "NOT_FINISHED";
@@ -66,7 +68,7 @@ bool is_known(std::uint8_t t) {
   case Type::resume: case Type::data: case Type::sync: case Type::checkpoint:
   case Type::resend: case Type::file_end: case Type::file_done: case Type::mkdir:
   case Type::symlink: case Type::release: case Type::release_ack: case Type::not_finished:
-  case Type::abort:
+  case Type::give_token: case Type::please_token: case Type::abort:
     return true;
   }
   return false;
@@ -466,6 +468,34 @@ Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p) {
   m.message = r.str16();
   if (m.message.size() > k_max_text) return bad("NOT_FINISHED: message too long");
   return done(r, m, "NOT_FINISHED: bad length");
+}
+
+std::vector<std::uint8_t> encode(const GiveToken& m) {
+  ByteWriter w;
+  auto n = std::min(m.fetch.size(), k_max_fetch_paths);
+  w.u16(static_cast<std::uint16_t>(n));
+  for (std::size_t i = 0; i < n; ++i) {
+    w.u8(m.fetch[i].contents ? 1 : 0);
+    w.str16(clip(m.fetch[i].path, k_max_text));
+  }
+  return finish(Type::give_token, w);
+}
+
+Result<GiveToken> decode_give_token(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  GiveToken m;
+  auto n = r.u16();
+  if (r.failed()) return bad("GIVE_TOKEN: truncated");
+  if (n > k_max_fetch_paths) return bad("GIVE_TOKEN: more than 256 paths");
+  for (std::uint16_t i = 0; i < n; ++i) {
+    auto contents = r.u8();
+    auto path = r.str16();
+    if (r.failed()) return bad("GIVE_TOKEN: truncated");
+    if (contents > 1) return bad("GIVE_TOKEN: bad contents flag");
+    if (path.size() > k_max_text) return bad("GIVE_TOKEN: path longer than 1024 bytes");
+    m.fetch.push_back({std::move(path), contents == 1});
+  }
+  return done(r, m, "GIVE_TOKEN: bad length");
 }
 
 std::vector<std::uint8_t> encode_empty(Type type) {

@@ -23,6 +23,7 @@ inline constexpr std::size_t k_max_name = 255;      // NAME_MAX: no file name is
 inline constexpr std::size_t k_max_dest_name = 240; // leaves room for ".sesscp.journal" in NAME_MAX
 inline constexpr std::size_t k_max_text = 1024;
 inline constexpr std::size_t k_max_link_target = 4095; // PATH_MAX - 1
+inline constexpr std::size_t k_max_fetch_paths = 256; // paths one GIVE_TOKEN may ask for
 inline constexpr char k_magic[8] = {'S', 'E', 'S', 'S', 'C', 'P', 0, 0};
 
 enum class Type : std::uint8_t {
@@ -39,6 +40,8 @@ enum class Type : std::uint8_t {
   file_done = 0x17,
   mkdir = 0x18,
   symlink = 0x19,
+  give_token = 0x1A,   // half-duplex: the data token passes to the peer
+  please_token = 0x1B, // half-duplex: ask the holder for the data token
   release = 0x20,
   release_ack = 0x21,
   not_finished = 0x22,
@@ -186,6 +189,20 @@ struct Symlink {
   std::string target;
   std::int64_t mtime_ns = 0;
 };
+// Half-duplex: the data token passes to the peer, at a major sync point of
+// the giver (nothing it sent is unconfirmed). `fetch` lists what the giver
+// asks the new holder to send in its turn: paths beneath the holder's export
+// (--serve), each checked with check_path; `contents` sends a directory's
+// contents rather than the directory (like `DIR/` on the command line). The
+// new holder gives the token back when everything it sent is confirmed.
+struct FetchPath {
+  std::string path;
+  bool contents = false;
+  bool operator==(const FetchPath&) const = default;
+};
+struct GiveToken {
+  std::vector<FetchPath> fetch;
+};
 // The answer to RELEASE while the peer still has work outstanding.
 struct NotFinished {
   std::string message;
@@ -206,7 +223,8 @@ std::vector<std::uint8_t> encode(const Abort& m);
 std::vector<std::uint8_t> encode(const Mkdir& m);
 std::vector<std::uint8_t> encode(const Symlink& m);
 std::vector<std::uint8_t> encode(const NotFinished& m);
-std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK
+std::vector<std::uint8_t> encode(const GiveToken& m);
+std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK, PLEASE_TOKEN
 // Encode the header and prefix of a DATA frame carrying `chunk_len` bytes.
 void encode_data_prefix(const DataPrefix& m, std::uint32_t chunk_len,
                         std::uint8_t (&out)[k_header_size + k_data_prefix]);
@@ -228,6 +246,7 @@ Result<Abort> decode_abort(std::span<const std::uint8_t> p);
 Result<Mkdir> decode_mkdir(std::span<const std::uint8_t> p);
 Result<Symlink> decode_symlink(std::span<const std::uint8_t> p);
 Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p);
+Result<GiveToken> decode_give_token(std::span<const std::uint8_t> p);
 Status decode_empty(std::span<const std::uint8_t> p);
 
 // Return "" when `name` is a safe single path component for the receiver's

@@ -903,10 +903,18 @@ Status Session::establish() {
   // Dialog control is negotiated here: the initiator asks, ACCEPT confirms.
   if (!session::Machine::supported(hello->mode)) {
     std::string msg = std::string("dialog mode ") + frame::to_string(hello->mode) +
-                      " is not supported; this receiver runs simplex sessions";
+                      " is not supported; this receiver runs simplex and half-duplex sessions";
     refuse(frame::Reason::unsupported_mode, msg);
     return make_error(ErrorKind::refused, msg);
   }
+  if (hello->mode == frame::DialogMode::half_duplex && m_opt.serve_dir.empty()) {
+    // A half-duplex session exists to fetch files back: there must be an export.
+    std::string msg = "half-duplex (--fetch) needs a receiver that exports a directory; this receiver was "
+                      "started without --serve DIR";
+    refuse(frame::Reason::unsupported_mode, msg);
+    return make_error(ErrorKind::refused, msg);
+  }
+  SESSCP_TRY(m_machine.set_mode(hello->mode));
   frame::Accept accept;
   accept.features = hello->features & frame::feature::k_all;
   accept.mode = hello->mode;

@@ -17,6 +17,7 @@ namespace sesscp {
 struct ReceiveOptions {
   net::Endpoint listen;
   std::string dir;                   // every file lands here
+  std::string serve_dir;             // exported read-only to half-duplex sessions (--serve); "" = none
   bool once = false;                 // serve one session, then return its status
   int timeout_ms = 30'000;           // peer silence that ends a session
   int handshake_timeout_ms = 10'000; // a connection must say HELLO within this

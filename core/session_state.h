@@ -33,14 +33,30 @@ const char* to_string(Role role);
 // confirmations, RELEASE_ACK, NOT_FINISHED). ABORT goes both ways.
 bool initiator_frame(frame::Type type);
 
+// Return true for the frames that carry file data (OFFER, DATA, SYNC,
+// FILE_END, MKDIR, SYMLINK): in a half-duplex session only the holder of
+// the data token sends them.
+bool data_frame(frame::Type type);
+// Return true for the confirmations of file data (RESUME, CHECKPOINT,
+// RESEND, FILE_DONE): only the side receiving the data sends them.
+bool confirmation_frame(frame::Type type);
+
 class Machine {
 public:
-  // Version 1 runs simplex only: the dialog mode a peer may ask for at
-  // establishment is checked with `supported`.
-  explicit Machine(Role role) : m_role(role) {}
+  // The dialog mode is simplex until set_mode (the initiator sets it before
+  // HELLO, the responder from the HELLO it accepts). In a half-duplex
+  // session the initiator holds the data token at establishment.
+  explicit Machine(Role role, frame::DialogMode mode = frame::DialogMode::simplex) : m_role(role), m_mode(mode) {}
 
   Role role() const { return m_role; }
   State state() const { return m_state; }
+  frame::DialogMode mode() const { return m_mode; }
+  // Set the dialog mode; only before the session is established.
+  Status set_mode(frame::DialogMode mode);
+  // True when this side holds the data token (simplex: the initiator, always).
+  bool holds_token() const { return (m_role == Role::initiator) == m_initiator_holds; }
+  // True when the peer asked for the token (PLEASE_TOKEN) and it was not given since.
+  bool token_asked() const { return m_token_asked; }
 
   // Apply a frame this side sends; ErrorKind::internal if it may not.
   Result<State> on_send(frame::Type type);
@@ -51,13 +67,19 @@ public:
   // (`outstanding` activities or sync points); ErrorKind::internal otherwise.
   Status may_release(std::uint64_t outstanding) const;
 
-  // Return true for the dialog modes this version runs.
-  static bool supported(frame::DialogMode mode) { return mode == frame::DialogMode::simplex; }
+  // Return true for the dialog modes this version runs (simplex, half-duplex).
+  static bool supported(frame::DialogMode mode) {
+    return mode == frame::DialogMode::simplex || mode == frame::DialogMode::half_duplex;
+  }
 
 private:
   Result<State> step(frame::Type type, bool sent);
+  Result<State> token_step(frame::Type type, bool sent, bool from_initiator);
   Role m_role;
+  frame::DialogMode m_mode;
   State m_state = State::idle;
+  bool m_initiator_holds = true;
+  bool m_token_asked = false;
 };
 
 } // namespace sesscp::session

@@ -327,6 +327,42 @@ TEST_CASE("HELLO carries the dialog mode; an unknown mode is malformed") {
   CHECK_FALSE(decode_hello(bad).ok());
 }
 
+TEST_CASE("GIVE_TOKEN and PLEASE_TOKEN (half-duplex) round-trip and reject bad payloads") {
+  GiveToken g{{{"reports", true}, {"a/b.txt", false}}};
+  auto [hg, pg] = split(encode(g));
+  CHECK(hg.type == Type::give_token);
+  CHECK(static_cast<std::uint8_t>(hg.type) == 0x1A);
+  auto d = decode_give_token(pg);
+  REQUIRE(d.ok());
+  CHECK(d->fetch == g.fetch);
+  check_length_strict(pg, decode_give_token);
+  // No request: the token goes back.
+  auto [he, pe] = split(encode(GiveToken{}));
+  auto e = decode_give_token(pe);
+  REQUIRE(e.ok());
+  CHECK(e->fetch.empty());
+  CHECK(pe.size() == 2);
+  // A contents flag other than 0 or 1 is malformed.
+  auto bad = pg;
+  bad[2] = 2;
+  CHECK_FALSE(decode_give_token(bad).ok());
+  // More than 256 paths is malformed.
+  std::vector<std::uint8_t> many = {0x01, 0x01};
+  for (int i = 0; i < 257; ++i) many.insert(many.end(), {0, 0, 1, 'x'});
+  CHECK_FALSE(decode_give_token(many).ok());
+
+  auto [hp, pp] = split(encode_empty(Type::please_token));
+  CHECK(hp.type == Type::please_token);
+  CHECK(static_cast<std::uint8_t>(hp.type) == 0x1B);
+  CHECK(pp.empty());
+  CHECK(decode_empty(pp).ok());
+  CHECK(std::string(to_string(Type::give_token)) == "GIVE_TOKEN");
+  CHECK(std::string(to_string(Type::please_token)) == "PLEASE_TOKEN");
+  for (auto t : {Type::give_token, Type::please_token}) CHECK(is_known(static_cast<std::uint8_t>(t)));
+  // The numbers next to them stay unknown.
+  for (int t : {0x1C, 0x1F, 0x23}) CHECK_FALSE(is_known(static_cast<std::uint8_t>(t)));
+}
+
 TEST_CASE("hash list root is order sensitive and incremental") {
   std::vector<Hash128> hs = {pattern_hash(1), pattern_hash(2), pattern_hash(3)};
   RootBuilder b;

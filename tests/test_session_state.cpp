@@ -17,7 +17,8 @@ namespace {
 const std::vector<Type> k_all_types = {
     Type::hello,     Type::accept,    Type::refuse,  Type::offer,   Type::resume,      Type::data,
     Type::sync,      Type::checkpoint, Type::resend, Type::file_end, Type::file_done,  Type::mkdir,
-    Type::symlink,   Type::release,   Type::release_ack, Type::not_finished, Type::abort};
+    Type::symlink,   Type::release,   Type::release_ack, Type::not_finished, Type::give_token,
+    Type::please_token, Type::abort};
 
 // Drive a machine to `target` along the legal path.
 Machine at(Role role, State target) {
@@ -139,8 +140,8 @@ TEST_CASE("every transition of every state, legal and illegal, for both roles") 
       }
     }
   }
-  // 17 types x 2 directions x 5 states x 2 roles.
-  CHECK(legal_count + illegal_count == 17 * 2 * 5 * 2);
+  // 19 types x 2 directions x 5 states x 2 roles.
+  CHECK(legal_count + illegal_count == 19 * 2 * 5 * 2);
   // Per role: idle 3 (HELLO, 2 ABORT), awaiting 4, established 13, releasing 4, closed 0.
   CHECK(legal_count == 2 * (3 + 4 + 13 + 4));
 }
@@ -156,8 +157,166 @@ TEST_CASE("simplex: data from the responder is a protocol error that names the r
   Machine r = at(Role::responder, State::established);
   CHECK_FALSE(r.on_send(Type::data).ok());
   CHECK(Machine::supported(frame::DialogMode::simplex));
-  CHECK_FALSE(Machine::supported(frame::DialogMode::half_duplex));
+  CHECK(Machine::supported(frame::DialogMode::half_duplex));
   CHECK_FALSE(Machine::supported(frame::DialogMode::full_duplex));
+  // A simplex session has no data token to pass or ask for.
+  for (auto t : {Type::give_token, Type::please_token}) {
+    Machine m = at(Role::responder, State::established);
+    auto got = m.on_receive(t);
+    REQUIRE_FALSE(got.ok());
+    CHECK(got.error().kind == ErrorKind::protocol);
+    CHECK(got.error().message.find("simplex") != std::string::npos);
+  }
+}
+
+namespace {
+
+// A half-duplex machine of `role` driven to established; the initiator holds the token.
+Machine half_established(Role role) {
+  Machine m(role);
+  REQUIRE(m.set_mode(frame::DialogMode::half_duplex).ok());
+  bool i = role == Role::initiator;
+  REQUIRE((i ? m.on_send(Type::hello) : m.on_receive(Type::hello)).ok());
+  REQUIRE((i ? m.on_receive(Type::accept) : m.on_send(Type::accept)).ok());
+  REQUIRE(m.state() == State::established);
+  return m;
+}
+
+} // namespace
+
+TEST_CASE("half-duplex: a whole session, push then fetch, seen from both sides") {
+  Machine s(Role::initiator), r(Role::responder);
+  REQUIRE(s.set_mode(frame::DialogMode::half_duplex).ok());
+  auto both = [&](Type t, bool from_initiator) {
+    CAPTURE(frame::to_string(t));
+    CAPTURE(from_initiator);
+    REQUIRE((from_initiator ? s.on_send(t) : r.on_send(t)).ok());
+    REQUIRE((from_initiator ? r.on_receive(t) : s.on_receive(t)).ok());
+  };
+  both(Type::hello, true);
+  REQUIRE(r.set_mode(frame::DialogMode::half_duplex).ok()); // the responder learns it from HELLO
+  both(Type::accept, false);
+  CHECK(s.holds_token());
+  CHECK_FALSE(r.holds_token());
+  // The initiator pushes.
+  for (auto t : {Type::mkdir, Type::offer}) both(t, true);
+  both(Type::resume, false);
+  for (auto t : {Type::data, Type::sync}) both(t, true);
+  both(Type::checkpoint, false);
+  both(Type::file_end, true);
+  both(Type::file_done, false);
+  // Token to the responder, with the fetch request.
+  both(Type::give_token, true);
+  CHECK_FALSE(s.holds_token());
+  CHECK(r.holds_token());
+  for (auto t : {Type::symlink, Type::offer}) both(t, false);
+  both(Type::resume, true);
+  for (auto t : {Type::data, Type::sync}) both(t, false);
+  both(Type::resend, true);
+  both(Type::data, false);
+  both(Type::checkpoint, true);
+  both(Type::file_end, false);
+  both(Type::file_done, true);
+  // The initiator may ask for the token back; the responder gives it.
+  both(Type::please_token, true);
+  CHECK(r.token_asked());
+  both(Type::give_token, false);
+  CHECK_FALSE(r.token_asked());
+  CHECK(s.holds_token());
+  CHECK(s.may_release(0).ok());
+  both(Type::release, true);
+  both(Type::release_ack, false);
+  CHECK(s.state() == State::closed);
+  CHECK(r.state() == State::closed);
+}
+
+TEST_CASE("half-duplex: every token rule, both holders, both roles, both directions") {
+  const std::vector<Type> data = {Type::offer, Type::data, Type::sync, Type::file_end, Type::mkdir, Type::symlink};
+  const std::vector<Type> confirmations = {Type::resume, Type::checkpoint, Type::resend, Type::file_done};
+  int checked = 0;
+  for (auto role : {Role::initiator, Role::responder}) {
+    for (bool initiator_holds : {true, false}) {
+      for (bool out : {true, false}) {
+        bool from_initiator = out == (role == Role::initiator);
+        bool from_holder = from_initiator == initiator_holds;
+        auto fresh = [&] {
+          Machine m = half_established(role);
+          if (!initiator_holds) {
+            bool i = role == Role::initiator;
+            REQUIRE((i ? m.on_send(Type::give_token) : m.on_receive(Type::give_token)).ok());
+          }
+          REQUIRE(m.holds_token() == ((role == Role::initiator) == initiator_holds));
+          return m;
+        };
+        CAPTURE(to_string(role));
+        CAPTURE(initiator_holds);
+        CAPTURE(out);
+        for (auto t : data) {
+          CAPTURE(frame::to_string(t));
+          Machine m = fresh();
+          auto r = out ? m.on_send(t) : m.on_receive(t);
+          CHECK(r.ok() == from_holder);
+          if (!r.ok()) {
+            CHECK(r.error().kind == (out ? ErrorKind::internal : ErrorKind::protocol));
+            CHECK(r.error().message.find("does not hold the data token") != std::string::npos);
+          }
+          ++checked;
+        }
+        for (auto t : confirmations) {
+          CAPTURE(frame::to_string(t));
+          Machine m = fresh();
+          auto r = out ? m.on_send(t) : m.on_receive(t);
+          CHECK(r.ok() == !from_holder);
+          ++checked;
+        }
+        {
+          // GIVE_TOKEN: only the holder; the token changes hands.
+          Machine m = fresh();
+          bool before = m.holds_token();
+          auto r = out ? m.on_send(Type::give_token) : m.on_receive(Type::give_token);
+          CHECK(r.ok() == from_holder);
+          CHECK(m.holds_token() == (r.ok() ? !before : before));
+          ++checked;
+        }
+        {
+          // PLEASE_TOKEN: the side without the token asks; one received from
+          // the holder crossed our GIVE_TOKEN and is ignored; sending it while
+          // holding the token is a bug.
+          Machine m = fresh();
+          auto r = out ? m.on_send(Type::please_token) : m.on_receive(Type::please_token);
+          CHECK(r.ok() == (!from_holder || !out));
+          CHECK(m.token_asked() == (!out && !from_holder));
+          ++checked;
+        }
+        {
+          // RELEASE: the initiator, only while it holds the token.
+          Machine m = fresh();
+          auto r = out ? m.on_send(Type::release) : m.on_receive(Type::release);
+          CHECK(r.ok() == (from_initiator && initiator_holds));
+          ++checked;
+        }
+      }
+    }
+  }
+  CHECK(checked == 2 * 2 * 2 * (6 + 4 + 3));
+}
+
+TEST_CASE("half-duplex: the mode is set before establishment; DATA without the token names the rule") {
+  Machine m = half_established(Role::initiator);
+  CHECK_FALSE(m.set_mode(frame::DialogMode::simplex).ok());
+  auto r = m.on_receive(Type::data);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().kind == ErrorKind::protocol);
+  CHECK(r.error().message.find("DATA from the responder, which does not hold the data token") != std::string::npos);
+  CHECK(m.state() == State::established);
+  // Token frames outside an established session are illegal.
+  Machine idle(Role::responder);
+  REQUIRE(idle.set_mode(frame::DialogMode::half_duplex).ok());
+  CHECK_FALSE(idle.on_receive(Type::give_token).ok());
+  Machine releasing = half_established(Role::responder);
+  REQUIRE(releasing.on_receive(Type::release).ok());
+  CHECK_FALSE(releasing.on_receive(Type::give_token).ok());
+  CHECK_FALSE(releasing.on_receive(Type::data).ok());
 }
 
 TEST_CASE("release: only the initiator, only when established, only with nothing unconfirmed") {
