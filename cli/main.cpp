@@ -127,6 +127,8 @@ struct SendArgs {
   std::string target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for;
   int retry = 0;
   bool follow_links = false;
+  std::vector<std::string> fetch; // half-duplex: paths to fetch from the receiver's --serve export
+  std::string fetch_dir = ".";
 };
 
 int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
@@ -138,6 +140,8 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   if (sesscp::url::looks_like_url(a.target)) {
     auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
     if (!bwlimit) return fail(out, bwlimit.error());
+    if (!a.fetch.empty())
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT), not a URL"));
     if (a.sources.size() != 1)
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
                                           "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
@@ -153,6 +157,18 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   o.path = a.sources.empty() ? "" : a.sources.front();
   o.name = a.name;
   o.follow_links = a.follow_links;
+  if (a.sources.empty() && a.fetch.empty())
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "nothing to send or fetch (give FILE|DIR... or --fetch PATH)"));
+  for (auto path : a.fetch) {
+    // PATH/ fetches the directory's contents, as DIR/ sends them.
+    bool contents = path.size() > 1 && path.back() == '/';
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    if (auto why = sesscp::frame::check_path(path); !why.empty())
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --fetch '" + path + "' (" + why +
+                                                                        "; paths are relative to the receiver's --serve directory)"));
+    o.fetch.push_back({path, contents});
+  }
+  o.fetch_dir = a.fetch_dir;
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
   if (!endpoint) return fail(out, endpoint.error());
   o.endpoint = *endpoint;
@@ -195,10 +211,10 @@ int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags
 }
 
 struct RecvArgs {
-  std::string listen, dir;
+  std::string listen, dir, serve;
   bool once = false;
   int max_sessions = 16;
-  std::string max_size = "0";
+  std::string max_size = "0", bwlimit = "0";
 };
 
 int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
@@ -215,12 +231,17 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   auto max_size = parse_size(a.max_size, "--max-size");
   if (!max_size) return fail(out, max_size.error());
   o.max_size = *max_size;
+  o.serve_dir = a.serve;
+  auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
+  if (!bwlimit) return fail(out, bwlimit.error());
+  o.serve_bwlimit = *bwlimit;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
-  out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"security", receiver->security()}});
-  out.notice("listening on " + receiver->address() + ", writing into " + a.dir + " (" + receiver->security() + ")");
+  out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"serve", a.serve}, {"security", receiver->security()}});
+  out.notice("listening on " + receiver->address() + ", writing into " + a.dir +
+             (a.serve.empty() ? "" : ", serving " + a.serve + " read-only to --fetch") + " (" + receiver->security() + ")");
   auto status = receiver->serve();
   // Sessions were reported as they ended; the exit status still gets its
   // error line, so that --quiet and cron see why.
@@ -283,9 +304,9 @@ int main(int argc, char** argv) {
   auto* send = app.add_subcommand("send", "Send files and directories to a receiver at HOST:PORT in one session, resuming where it stopped");
   send->add_option("sources", send_args.sources,
                    "Files and directories to send, then the receiver's HOST:PORT (DIR/ sends DIR's contents),\n"
-                   "or one FILE then sftp://[user@]host[:port]/path")
+                   "or one FILE then sftp://[user@]host[:port]/path; with --fetch the sources may be omitted")
       ->required()
-      ->expected(2, -1);
+      ->expected(1, -1);
   send->add_option("--name", send_args.name, "Name at the receiver of a single file (default: the file's name)");
   send->add_flag("--follow-links", send_args.follow_links,
                  "Send what symlinks inside directories point to (default: send them as links)");
@@ -297,6 +318,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000000));
   send->add_option("--retry-for", send_args.retry_for,
                    "Keep reconnecting for up to DURATION (e.g. 90s, 15m, 2h, 1d); with --retry, both limits apply");
+  send->add_option("--fetch", send_args.fetch,
+                   "After sending, fetch PATH from the receiver's --serve directory in the same session\n"
+                   "(half-duplex: the data token passes to the receiver, then back); PATH/ fetches a\n"
+                   "directory's contents; repeat for more paths")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  send->add_option("--fetch-dir", send_args.fetch_dir, "Where fetched files land (default: the current directory)");
   add_common(send, send_flags);
   sesscp::cli::SftpSendFlags sftp_flags;
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
@@ -306,6 +334,7 @@ int main(int argc, char** argv) {
                "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
                "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
                "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
+               "  sesscp send ./logs/ host:7070 --fetch reports/ --fetch-dir ./in   # push, then pull, one session\n"
                "Re-running the same command after any interruption resumes it; after success it\n"
                "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
                "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
@@ -319,10 +348,15 @@ int main(int argc, char** argv) {
   recv->add_option("--max-sessions", recv_args.max_sessions, "Concurrent sessions (default 16)")
       ->check(CLI::Range(1, 4096));
   recv->add_option("--max-size", recv_args.max_size, "Largest file accepted, e.g. 100G (default: no limit)");
+  recv->add_option("--serve", recv_args.serve,
+                   "Export DIR read-only to senders that --fetch from it (half-duplex sessions); paths stay\n"
+                   "beneath DIR and symlinks are never followed out of it");
+  recv->add_option("--bwlimit", recv_args.bwlimit, "Limit the rate of files sent from --serve, e.g. 50M (default: none)");
   add_common(recv, recv_flags);
   recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file /etc/sesscp.key\n"
                "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n"
                "  sesscp recv --listen [::]:7070 --dir /in --quiet --log-file /var/log/sesscp.log\n"
+               "  sesscp recv --listen 0.0.0.0:7070 --dir /in --serve /srv/reports   # senders may --fetch\n"
                "As a service: docs/examples/sesscp-recv.service. See what is partial: 'sesscp status DIR'.\n\n" +
                std::string(k_exit_codes));
 

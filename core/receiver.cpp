@@ -3,6 +3,7 @@
 #include "checkpoint/journal.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/sender.h"
 #include "core/session_state.h"
 
 #include <fcntl.h>
@@ -741,6 +742,11 @@ public:
     std::lock_guard lock(m_mutex);
     return !m_todo.empty() || m_busy;
   }
+  // True when every batch submitted was committed and confirmed (taken).
+  bool all_taken() {
+    std::lock_guard lock(m_mutex);
+    return m_todo.empty() && !m_busy && m_done.empty();
+  }
   std::optional<std::pair<Batch, Status>> take_done() {
     std::uint64_t v;
     (void)!read(m_wake.get(), &v, sizeof v);
@@ -792,11 +798,20 @@ private:
 class Session {
 public:
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, const tls::Context* tls,
-          Fd socket)
-      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(tls),
-        m_peer(net::peer_name(socket.get())), m_conn(std::move(socket), opt.stop, opt.handshake_timeout_ms) {}
+          Fd socket, int serve_fd = -1)
+      : m_dir_fd(dir_fd), m_serve_fd(serve_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(tls),
+        m_peer(net::peer_name(socket.get())),
+        m_own_conn(std::in_place, std::move(socket), opt.stop, opt.handshake_timeout_ms), m_conn(*m_own_conn),
+        m_machine(m_own_machine) {}
+  // Half-duplex: the initiator's turn to receive, over its own session.
+  Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
+          session::Machine& machine)
+      : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(nullptr), m_peer("fetch"),
+        m_conn(conn), m_machine(machine) {}
 
   Status run();
+  // Receive until the peer gives the data token back.
+  Status run_turn();
   // Refuse before establishment (e.g. too many sessions).
   void refuse(frame::Reason reason, const std::string& message) {
     (void)m_conn.send(frame::encode(frame::Refuse{reason, frame::k_protocol_version, message}));
@@ -811,6 +826,7 @@ private:
   Status on_mkdir(std::span<const std::uint8_t> payload);
   Status on_symlink(std::span<const std::uint8_t> payload);
   Status on_release();
+  Status on_give_token(std::span<const std::uint8_t> payload);
   Status finish_front();
   Status commit_batch();
   Status collect_commits(bool confirm, bool wait);
@@ -820,13 +836,16 @@ private:
   Status send_ctl(frame::Type type, std::span<const std::uint8_t> frame);
 
   int m_dir_fd;
+  int m_serve_fd = -1; // --serve, exported to half-duplex sessions
   const ReceiveOptions& m_opt;
   unsigned m_umask;
   Events& m_events;
   const tls::Context* m_tls;
   std::string m_peer;
-  Conn m_conn;
-  session::Machine m_machine{session::Role::responder};
+  std::optional<Conn> m_own_conn;
+  Conn& m_conn;
+  session::Machine m_own_machine{session::Role::responder};
+  session::Machine& m_machine;
   // Files offered and planned, in order; the front one receives data.
   std::deque<std::unique_ptr<IncomingFile>> m_files;
   // Small files verified and set up, waiting for one commit (group commit).
@@ -1179,6 +1198,28 @@ Status Session::on_release() {
   return {};
 }
 
+// Half-duplex: the peer gives the data token, at its major sync point:
+// everything it sent must be confirmed already. The initiator's turn to
+// receive ends here; a responder now sends what the request names.
+Status Session::on_give_token(std::span<const std::uint8_t> payload) {
+  auto give = frame::decode_give_token(payload);
+  if (!give) return give.error();
+  if (!m_files.empty() || !m_batch.empty() || (m_committer && !m_committer->all_taken()))
+    return make_error(ErrorKind::protocol, "GIVE_TOKEN while files it sent are unconfirmed: the data token passes "
+                                           "only at a major sync point");
+  SESSCP_TRY(apply_directory_metadata());
+  if (m_machine.role() == session::Role::initiator) return {};
+  if (m_serve_fd < 0)
+    return make_error(ErrorKind::internal, "half-duplex session without an export");
+  m_events.info(m_peer + ": data token received; sending " + std::to_string(give->fetch.size()) + " requested path(s) from " +
+                m_opt.serve_dir);
+  SendOptions send;
+  send.timeout_ms = m_opt.timeout_ms;
+  send.bwlimit = m_opt.serve_bwlimit;
+  send.stop = m_opt.stop;
+  return serve_turn(m_conn, m_machine, m_serve_fd, m_opt.serve_dir, give->fetch, send, m_events);
+}
+
 // One step of the session: finish what can be finished, then read a frame.
 Status Session::next_step() {
   SESSCP_TRY(collect_commits(true, false));
@@ -1223,6 +1264,8 @@ Status Session::next_step() {
   case frame::Type::mkdir: return on_mkdir(*payload);
   case frame::Type::symlink: return on_symlink(*payload);
   case frame::Type::release: return on_release();
+  case frame::Type::give_token: return on_give_token(*payload);
+  case frame::Type::please_token: return {}; // recorded by the machine; a receiving side has nothing to grant
   case frame::Type::abort: {
     auto abort = frame::decode_abort(*payload);
     if (!abort) return abort.error();
@@ -1269,6 +1312,18 @@ Status Session::serve_files() {
   return status;
 }
 
+Status Session::run_turn() {
+  Status status;
+  while (status && !m_machine.holds_token() && m_machine.state() != session::State::closed) status = next_step();
+  if (status && m_machine.state() == session::State::closed)
+    status = make_error(ErrorKind::protocol, "the session ended during the receiver's turn");
+  if (!status) {
+    end_files(status.error());
+    if (status.error().kind == ErrorKind::protocol) m_conn.send_abort(frame::Reason::protocol, status.error().message);
+  }
+  return status;
+}
+
 Status Session::run() {
   // Authenticate the peer (TLS), then establish the session.
   auto status = authenticate();
@@ -1287,11 +1342,25 @@ Status Session::run() {
 
 } // namespace
 
+Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events) {
+  Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
+  unsigned mask = ::umask(0);
+  ::umask(mask);
+  Session session(dir.get(), options, mask, events, conn, machine);
+  return session.run_turn();
+}
+
 Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events) {
   Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
   if (faccessat(dir.get(), ".", W_OK, AT_EACCESS) != 0)
     return errno_error(ErrorKind::cannot_create, "cannot write to " + options.dir, errno);
+  Fd serve;
+  if (!options.serve_dir.empty()) {
+    serve = Fd(open(options.serve_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!serve) return errno_error(ErrorKind::usage, "cannot open --serve directory " + options.serve_dir, errno);
+  }
   auto listener = net::listen_tcp(options.listen);
   if (!listener) return listener.error();
   // Each session may hold a few hundred descriptors (pipelined offers and a
@@ -1309,13 +1378,13 @@ Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events)
     if (!ctx) return ctx.error();
     tls.emplace(std::move(*ctx));
   }
-  return Receiver(options, events, std::move(*listener), std::move(dir), mask, std::move(tls));
+  return Receiver(options, events, std::move(*listener), std::move(dir), std::move(serve), mask, std::move(tls));
 }
 
 std::string Receiver::address() const { return net::local_name(m_listener.get()); }
 
 Status Receiver::handle_connection(Fd socket) {
-  Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket));
+  Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket), m_serve.get());
   return session.run();
 }
 
@@ -1359,7 +1428,8 @@ Status Receiver::serve() {
       continue;
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock));
+    auto session =
+        std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock), m_serve.get());
     workers.push_back({std::thread([session = std::move(session), done] {
                          (void)session->run();
                          done->store(true);

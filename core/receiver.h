@@ -18,6 +18,7 @@ struct ReceiveOptions {
   net::Endpoint listen;
   std::string dir;                   // every file lands here
   std::string serve_dir;             // exported read-only to half-duplex sessions (--serve); "" = none
+  std::uint64_t serve_bwlimit = 0;   // bytes per second when sending from serve_dir, 0 = unlimited
   bool once = false;                 // serve one session, then return its status
   int timeout_ms = 30'000;           // peer silence that ends a session
   int handshake_timeout_ms = 10'000; // a connection must say HELLO within this
@@ -27,6 +28,17 @@ struct ReceiveOptions {
   tls::Options tls;                  // how to encrypt and authenticate
   const std::atomic<bool>* stop = nullptr;
 };
+
+class Conn;
+namespace session {
+class Machine;
+}
+
+// Half-duplex, the initiator's turn to receive: after giving the data token
+// (GIVE_TOKEN with a fetch request), run the receiving side of this session
+// over `conn`, writing into `options.dir` exactly as a receiver does
+// (leases, journals, resume, publish), until the peer gives the token back.
+Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events);
 
 class Receiver {
 public:
@@ -48,14 +60,15 @@ public:
   Status handle_connection(Fd socket);
 
 private:
-  Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, unsigned umask,
+  Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, Fd serve, unsigned umask,
            std::optional<tls::Context> tls)
       : m_opt(options), m_events(events), m_listener(std::move(listener)), m_dir(std::move(dir)),
-        m_umask(umask), m_tls(std::move(tls)) {}
+        m_serve(std::move(serve)), m_umask(umask), m_tls(std::move(tls)) {}
   const ReceiveOptions& m_opt;
   Events& m_events;
   Fd m_listener;
   Fd m_dir;
+  Fd m_serve; // --serve, or invalid
   unsigned m_umask;
   std::optional<tls::Context> m_tls; // empty with --insecure
 };

@@ -3,15 +3,21 @@
 #include "checkpoint/journal.h"
 #include "core/conn.h"
 #include "core/frame.h"
+#include "core/receiver.h"
 #include "core/session_state.h"
 #include "core/source.h"
 
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <optional>
 #include <deque>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -35,20 +41,21 @@ std::string hostname() {
   return buf;
 }
 
-// An error the receiver reported in ABORT or REFUSE.
-Error remote_error(frame::Reason reason, const std::string& message) {
+// An error the peer (`who`: the receiver, or in a half-duplex turn the
+// sender) reported in ABORT or REFUSE.
+Error remote_error(frame::Reason reason, const std::string& message, const char* who = "receiver") {
   auto kind = frame::error_kind_for(reason);
   // The receiver's disk or I/O trouble is not ours: the state is saved and
   // the same command resumes once the receiver is fixed.
   if (kind == ErrorKind::io || kind == ErrorKind::no_space) kind = ErrorKind::interrupted;
-  return make_error(kind, "receiver: " + std::string(frame::to_string(reason)) +
+  return make_error(kind, std::string(who) + ": " + std::string(frame::to_string(reason)) +
                               (message.empty() ? "" : ": " + message));
 }
 
-Error unexpected(Conn& conn, frame::Type got, const char* expected) {
+Error unexpected(Conn& conn, frame::Type got, const char* expected, const char* who = "receiver") {
   std::string msg = std::string("expected ") + expected + ", got " + frame::to_string(got);
   conn.send_abort(frame::Reason::protocol, msg);
-  return make_error(ErrorKind::protocol, "receiver broke the protocol: " + msg);
+  return make_error(ErrorKind::protocol, std::string(who) + " broke the protocol: " + msg);
 }
 
 // Sleep as needed to keep the average rate under `limit` bytes per second.
@@ -71,6 +78,7 @@ struct Plan {
   std::vector<char> resumed;  // the first resume point is recorded
   int reconnects = 0;
   std::uint64_t bytes = 0;    // file bytes sent over every attempt
+  bool fetched = false;       // half-duplex: the fetch turn completed
   Clock::time_point start = Clock::now();
   std::size_t files() const {
     return static_cast<std::size_t>(std::count_if(entries.begin(), entries.end(), [](const SourceEntry& e) {
@@ -99,12 +107,25 @@ struct Job {
 
 class Sender {
 public:
+  // The initiator of a session.
   Sender(const SendOptions& options, Events& events, Plan& plan)
-      : m_opt(options), m_events(events), m_plan(plan), m_bytes_before(plan.bytes) {}
+      : m_opt(options), m_events(events), m_plan(plan), m_machine(m_own_machine), m_bytes_before(plan.bytes) {}
+  // The responder's turn in a half-duplex session, over its established session.
+  Sender(const SendOptions& options, Events& events, Plan& plan, session::Machine& machine)
+      : m_opt(options), m_events(events), m_plan(plan), m_machine(machine), m_turn(true), m_peer("sender"),
+        m_bytes_before(plan.bytes) {}
 
+  // Establish, push, (half-duplex) fetch, release.
   Status run(Conn& conn);
+  // Push, then give the data token back.
+  Status run_turn(Conn& conn);
 
 private:
+  Status push(Conn& conn);
+  Status give_token(Conn& conn);
+  bool all_confirmed() const {
+    return m_awaiting_resume.empty() && m_ready.empty() && !m_active && m_unfinished.empty();
+  }
   Status establish(Conn& conn);
   Status exchange_hello(Conn& conn);
   Status top_up(Conn& conn);
@@ -127,7 +148,10 @@ private:
   const SendOptions& m_opt;
   Events& m_events;
   Plan& m_plan;
-  session::Machine m_machine{session::Role::initiator};
+  session::Machine m_own_machine{session::Role::initiator};
+  session::Machine& m_machine;
+  bool m_turn = false;            // the responder's turn of a half-duplex session
+  const char* m_peer = "receiver";
   Clock::time_point m_start = Clock::now();
   std::uint64_t m_bytes_before; // sent by earlier attempts (not throttled again)
 
@@ -177,7 +201,7 @@ Result<frame::Header> Sender::next_frame(Conn& conn, std::span<const std::uint8_
   if (!header) return header.error();
   if (auto legal = m_machine.on_receive(header->type); !legal) {
     conn.send_abort(frame::Reason::protocol, legal.error().message);
-    return make_error(ErrorKind::protocol, "receiver broke the protocol: " + legal.error().message);
+    return make_error(ErrorKind::protocol, std::string(m_peer) + " broke the protocol: " + legal.error().message);
   }
   auto p = conn.read_control_payload(*header);
   if (!p) return p.error();
@@ -185,7 +209,7 @@ Result<frame::Header> Sender::next_frame(Conn& conn, std::span<const std::uint8_
   if (header->type == frame::Type::abort) {
     auto abort = frame::decode_abort(payload);
     if (!abort) return abort.error();
-    return remote_error(abort->reason, abort->message);
+    return remote_error(abort->reason, abort->message, m_peer);
   }
   return header;
 }
@@ -193,6 +217,9 @@ Result<frame::Header> Sender::next_frame(Conn& conn, std::span<const std::uint8_
 Status Sender::exchange_hello(Conn& conn) {
   frame::Hello hello;
   hello.identity = "sesscp/" SESSCP_VERSION " " + hostname();
+  // Dialog control: a session that also fetches takes turns with the data token.
+  hello.mode = m_opt.fetch.empty() ? frame::DialogMode::simplex : frame::DialogMode::half_duplex;
+  SESSCP_TRY(m_machine.set_mode(hello.mode));
   SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));
   std::span<const std::uint8_t> p;
@@ -215,12 +242,17 @@ Status Sender::exchange_hello(Conn& conn) {
     return make_error(ErrorKind::version, "receiver accepted with protocol version " +
                                               std::to_string(accept->version));
   if (accept->mode != hello.mode)
-    return unexpected(conn, h->type, "an ACCEPT confirming the simplex dialog mode");
+    return unexpected(conn, h->type,
+                      hello.mode == frame::DialogMode::simplex ? "an ACCEPT confirming the simplex dialog mode"
+                                                               : "an ACCEPT confirming the half-duplex dialog mode");
   m_events.debug("session established with " + accept->identity + " (" + frame::to_string(accept->mode) + ")");
   return {};
 }
 
 bool Sender::can_top_up() const {
+  // Asked for the token: nothing new is offered, so the next point where
+  // everything offered is confirmed comes soon; the token passes there.
+  if (!m_turn && m_machine.token_asked()) return false;
   return m_next < m_todo.size() && m_awaiting_resume.size() + m_ready.size() < k_offer_pipeline &&
          m_unfinished.size() < k_max_unfinished;
 }
@@ -425,7 +457,13 @@ Status Sender::handle(Conn& conn, const frame::Header& header, std::span<const s
       return unexpected(conn, header.type, "a RESEND of an unconfirmed chunk");
     return send_chunk(conn, rs->chunk, true);
   }
-  default: return unexpected(conn, header.type, "RESUME, CHECKPOINT, RESEND or FILE_DONE");
+  case frame::Type::please_token:
+    // The machine recorded the request (or ignored one that crossed our GIVE_TOKEN).
+    if (m_machine.token_asked())
+      m_events.debug(m_turn ? "the initiator asked for the data token; it goes back when this turn is confirmed"
+                            : "the receiver asked for the data token; it passes once everything offered is confirmed");
+    return {};
+  default: return unexpected(conn, header.type, "RESUME, CHECKPOINT, RESEND or FILE_DONE", m_peer);
   }
 }
 
@@ -466,14 +504,64 @@ Status Sender::release(Conn& conn) {
   }
 }
 
+// Half-duplex: give the data token to the peer at a major sync point
+// (everything sent is confirmed). The initiator's GIVE_TOKEN carries its
+// fetch request the first time, and it then receives the peer's turn; the
+// responder's gives the token back at the end of its turn.
+Status Sender::give_token(Conn& conn) {
+  if (!all_confirmed()) return make_error(ErrorKind::internal, "data token given with files unconfirmed");
+  frame::GiveToken give;
+  if (!m_turn && !m_plan.fetched) give.fetch = m_opt.fetch;
+  SESSCP_TRY(m_machine.on_send(frame::Type::give_token));
+  SESSCP_TRY(conn.send(frame::encode(give)));
+  if (m_turn) {
+    m_events.debug("data token given back to the initiator");
+    return {};
+  }
+  m_events.debug("data token given to the receiver, asking for " + std::to_string(give.fetch.size()) + " path(s)");
+  ReceiveOptions receive;
+  receive.dir = m_opt.fetch_dir;
+  receive.timeout_ms = m_opt.timeout_ms;
+  receive.stop = m_opt.stop;
+  SESSCP_TRY(receive_turn(conn, m_machine, receive, m_events));
+  m_plan.fetched = true;
+  m_events.debug("data token back from the receiver");
+  return {};
+}
+
+Status Sender::run_turn(Conn& conn) {
+  SESSCP_TRY(push(conn));
+  return give_token(conn);
+}
+
 Status Sender::run(Conn& conn) {
   // Establish the session.
   SESSCP_TRY(establish(conn));
+  SESSCP_TRY(push(conn));
+  // Half-duplex: the receiver's turn, unless an earlier session or an early
+  // grant (PLEASE_TOKEN) already fetched.
+  if (m_machine.mode() == frame::DialogMode::half_duplex && !m_plan.fetched) SESSCP_TRY(give_token(conn));
+  // Orderly release: nothing is unconfirmed now. Every file is already
+  // complete and durable, so a failed release is only worth a note; the
+  // directories' metadata and the links are made durable at release.
+  if (auto released = release(conn); !released) {
+    if (released.error().kind == ErrorKind::protocol) return released.error();
+    m_events.debug("release not acknowledged: " + released.error().message);
+  }
+  // Directories and links are idempotent: they count as done once released.
+  for (auto i : m_todo) m_plan.done[i] = 1;
+  return {};
+}
+
+// Offer, transfer and confirm every file of the plan not done yet.
+Status Sender::push(Conn& conn) {
   for (std::size_t i = 0; i < m_plan.entries.size(); ++i)
     if (!m_plan.done[i]) m_todo.push_back(i);
   // Offer, transfer and confirm every file: offers run ahead of the data.
   std::span<const std::uint8_t> payload;
   for (;;) {
+    // The receiver asked for the token: grant it at this major sync point.
+    if (!m_turn && m_machine.token_asked() && all_confirmed()) SESSCP_TRY(give_token(conn));
     SESSCP_TRY(top_up(conn));
     if (!m_active && !m_ready.empty()) start_next();
     bool can_send = m_active && !m_file_end_sent &&
@@ -494,15 +582,6 @@ Status Sender::run(Conn& conn) {
     if (!h) return h.error();
     SESSCP_TRY(handle(conn, *h, payload));
   }
-  // Orderly release: nothing is unconfirmed now. Every file is already
-  // complete and durable, so a failed release is only worth a note; the
-  // directories' metadata and the links are made durable at release.
-  if (auto released = release(conn); !released) {
-    if (released.error().kind == ErrorKind::protocol) return released.error();
-    m_events.debug("release not acknowledged: " + released.error().message);
-  }
-  // Directories and links are idempotent: they count as done once released.
-  for (auto i : m_todo) m_plan.done[i] = 1;
   return {};
 }
 
@@ -549,7 +628,7 @@ Status connect_and_send(const SendOptions& options, const tls::Context* tls, Eve
 // Read the sources into a plan: the entries, and a report for each.
 Result<Plan> make_plan(const SendOptions& options, Events& events) {
   std::vector<std::string> sources = options.paths;
-  if (sources.empty()) sources.push_back(options.path);
+  if (sources.empty() && !options.path.empty()) sources.push_back(options.path);
   std::vector<std::string> warnings;
   auto entries = collect_sources(sources, options.follow_links, warnings);
   if (!entries) return entries.error();
@@ -563,7 +642,7 @@ Result<Plan> make_plan(const SendOptions& options, Events& events) {
       return make_error(ErrorKind::usage, "cannot send as '" + options.name + "' (" + why + ")");
     plan.entries[0].name = options.name;
   }
-  if (plan.entries.empty()) return make_error(ErrorKind::usage, "nothing to send");
+  if (plan.entries.empty() && options.fetch.empty()) return make_error(ErrorKind::usage, "nothing to send");
   auto n = plan.entries.size();
   plan.reports.resize(n);
   plan.done.assign(n, 0);
@@ -573,11 +652,98 @@ Result<Plan> make_plan(const SendOptions& options, Events& events) {
   return plan;
 }
 
+// Open `path` beneath the export: no component may be a symlink, and
+// nothing outside the directory is reachable (openat2 RESOLVE_BENEATH).
+Result<Fd> open_in_export(int serve_fd, const std::string& path) {
+  open_how how{};
+  how.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd = syscall(SYS_openat2, serve_fd, path.c_str(), &how, sizeof how);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ELOOP || err == EXDEV)
+      return make_error(ErrorKind::refused, path + ": a symbolic link on the way (links are not followed out of the export)");
+    if (err == ENOENT || err == ENOTDIR) return make_error(ErrorKind::refused, path + ": no such file in the export");
+    return errno_error(ErrorKind::refused, path + ": cannot open it in the export", err);
+  }
+  return Fd(static_cast<int>(fd));
+}
+
+// Half-duplex turn: the entries the fetch request names, read through
+// descriptors opened beneath the export (held in `pins` while they are sent).
+Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<frame::FetchPath>& fetch,
+                                               std::vector<Fd>& pins, Events& events) {
+  std::vector<SourceEntry> all;
+  std::set<std::string> names;
+  for (const auto& f : fetch) {
+    if (auto why = frame::check_path(f.path); !why.empty())
+      return make_error(ErrorKind::refused, "fetch path '" + f.path + "' refused: " + why);
+    auto fd = open_in_export(serve_fd, f.path);
+    if (!fd) return make_error(ErrorKind::refused, "fetch path refused: " + fd.error().message);
+    std::string pinned = "/proc/self/fd/" + std::to_string(fd->get());
+    pins.push_back(std::move(*fd));
+    std::vector<std::string> warnings;
+    auto entries = collect_sources({pinned + (f.contents ? "/" : "")}, false, warnings);
+    if (!entries) return make_error(ErrorKind::refused, "fetch path '" + f.path + "': " + entries.error().message);
+    for (const auto& w : warnings) events.info("warning: " + w);
+    // Named by the path's last component, not by the descriptor.
+    auto slash = f.path.find_last_of('/');
+    std::string base = slash == std::string::npos ? f.path : f.path.substr(slash + 1);
+    std::string fd_name = pinned.substr(pinned.find_last_of('/') + 1);
+    for (auto& e : *entries) {
+      if (!f.contents) e.name = base + e.name.substr(fd_name.size());
+      if (!names.insert(e.name).second)
+        return make_error(ErrorKind::refused, "two fetch paths land on the same name '" + e.name + "'");
+      all.push_back(std::move(e));
+    }
+  }
+  return all;
+}
+
 } // namespace
+
+Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
+                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events) {
+  std::vector<Fd> pins;
+  auto entries = fetch_entries(serve_fd, fetch, pins, events);
+  if (!entries) {
+    conn.send_abort(frame::Reason::bad_name, entries.error().message);
+    return entries.error();
+  }
+  events.debug("serving " + std::to_string(entries->size()) + " entries from " + serve_dir);
+  Plan plan;
+  plan.entries = std::move(*entries);
+  auto n = plan.entries.size();
+  plan.reports.resize(n);
+  plan.done.assign(n, 0);
+  plan.offered.assign(n, 0);
+  plan.resumed.assign(n, 0);
+  for (std::size_t i = 0; i < n; ++i) plan.reports[i].name = plan.entries[i].name;
+  Sender sender(options, events, plan, machine);
+  auto status = sender.run_turn(conn);
+  // Files the turn offered but could not finish get their summary line.
+  for (std::size_t i = 0; i < n && !status; ++i) {
+    if (plan.done[i] || !plan.offered[i]) continue;
+    plan.reports[i].state = exit_code_for(status.error().kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
+                                                                                          : FileReport::State::failed;
+    events.file_report(true, plan.reports[i]);
+  }
+  if (!status && status.error().kind == ErrorKind::source_changed)
+    conn.send_abort(frame::Reason::source_changed, status.error().message);
+  return status;
+}
 
 Status send_file(const SendOptions& options, Events& events, FileReport& report) {
   report = FileReport{};
   report.name = options.name.empty() ? basename_of(options.path) : options.name;
+  if (!options.fetch.empty()) {
+    // Check the fetch directory before touching the network.
+    struct stat st{};
+    if (stat(options.fetch_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return make_error(ErrorKind::usage, "--fetch-dir " + options.fetch_dir + " is not a directory");
+    if (access(options.fetch_dir.c_str(), W_OK) != 0)
+      return errno_error(ErrorKind::cannot_create, "cannot write to --fetch-dir " + options.fetch_dir, errno);
+  }
   // Read the sources first: a missing file is a usage error, not a network one.
   auto plan = make_plan(options, events);
   if (!plan) return plan.error();

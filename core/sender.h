@@ -2,6 +2,7 @@
 #pragma once
 
 #include "core/events.h"
+#include "core/frame.h"
 #include "core/net.h"
 #include "core/result.h"
 #include "core/retry.h"
@@ -30,8 +31,17 @@ struct SendOptions {
   int timeout_ms = 30'000;            // peer silence that ends the session
   tls::Options tls;                   // how to encrypt and authenticate
   RetryPolicy retry;                  // reconnect after network failures (--retry, --retry-for)
+  // Half-duplex (--fetch): after the push, give the data token to the
+  // receiver with this request, and receive what it sends into `fetch_dir`.
+  std::vector<frame::FetchPath> fetch;
+  std::string fetch_dir = ".";
   const std::atomic<bool>* stop = nullptr;
 };
+
+class Conn;
+namespace session {
+class Machine;
+}
 
 // Return how many chunks may be unconfirmed at once for a window in bytes.
 std::uint64_t window_chunks(std::uint64_t window, std::uint32_t chunk_size);
@@ -49,5 +59,14 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
 // report; for several, the totals (name "N files"). Retries spent:
 // ErrorKind::interrupted (exit 75).
 Status send_file(const SendOptions& options, Events& events, FileReport& report);
+
+// Half-duplex, the responder's turn: the initiator gave the data token with
+// the request `fetch`; send those paths from the export (`serve_fd`, opened
+// on `serve_dir`) over `conn`, as send_file does, then give the token back
+// once every file sent is confirmed. Each path must pass frame::check_path
+// and resolve beneath the export without a symlink on the way; anything else
+// is answered with ABORT bad name (ErrorKind::refused).
+Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
+                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events);
 
 } // namespace sesscp
