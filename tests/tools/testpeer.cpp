@@ -17,15 +17,23 @@
 //                                  bytes (NUL, '\n', '/', "..", > 255 bytes,
 //                                  overlong UTF-8) go on the wire as given,
 //                                  with their true u16 length.
-// and then reads one reply frame.
+// and then reads one reply frame (with --until-abort: reads frames until an
+// ABORT, which is the reply printed, or the end of the connection).
 //
 // Receiver side (--serve SCENARIO): listen on HOST:PORT (port 0 picks one;
 // "testpeer: listening on 127.0.0.1:PORT" goes to stderr), plaintext, accept
-// one connection, answer HELLO with ACCEPT and then play SCENARIO against a
-// real `sesscp send --insecure`:
+// one connection, answer HELLO with ACCEPT (confirming the HELLO's dialog
+// mode) and then play SCENARIO against a real `sesscp send --insecure`:
 //   data-from-receiver  answer the first OFFER with a DATA frame, which a
-//                       simplex session forbids; print the sender's answer
-//                       (reply: ABORT reason=1 ...)
+//                       simplex session forbids, and a half-duplex one while
+//                       the sender holds the data token; print the sender's
+//                       answer (reply: ABORT reason=1 ...)
+//   please-token        (half-duplex) answer every OFFER with RESUME complete,
+//                       the first one followed by PLEASE_TOKEN; on the
+//                       GIVE_TOKEN print "token: GIVE_TOKEN after OFFERS=N
+//                       fetch=K" and give the token straight back (nothing
+//                       to send); on RELEASE answer RELEASE_ACK and print
+//                       "reply: RELEASE_ACK releases=1 offers=N"
 //   refuse-release      answer every OFFER with RESUME complete, the first
 //                       RELEASE with NOT_FINISHED and the next with
 //                       RELEASE_ACK; print "reply: RELEASE_ACK releases=2"
@@ -43,6 +51,7 @@
 //   --size N             OFFER size in bytes (default 0)
 //   --chunk-size N       OFFER chunk size in bytes (default 1048576)
 //   --timeout S          per-step deadline in seconds (default 10)
+//   --until-abort        after the frames, read until an ABORT (or EOF)
 //
 // Output: exactly one line on stdout for the last reply read,
 //   reply: TYPE reason=N message=TEXT
@@ -105,6 +114,7 @@ struct Args {
   int timeout_ms = 10000;
   std::string serve;
   std::uint8_t hello_mode = 0;
+  bool until_abort = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -212,7 +222,10 @@ Args parse_args(int argc, char** argv) {
       }
     } else if (opt == "--serve") {
       a.serve = value();
-      if (a.serve != "data-from-receiver" && a.serve != "refuse-release") usage("unknown scenario " + a.serve);
+      if (a.serve != "data-from-receiver" && a.serve != "refuse-release" && a.serve != "please-token")
+        usage("unknown scenario " + a.serve);
+    } else if (opt == "--until-abort") {
+      a.until_abort = true;
     } else if (opt == "--hello-mode") {
       auto v = parse_number(opt, value());
       if (v > 255) usage("--hello-mode above 255");
@@ -383,6 +396,11 @@ int run(const Args& a) {
     }
     reply = read_reply(conn);
     if (!reply) return fail(reply.error());
+    while (a.until_abort && reply->type != static_cast<std::uint8_t>(frame::Type::abort)) {
+      std::fprintf(stderr, "testpeer: read %s, reading on\n", type_name(reply->type).c_str());
+      reply = read_reply(conn);
+      if (!reply) return fail(reply.error());
+    }
   }
   std::printf("reply: %s reason=%u message=%s\n", type_name(reply->type).c_str(), unsigned{reply->reason},
               printable(reply->message).c_str());
@@ -412,10 +430,13 @@ int serve(const Args& a) {
   auto hello = read_frame(conn);
   if (!hello) return fail(hello.error());
   if (hello->first != frame::Type::hello) return fail(make_error(ErrorKind::protocol, "expected HELLO"));
+  auto hello_msg = frame::decode_hello(hello->second);
+  if (!hello_msg) return fail(hello_msg.error());
   frame::Accept accept;
   accept.identity = "testpeer";
+  accept.mode = hello_msg->mode;
   if (auto st = conn.send(frame::encode(accept)); !st) return fail(st.error());
-  int releases = 0;
+  int releases = 0, offers = 0;
   for (;;) {
     auto f = read_frame(conn);
     if (!f) return fail(f.error());
@@ -433,6 +454,18 @@ int serve(const Args& a) {
     } else if (type == frame::Type::offer) {
       frame::Resume done{frame::ResumeStatus::complete, frame::ResumeWhy::already_complete, 0, 0, 0, ""};
       if (auto st = conn.send(frame::encode(done)); !st) return fail(st.error());
+      if (++offers == 1 && a.serve == "please-token")
+        if (auto st = conn.send(frame::encode_empty(frame::Type::please_token)); !st) return fail(st.error());
+    } else if (type == frame::Type::give_token && a.serve == "please-token") {
+      auto give = frame::decode_give_token(f->second);
+      if (!give) return fail(give.error());
+      std::printf("token: GIVE_TOKEN after OFFERS=%d fetch=%zu\n", offers, give->fetch.size());
+      std::fflush(stdout);
+      if (auto st = conn.send(frame::encode(frame::GiveToken{})); !st) return fail(st.error());
+    } else if (type == frame::Type::release && a.serve == "please-token") {
+      if (auto st = conn.send(frame::encode_empty(frame::Type::release_ack)); !st) return fail(st.error());
+      std::printf("reply: RELEASE_ACK releases=%d offers=%d\n", releases + 1, offers);
+      return k_exit_reply;
     } else if (type == frame::Type::release && ++releases == 1) {
       if (auto st = conn.send(frame::encode(frame::NotFinished{"testpeer is not finished"})); !st) return fail(st.error());
     } else if (type == frame::Type::release) {
