@@ -79,12 +79,50 @@ struct Plan {
   int reconnects = 0;
   std::uint64_t bytes = 0;    // file bytes sent over every attempt
   bool fetched = false;       // half-duplex: the fetch turn completed
+  std::size_t fetched_files = 0, fetched_already = 0; // files of the fetch turns: received, already complete
+  std::uint64_t fetched_bytes = 0;                     // file bytes received in them
   Clock::time_point start = Clock::now();
   std::size_t files() const {
     return static_cast<std::size_t>(std::count_if(entries.begin(), entries.end(), [](const SourceEntry& e) {
       return e.kind == SourceEntry::Kind::file;
     }));
   }
+};
+
+// Passes every event on, and counts the files a fetch turn received.
+class FetchEvents : public Events {
+public:
+  FetchEvents(Events& out, Plan& plan) : m_out(out), m_plan(plan) {}
+  void info(const std::string& line) override { m_out.info(line); }
+  void debug(const std::string& line) override { m_out.debug(line); }
+  void progress(const std::string& name, std::uint64_t done, std::uint64_t total) override {
+    m_out.progress(name, done, total);
+  }
+  void file_report(bool sending, const FileReport& r) override {
+    if (!sending) {
+      m_plan.fetched_files += r.state == FileReport::State::complete;
+      m_plan.fetched_already += r.state == FileReport::State::already_complete;
+      m_plan.fetched_bytes += r.bytes;
+    }
+    m_out.file_report(sending, r);
+  }
+  void phase(const std::string& name, Phase phase, const std::string& detail) override {
+    m_out.phase(name, phase, detail);
+  }
+  void reconnecting(int attempt, int limit, double delay_s, const std::string& reason) override {
+    m_out.reconnecting(attempt, limit, delay_s, reason);
+  }
+  void resumed(const std::string& name, std::uint64_t offset, std::uint64_t size) override {
+    m_out.resumed(name, offset, size);
+  }
+  void offered(const std::string& name, std::uint64_t size) override { m_out.offered(name, size); }
+  void verify_progress(const std::string& name, std::uint64_t done, std::uint64_t total) override {
+    m_out.verify_progress(name, done, total);
+  }
+
+private:
+  Events& m_out;
+  Plan& m_plan;
 };
 
 // OFFERs sent ahead of the data, so many small files do not cost a round
@@ -523,7 +561,8 @@ Status Sender::give_token(Conn& conn) {
   receive.dir = m_opt.fetch_dir;
   receive.timeout_ms = m_opt.timeout_ms;
   receive.stop = m_opt.stop;
-  SESSCP_TRY(receive_turn(conn, m_machine, receive, m_events));
+  FetchEvents events(m_events, m_plan);
+  SESSCP_TRY(receive_turn(conn, m_machine, receive, events));
   m_plan.fetched = true;
   m_events.debug("data token back from the receiver");
   return {};
@@ -817,6 +856,11 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
                 std::to_string(already) + " already complete), " + std::to_string(report.bytes) + " bytes sent in " +
                 std::to_string(seconds).substr(0, std::to_string(seconds).find('.') + 3) + " s");
   }
+  if (!options.fetch.empty())
+    events.info(std::string("fetch: ") + (plan->fetched ? "done" : "not finished") + ", " +
+                std::to_string(plan->fetched_files) + " files received, " + std::to_string(plan->fetched_already) +
+                " already complete, " + std::to_string(plan->fetched_bytes) + " bytes received into " +
+                options.fetch_dir);
   return status;
 }
 
