@@ -1270,7 +1270,7 @@ Status Session::next_step() {
     auto abort = frame::decode_abort(*payload);
     if (!abort) return abort.error();
     return make_error(frame::error_kind_for(abort->reason),
-                      std::string("sender aborted: ") + frame::to_string(abort->reason) +
+                      std::string(m_machine.role() == session::Role::initiator ? "receiver aborted: " : "sender aborted: ") + frame::to_string(abort->reason) +
                           (abort->message.empty() ? "" : ": " + abort->message));
   }
   default:

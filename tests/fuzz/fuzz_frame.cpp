@@ -88,6 +88,12 @@ bool same(const Symlink& a, const Symlink& b) {
   return a.path == b.path && a.target == b.target && a.mtime_ns == b.mtime_ns;
 }
 bool same(const NotFinished& a, const NotFinished& b) { return a.message == b.message; }
+bool same(const GiveToken& a, const GiveToken& b) {
+  if (a.fetch.size() != b.fetch.size()) return false;
+  for (std::size_t i = 0; i < a.fetch.size(); ++i)
+    if (a.fetch[i].path != b.fetch[i].path || a.fetch[i].contents != b.fetch[i].contents) return false;
+  return true;
+}
 
 // Decode `payload`; when accepted, encode and decode again and compare.
 template <typename Decode> void round_trip(Type type, Bytes payload, Decode decode, const char* what) {

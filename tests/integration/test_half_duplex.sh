@@ -18,7 +18,9 @@
 #  f) kill -9 the serving receiver during the fetch of the big file; a new
 #     receiver and the same command again: the push is already complete, the
 #     fetch resumes from the initiator's journal (bytes received again below
-#     window + chunk, and in fact below 2 chunks), result byte-identical.
+#     window + chunk, and in fact below 2 chunks), result byte-identical;
+#  g) the same kill with send --retry: the sender reconnects by itself and
+#     the fetch resumes in the same process.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
@@ -238,4 +240,23 @@ assert_resent_bound "$again" $((2 * chunk)) "re-received (every verified chunk w
 assert_same_tree "$T/serve/reports" "$fetch_f" "fetched tree after the resume"
 assert_same_tree "$T/logs" "$DEST" "pushed tree"
 assert_parent_unchanged resume
+
+check "g) --retry: the serving receiver killed mid-fetch and restarted; the sender reconnects and resumes"
+new_dest retry
+fetch_g="$T/fetched-g"
+mkdir -p "$fetch_g"
+start_recv "$DEST" "$T/g1.recv.log" --serve "$T/serve" --bwlimit 8M
+rpid1=$RECV_PID
+start_send "$T/g.send.log" "$T/logs/" "127.0.0.1:$RECV_PORT" --fetch reports/ --fetch-dir "$fetch_g" --timeout 20 --retry 5
+spid=$SEND_PID
+wait_progress "$fetch_g/big.bin.sesscp.part" $((big / 2)) "$rpid1" "$rate" 0 60
+kill9 "$rpid1"
+RECV_LISTEN="127.0.0.1:$RECV_PORT" start_recv "$DEST" "$T/g2.recv.log" --serve "$T/serve"
+wait_exit "$spid" 60 || fail_with_logs "sender with --retry still running after 60 s" "$T/g.send.log"
+assert_rc 0 "$WAIT_RC" "send --fetch --retry 5" "$T/g.send.log" "$T/g2.recv.log"
+assert_contains "$T/g.send.log" "reconnecting (attempt 1/5)" "the sender reconnected"
+last_summary "$T/g.send.log" recv big.bin
+[[ $S_STATE == complete && $S_OFFSET -gt 0 ]] || fail_with_logs "big.bin: $S_STATE at $S_OFFSET after the reconnection" "$T/g.send.log"
+assert_contains "$T/g.send.log" "fetch: done, 3 files received" "the closing fetch line"
+assert_same_tree "$T/serve/reports" "$fetch_g" "fetched tree after the reconnection"
 log "PASS"
