@@ -128,6 +128,8 @@ void frame_corpus(const std::string& dir) {
   write_file(dir + "/data.bin", data_frame(0, small));
   write_file(dir + "/file_end.bin", frame::encode(frame::FileEnd{0, 1, hash_list_root(std::vector{xxh3_128(small)})}));
   write_file(dir + "/release.bin", frame::encode_empty(frame::Type::release));
+  write_file(dir + "/give_token.bin", frame::encode(frame::GiveToken{{{"reports", true}, {"a/b.txt", false}}}));
+  write_file(dir + "/please_token.bin", frame::encode_empty(frame::Type::please_token));
   // Every frame the sender sends, in session order.
   Bytes sender = frame::encode(hello());
   append(sender, file_stream("small.bin", 100, 3));
