@@ -852,9 +852,11 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
     report.seconds = seconds;
     report.reconnects = plan->reconnects;
     report.state = status ? FileReport::State::complete : left_state;
-    events.info("session: " + std::to_string(files) + " files (" + std::to_string(complete) + " sent, " +
-                std::to_string(already) + " already complete), " + std::to_string(report.bytes) + " bytes sent in " +
-                std::to_string(seconds).substr(0, std::to_string(seconds).find('.') + 3) + " s");
+    // (A fetch-only session has nothing of its own to sum up.)
+    if (files > 0 || options.fetch.empty())
+      events.info("session: " + std::to_string(files) + " files (" + std::to_string(complete) + " sent, " +
+                  std::to_string(already) + " already complete), " + std::to_string(report.bytes) + " bytes sent in " +
+                  std::to_string(seconds).substr(0, std::to_string(seconds).find('.') + 3) + " s");
   }
   if (!options.fetch.empty())
     events.info(std::string("fetch: ") + (plan->fetched ? "done" : "not finished") + ", " +

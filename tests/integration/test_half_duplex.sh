@@ -20,7 +20,9 @@
 #     fetch resumes from the initiator's journal (bytes received again below
 #     window + chunk, and in fact below 2 chunks), result byte-identical;
 #  g) the same kill with send --retry: the sender reconnects by itself and
-#     the fetch resumes in the same process.
+#     the fetch resumes in the same process;
+#  h) fetch only (no sources): one file, then the same command again finds
+#     it already complete.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
@@ -259,4 +261,15 @@ last_summary "$T/g.send.log" recv big.bin
 [[ $S_STATE == complete && $S_OFFSET -gt 0 ]] || fail_with_logs "big.bin: $S_STATE at $S_OFFSET after the reconnection" "$T/g.send.log"
 assert_contains "$T/g.send.log" "fetch: done, 3 files received" "the closing fetch line"
 assert_same_tree "$T/serve/reports" "$fetch_g" "fetched tree after the reconnection"
+
+check "h) fetch only: no sources, one file; again: already complete"
+fetch_h="$T/fetched-h"
+mkdir -p "$fetch_h"
+run_send "$T/h1.log" "127.0.0.1:$RECV_PORT" --fetch reports/run.sh --fetch-dir "$fetch_h"
+assert_rc 0 "$SEND_RC" "send HOST:PORT --fetch reports/run.sh" "$T/h1.log" "$T/g2.recv.log"
+assert_same "$T/serve/reports/run.sh" "$fetch_h/run.sh"
+[[ $(stat -c %a "$fetch_h/run.sh") == 755 ]] || fail "run.sh lost its mode: $(stat -c %a "$fetch_h/run.sh")"
+run_send "$T/h2.log" "127.0.0.1:$RECV_PORT" --fetch reports/run.sh --fetch-dir "$fetch_h"
+assert_rc 0 "$SEND_RC" "the same fetch again" "$T/h2.log"
+assert_contains "$T/h2.log" "fetch: done, 0 files received, 1 already complete" "nothing fetched twice"
 log "PASS"
