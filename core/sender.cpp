@@ -76,6 +76,10 @@ struct Plan {
   std::vector<char> done;
   std::vector<char> offered;  // offered at least once (worth a summary line)
   std::vector<char> resumed;  // the first resume point is recorded
+  // Half-duplex turn: a file entry is opened as `beneath_rel[i]` beneath the
+  // descriptor `beneath_fd[i]` (no symlink followed) when that is >= 0.
+  std::vector<int> beneath_fd;
+  std::vector<std::string> beneath_rel;
   int reconnects = 0;
   std::uint64_t bytes = 0;    // file bytes sent over every attempt
   bool fetched = false;       // half-duplex: the fetch turn completed
@@ -309,7 +313,9 @@ Status Sender::top_up(Conn& conn) {
       SESSCP_TRY(conn.send(frame::encode(frame::Symlink{e.name, e.target, e.mtime_ns})));
       continue;
     }
-    auto source = SourceFile::open(e.path);
+    bool beneath = index < m_plan.beneath_fd.size() && m_plan.beneath_fd[index] >= 0;
+    auto source = beneath ? SourceFile::open_beneath(m_plan.beneath_fd[index], m_plan.beneath_rel[index], e.name)
+                          : SourceFile::open(e.path);
     if (!source) {
       // Gone since the tree was read: say so and carry on with the others.
       if (source.error().kind != ErrorKind::usage || m_plan.files() == 1) return source.error();
@@ -709,9 +715,13 @@ Result<Fd> open_in_export(int serve_fd, const std::string& path) {
 }
 
 // Half-duplex turn: the entries the fetch request names, read through
-// descriptors opened beneath the export (held in `pins` while they are sent).
+// descriptors opened beneath the export (held in `pins` while they are
+// sent). A file inside a fetched directory is opened again beneath its
+// pinned directory (`beneath`), never through a symlink a local user might
+// have put there since the walk.
 Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<frame::FetchPath>& fetch,
-                                               std::vector<Fd>& pins, Events& events) {
+                                               std::vector<Fd>& pins,
+                                               std::vector<std::pair<int, std::string>>& beneath, Events& events) {
   std::vector<SourceEntry> all;
   std::set<std::string> names;
   for (const auto& f : fetch) {
@@ -733,6 +743,11 @@ Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<f
       if (!f.contents) e.name = base + e.name.substr(fd_name.size());
       if (!names.insert(e.name).second)
         return make_error(ErrorKind::refused, "two fetch paths land on the same name '" + e.name + "'");
+      if (e.kind == SourceEntry::Kind::file && e.path.size() > pinned.size() + 1 &&
+          e.path.compare(0, pinned.size() + 1, pinned + "/") == 0)
+        beneath.emplace_back(pins.back().get(), e.path.substr(pinned.size() + 1));
+      else
+        beneath.emplace_back(-1, "");
       all.push_back(std::move(e));
     }
   }
@@ -744,7 +759,8 @@ Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<f
 Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
                   const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events) {
   std::vector<Fd> pins;
-  auto entries = fetch_entries(serve_fd, fetch, pins, events);
+  std::vector<std::pair<int, std::string>> beneath;
+  auto entries = fetch_entries(serve_fd, fetch, pins, beneath, events);
   if (!entries) {
     conn.send_abort(frame::Reason::bad_name, entries.error().message);
     return entries.error();
@@ -757,7 +773,11 @@ Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std
   plan.done.assign(n, 0);
   plan.offered.assign(n, 0);
   plan.resumed.assign(n, 0);
-  for (std::size_t i = 0; i < n; ++i) plan.reports[i].name = plan.entries[i].name;
+  for (std::size_t i = 0; i < n; ++i) {
+    plan.reports[i].name = plan.entries[i].name;
+    plan.beneath_fd.push_back(beneath[i].first);
+    plan.beneath_rel.push_back(beneath[i].second);
+  }
   Sender sender(options, events, plan, machine);
   auto status = sender.run_turn(conn);
   // Files the turn offered but could not finish get their summary line.

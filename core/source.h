@@ -16,6 +16,10 @@ class SourceFile {
 public:
   // Open `path` for reading; it must be a regular file.
   static Result<SourceFile> open(const std::string& path);
+  // Open `rel` beneath the directory `dir_fd` only: no symbolic link on the
+  // way, nothing outside it (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
+  // `display` names the file in messages.
+  static Result<SourceFile> open_beneath(int dir_fd, const std::string& rel, const std::string& display);
 
   // Return a fingerprint of the content that does not depend on the chunk
   // size: XXH3-128 over the size and three 64 KiB samples (start, middle,
@@ -35,6 +39,7 @@ public:
   std::uint32_t mode_bits() const { return m_mode; }
 
 private:
+  static Result<SourceFile> from_fd(Fd fd, const std::string& path);
   SourceFile(Fd fd, std::string path) : m_fd(std::move(fd)), m_path(std::move(path)) {}
   Fd m_fd;
   std::string m_path;

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +137,27 @@ TEST_CASE("the fingerprint of a file within one sample is the three samples' byt
   bytes(std::string_view(text).substr(text.size() / 2));
   bytes(text);
   CHECK(*fp == xxh3_128(w.buffer()));
+}
+
+TEST_CASE("open_beneath: a file beneath the directory, never through a symlink or out of it") {
+  Scratch s;
+  s.dir("export/real");
+  s.file("export/real/f.txt", "inside");
+  s.file("outside.txt", "outside");
+  std::filesystem::create_directory_symlink(s / "export/real", s / "export/link");
+  std::filesystem::create_symlink(s / "outside.txt", s / "export/out.txt");
+  int dir = ::open((s / "export").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(dir >= 0);
+  auto ok = SourceFile::open_beneath(dir, "real/f.txt", "real/f.txt");
+  REQUIRE(ok.ok());
+  CHECK(ok->size() == 6);
+  CHECK(ok->path() == "real/f.txt");
+  for (const char* bad : {"link/f.txt", "out.txt", "../outside.txt", "real/missing"}) {
+    CAPTURE(bad);
+    auto r = SourceFile::open_beneath(dir, bad, bad);
+    CHECK_FALSE(r.ok());
+  }
+  ::close(dir);
 }
 
 } // TEST_SUITE
