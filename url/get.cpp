@@ -522,7 +522,15 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   const std::uint64_t from = first * m_identity.chunk_size;
   const std::uint64_t to = std::min(end * std::uint64_t{m_identity.chunk_size}, m_identity.size) - 1;
   std::string range = std::to_string(from) + "-" + std::to_string(to);
-  curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  std::string asked = "bytes " + range;
+  if (m_ranges_ignored && !is_http(m_scheme) && from > 0) {
+    // An FTP server that refused REST: the whole file, dropping what
+    // precedes the first missing chunk (as for an HTTP 200 to a Range).
+    t.skip = from;
+    asked = "the whole file, skipping the first " + std::to_string(from) + " bytes";
+  } else {
+    curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  }
   curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &t.headers);
@@ -537,7 +545,7 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
                      static_cast<curl_off_t>(std::max<std::uint64_t>(1, m_opt.bwlimit / static_cast<std::uint64_t>(connections))));
   for (std::uint64_t i = first; i < end; ++i)
     if (m_state[i] == 0) m_state[i] = 1;
-  m_events.debug("GET " + m_shown_url + " bytes " + range);
+  m_events.debug("GET " + m_shown_url + " " + asked);
   if (CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK)
     return make_error(ErrorKind::internal, std::string("curl_multi_add_handle: ") + curl_multi_strerror(mc));
   return {};
@@ -604,6 +612,13 @@ Status Download::fetch() {
                                                            std::to_string(t->chunk) + " of " + std::to_string(t->end) + ")");
       } else if (code == 416 && result) {
         result = changed("the server says the range is past the end of the file");
+      } else if (rc == CURLE_FTP_COULDNT_USE_REST && t->first > 0 && !is_http(m_scheme)) {
+        // The FTP server cannot start a transfer at an offset: from now on
+        // fetch the whole file on one connection and skip what we have.
+        if (!m_ranges_ignored)
+          m_events.info("the FTP server refuses REST (restarting a transfer at an offset); continuing on one "
+                        "connection, fetching the file from its start and skipping the bytes already here");
+        m_ranges_ignored = true;
       } else if (result) {
         result = transfer_error(rc, code, t->errbuf, "GET " + m_shown_url);
       }
