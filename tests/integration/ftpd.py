@@ -98,8 +98,12 @@ def main():
             return super().ftp_REST(line)
 
         def ftp_RETR(self, file):
-            event("RETR %s rest=%d" % (self.fs.fs2ftp(file), self._restart_position))
-            return super().ftp_RETR(file)
+            # Logged once the file is open: a test that sees the line may
+            # replace the file and know this transfer still reads the old one.
+            rest = self._restart_position
+            result = super().ftp_RETR(file)
+            event("RETR %s rest=%d" % (self.fs.fs2ftp(file), rest))
+            return result
 
         def log_transfer(self, cmd, filename, receive, completed, elapsed, bytes):
             if cmd == "RETR":

@@ -11,6 +11,8 @@
 #   c) the file changed on the server between runs (content and mtime):
 #      restart from zero with the message, byte-identical result;
 #   d) --connections 4: byte-identical, several RETRs at different offsets;
+#      the file replaced on the server during a --connections 2 run (same
+#      size and a new mtime, or shorter): restart from zero, never a splice;
 #   e) --sha256 with a wrong digest: exit 65, nothing under the final name;
 #      the right digest then publishes without fetching again;
 #   f) a wrong password: exit 77, no data written, no password in the output;
@@ -131,6 +133,51 @@ for o in "${offs[@]}"; do
   ((o % MiB == 0 && o < size)) || fail_with_logs "RETR at $o is not a chunk boundary inside the file" "$FTPD_LOG"
 done
 ok "${#offs[@]} RETRs at offsets ${offs[*]}"
+
+# replace_midway NAME NEWSIZE: a --connections 2 download of NAME (12 MiB:
+# three units of 4 MiB, the third asked for once one of the first two ends,
+# ~2 s in at --bwlimit 2M) during which NAME is replaced on the server by
+# NEWSIZE other bytes with another mtime, as soon as the server has opened
+# the file for the first two units. The third unit reads the new file: the
+# run must notice (SIZE below its REST offset, or the stat after the last
+# byte) and start again from zero, where the old units spliced with the new
+# one would pass every check but --sha256.
+replace_midway() {
+  local name=$1 newsize=$2 m
+  gen_file "$FTP_ROOT/$name" $((12 * MiB)) "url-ftp-$name-old"
+  m=$(ftpd_mark)
+  start_get "$T/get-$name.log" "$FTP_BASE/$name" -o "$T/out/$name" --connections 2 --bwlimit 2M -v
+  wait_for_line "$FTPD_LOG" "^RETR /$name rest=$((4 * MiB))\$" 60 ||
+    fail_with_logs "the second unit of $name was not asked for within 60 s" "$FTPD_LOG" "$T/get-$name.log"
+  ftp_retr_offsets "$m" | grep -x 0 >/dev/null || fail_with_logs "the first unit of $name was not asked for" "$FTPD_LOG"
+  is_running "$GET_PID" || fail_with_logs "sesscp get of $name ended before the file was replaced" "$T/get-$name.log"
+  m=$(ftpd_mark)
+  gen_file "$FTP_ROOT/$name.new" "$newsize" "url-ftp-$name-new"
+  touch -d '2023-03-03 03:03:03' "$FTP_ROOT/$name.new"
+  mv -f "$FTP_ROOT/$name.new" "$FTP_ROOT/$name"
+  log "$name replaced on the server while its first two units were being fetched"
+  wait_exit "$GET_PID" 120 || fail_with_logs "sesscp get did not finish" "$T/get-$name.log"
+  unregister "$GET_PID"
+  grep -E 'changed|restarting|resumed|recv |error' "$T/get-$name.log" | sed 's/^/    /'
+  assert_rc 0 "$WAIT_RC" "get of $name, replaced midway" "$T/get-$name.log" "$FTPD_LOG"
+  assert_same "$FTP_ROOT/$name" "$T/out/$name"
+  assert_contains "$T/get-$name.log" "remote file changed during the download" "change noticed"
+  assert_contains "$T/get-$name.log" "restarting from zero" "restart"
+  ftp_retr_offsets "$m" | grep -x 0 >/dev/null || fail_with_logs "no RETR from 0 after the replacement" "$FTPD_LOG"
+  assert_no_leftovers "$T/out" "$name"
+}
+
+check "d) the file replaced (same size, new mtime) during a --connections 2 run: never spliced"
+replace_midway mid-same.bin $((12 * MiB))
+assert_contains "$T/get-mid-same.bin.log" "(MDTM " "the change seen in MDTM after the last byte"
+
+check "d) the file replaced by a shorter one during a --connections 2 run: never spliced"
+replace_midway mid-short.bin $((6 * MiB + 123))
+# Seen by libcurl when the third unit's SIZE is below its REST offset, or
+# (had that unit been asked for before the replacement) after the last byte.
+grep -E 'changed during the download \((the server says the range is past the end of the file|size [0-9]+ became [0-9]+)\)' \
+  "$T/get-mid-short.bin.log" >/dev/null || fail_with_logs "the change was not reported as a shorter file" "$T/get-mid-short.bin.log"
+ok "the change seen as a shorter file"
 
 # ------------------------------------------------------------------ e
 check "e) --sha256 with a wrong digest: exit 65, nothing published"
