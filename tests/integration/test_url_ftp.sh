@@ -46,6 +46,10 @@ interrupt_get() {
   kill9 "$GET_PID"
   unregister "$GET_PID"
   assert_interrupted_state "$T/out" "$name"
+  # The server logs the killed transfer's end when it next writes to it: wait
+  # for that line, so that it is never counted as part of the next run.
+  wait_for_line "$FTPD_LOG" "^SENT /$name completed=0 " 30 ||
+    fail_with_logs "the server did not see the killed transfer of $name end within 30 s" "$FTPD_LOG"
 }
 
 # ------------------------------------------------------------------ a
