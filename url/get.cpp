@@ -747,6 +747,7 @@ Status Download::attempt() {
   auto remote = probe();
   if (!remote) return remote.error();
   m_report.size = remote->size;
+  m_events.offered(m_identity.name, remote->size);
 
   // Already complete: NAME has the server's size and mtime, and no journal
   // says a download of it is under way.
