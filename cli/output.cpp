@@ -491,6 +491,8 @@ void Output::progress(const std::string& name, std::uint64_t done, std::uint64_t
   f.total = total;
   f.sample(now, done);
   bool last = done >= total;
+  if (last && f.final_emitted) return;
+  f.final_emitted = last;
   if (last || now - f.last_checkpoint_event >= k_checkpoint_every) {
     f.last_checkpoint_event = now;
     emit("checkpoint", {{"name", name}, {"confirmed", done}, {"size", total}});

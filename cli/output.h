@@ -47,6 +47,8 @@ struct FileProgress {
   // Internal bookkeeping for events.
   bool offered = false, resume_reported = false, active = false;
   Clock::time_point last_progress_event{}, last_checkpoint_event{}, last_verify_event{};
+  bool final_emitted = false;    // checkpoint/progress at done == total were emitted (the sender reports
+                                 // it at the last CHECKPOINT and again at FILE_DONE)
 
   // Bytes per second over the last few seconds (0 when unknown).
   double current_rate(Clock::time_point now) const;

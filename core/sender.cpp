@@ -76,6 +76,7 @@ struct Plan {
   std::vector<char> done;
   std::vector<char> offered;  // offered at least once (worth a summary line)
   std::vector<char> resumed;  // the first resume point is recorded
+  std::vector<Clock::time_point> first_offer; // when each entry was first offered (its report's seconds)
   // Half-duplex turn: a file entry is opened as `beneath_rel[i]` beneath the
   // descriptor `beneath_fd[i]` (no symlink followed) when that is >= 0.
   std::vector<int> beneath_fd;
@@ -336,13 +337,16 @@ Status Sender::top_up(Conn& conn) {
     if (!fp) return fp.error();
     offer.fingerprint = *fp;
     job.source.emplace(std::move(*source));
+    if (!m_plan.offered[index]) m_plan.first_offer[index] = Clock::now();
     m_plan.offered[index] = 1;
     report(job).size = job.size;
     SESSCP_TRY(conn.send(frame::encode(offer)));
     m_events.offered(e.name, offer.size);
-    // A small file's answer is immediate; only a journaled one may wait
-    // for the receiver to re-verify its partial file.
-    if (chunk_count(m_opt.chunk_size, offer.size) > 1) m_events.phase(e.name, Events::Phase::verifying, "");
+    // Only the next file to send waits for its answer: a journaled one may
+    // wait while the receiver re-verifies its partial file. Files offered
+    // behind the one being sent are not shown as waiting.
+    if (chunk_count(m_opt.chunk_size, offer.size) > 1 && !m_active && m_ready.empty() && m_awaiting_resume.empty())
+      m_events.phase(e.name, Events::Phase::verifying, "");
     m_awaiting_resume.push_back(std::move(job));
   }
   return {};
@@ -352,7 +356,10 @@ void Sender::finish_report(std::size_t entry, FileReport::State state) {
   auto& r = m_plan.reports[entry];
   r.state = state;
   r.reconnects = m_plan.reconnects;
-  r.seconds = std::chrono::duration<double>(Clock::now() - m_plan.start).count();
+  // From the file's first offer: with pipelining, the session's start would
+  // charge each small file for every file before it.
+  auto since = m_plan.offered[entry] ? m_plan.first_offer[entry] : m_plan.start;
+  r.seconds = std::chrono::duration<double>(Clock::now() - since).count();
   m_plan.done[entry] = 1;
   m_events.file_report(true, r);
 }
@@ -692,6 +699,7 @@ Result<Plan> make_plan(const SendOptions& options, Events& events) {
   plan.reports.resize(n);
   plan.done.assign(n, 0);
   plan.offered.assign(n, 0);
+  plan.first_offer.assign(n, Clock::time_point{});
   plan.resumed.assign(n, 0);
   for (std::size_t i = 0; i < n; ++i) plan.reports[i].name = plan.entries[i].name;
   return plan;
@@ -773,6 +781,7 @@ Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std
   plan.done.assign(n, 0);
   plan.offered.assign(n, 0);
   plan.resumed.assign(n, 0);
+  plan.first_offer.assign(n, Clock::time_point{});
   for (std::size_t i = 0; i < n; ++i) {
     plan.reports[i].name = plan.entries[i].name;
     plan.beneath_fd.push_back(beneath[i].first);

@@ -15,7 +15,7 @@ SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev do
 
 # Only for the URL integration tests and bench/get.sh (local servers and the
 # clients compared against); scripts/test.sh installs them.
-SESSCP_TEST_DEPS=(nginx-light openssh-server openssh-client curl aria2)
+SESSCP_TEST_DEPS=(nginx-light openssh-server openssh-client python3-pyftpdlib curl aria2)
 
 # sesscp_install_missing PKG...: install those of the Debian packages that
 # are missing (apt-get update first), or say what to install when not root.

@@ -142,6 +142,8 @@ TEST_CASE("--json: one object per line, documented fields, bounded progress") {
     output.phase("x", sesscp::Events::Phase::connecting, "h:1");
     output.phase("x", sesscp::Events::Phase::transferring, "");
     for (int i = 1; i <= 100; ++i) output.progress("x", static_cast<std::uint64_t>(i) * 10, 1000);
+    // The sender reports the end again at FILE_DONE: not a second event.
+    output.progress("x", 1000, 1000);
     sesscp::FileReport r;
     r.name = "x";
     r.state = sesscp::FileReport::State::complete;

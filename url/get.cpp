@@ -14,6 +14,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <list>
 #include <map>
 #include <optional>
@@ -73,6 +74,17 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
 size_t discard_body(char*, size_t size, size_t count, void*) { return size * count; }
 
 bool is_http(const std::string& scheme) { return scheme == "http" || scheme == "https"; }
+bool is_ftp(const std::string& scheme) { return scheme == "ftp" || scheme == "ftps"; }
+
+std::string utc_time(std::int64_t s) {
+  if (s < 0) return "unknown";
+  std::time_t t = static_cast<std::time_t>(s);
+  std::tm tm{};
+  char text[40];
+  if (!gmtime_r(&t, &tm) || std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+    return std::to_string(s);
+  return text;
+}
 
 // Fingerprint of the remote file's identity: what the server says that
 // changes when the file does. See docs/JOURNAL.md ("URL downloads").
@@ -176,6 +188,7 @@ private:
   Status store_chunk(Transfer& t);
   Status commit(bool force);
   Status finish();
+  Status recheck();
   Status verify_digests();
   Error changed(const std::string& what);
 
@@ -522,7 +535,15 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   const std::uint64_t from = first * m_identity.chunk_size;
   const std::uint64_t to = std::min(end * std::uint64_t{m_identity.chunk_size}, m_identity.size) - 1;
   std::string range = std::to_string(from) + "-" + std::to_string(to);
-  curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  std::string asked = "bytes " + range;
+  if (m_ranges_ignored && !is_http(m_scheme) && from > 0) {
+    // An FTP server that refused REST: the whole file, dropping what
+    // precedes the first missing chunk (as for an HTTP 200 to a Range).
+    t.skip = from;
+    asked = "the whole file, skipping the first " + std::to_string(from) + " bytes";
+  } else {
+    curl_easy_setopt(h, CURLOPT_RANGE, range.c_str());
+  }
   curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &t.headers);
@@ -537,7 +558,7 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
                      static_cast<curl_off_t>(std::max<std::uint64_t>(1, m_opt.bwlimit / static_cast<std::uint64_t>(connections))));
   for (std::uint64_t i = first; i < end; ++i)
     if (m_state[i] == 0) m_state[i] = 1;
-  m_events.debug("GET " + m_shown_url + " bytes " + range);
+  m_events.debug("GET " + m_shown_url + " " + asked);
   if (CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK)
     return make_error(ErrorKind::internal, std::string("curl_multi_add_handle: ") + curl_multi_strerror(mc));
   return {};
@@ -602,8 +623,16 @@ Status Download::fetch() {
         if (t->chunk < t->end && result)
           result = make_error(ErrorKind::disconnected, "the server ended the response early (at chunk " +
                                                            std::to_string(t->chunk) + " of " + std::to_string(t->end) + ")");
-      } else if (code == 416 && result) {
+      } else if ((code == 416 || (rc == CURLE_BAD_DOWNLOAD_RESUME && is_ftp(m_scheme))) && result) {
+        // HTTP 416, or libcurl saw FTP's SIZE below the REST offset.
         result = changed("the server says the range is past the end of the file");
+      } else if (rc == CURLE_FTP_COULDNT_USE_REST && t->first > 0 && !is_http(m_scheme)) {
+        // The FTP server cannot start a transfer at an offset: from now on
+        // fetch the whole file on one connection and skip what we have.
+        if (!m_ranges_ignored)
+          m_events.info("the FTP server refuses REST (restarting a transfer at an offset); continuing on one "
+                        "connection, fetching the file from its start and skipping the bytes already here");
+        m_ranges_ignored = true;
       } else if (result) {
         result = transfer_error(rc, code, t->errbuf, "GET " + m_shown_url);
       }
@@ -675,6 +704,20 @@ Status Download::verify_digests() {
   return {};
 }
 
+// FTP answers carry no validator (HTTP's ETag, Last-Modified, Content-Range):
+// a unit asked for after the file was replaced or rewritten on the server
+// would be spliced onto the units fetched before. Stat the file again once
+// every byte is here; if it changed, fetch it again from zero.
+Status Download::recheck() {
+  auto now = probe();
+  if (!now) return now.error();
+  if (now->size != m_remote.size)
+    return changed("size " + std::to_string(m_remote.size) + " became " + std::to_string(now->size));
+  if (now->mtime_s != m_remote.mtime_s)
+    return changed("MDTM " + utc_time(m_remote.mtime_s) + " became " + utc_time(now->mtime_s));
+  return {};
+}
+
 Status Download::finish() {
   SESSCP_TRY(verify_digests());
   m_events.phase(m_identity.name, Events::Phase::finalising, "");
@@ -704,6 +747,7 @@ Status Download::attempt() {
   auto remote = probe();
   if (!remote) return remote.error();
   m_report.size = remote->size;
+  m_events.offered(m_identity.name, remote->size);
 
   // Already complete: NAME has the server's size and mtime, and no journal
   // says a download of it is under way.
@@ -726,6 +770,7 @@ Status Download::attempt() {
   m_attempted = true;
   if (offset > 0) m_events.debug("journal confirms " + std::to_string(m_journaled) + " chunks");
   SESSCP_TRY(fetch());
+  if (is_ftp(m_scheme)) SESSCP_TRY(recheck());
   SESSCP_TRY(finish());
   m_report.state = FileReport::State::complete;
   return {};

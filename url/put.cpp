@@ -334,6 +334,7 @@ Status Upload::attempt() {
   if (!fingerprint) return fingerprint.error();
   checkpoint::Identity identity{m_report.name, size, m_source->mtime_ns(), m_opt.chunk_size, *fingerprint};
   m_events.phase(m_report.name, Events::Phase::connecting, m_shown);
+  m_events.offered(m_report.name, size);
 
   // Already complete: the final file has the source's size and mtime and no
   // partial upload is under way.

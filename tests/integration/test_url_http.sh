@@ -77,11 +77,21 @@ chunks=$(journal_chunks "$out/resume.bin.sesscp.journal")
 log "journal confirms $chunks chunks"
 ((chunks > 0)) || fail "the journal confirms no chunk after half the file arrived"
 mark=$(log_mark)
-run_get "$T/get-resume-2.log" "$base/slow/resume.bin" -o "$out/resume.bin"
+run_get "$T/get-resume-2.log" "$base/slow/resume.bin" -o "$out/resume.bin" --json >"$T/get-resume-2.json"
 assert_rc 0 "$GET_RC" "resumed get" "$T/get-resume-2.log"
 assert_contains "$T/get-resume-2.log" "resume.bin: resumed at" "resumed get"
 last_summary "$T/get-resume-2.log" recv resume.bin
 [[ $S_OFFSET -eq $((chunks * MiB)) ]] || fail "resumed at $S_OFFSET, journal said $((chunks * MiB))"
+# --json as for send/recv (docs/JSON.md): the documented events, in order.
+assert_in_order "$T/get-resume-2.json" session_start file_offered resume_point checkpoint file_done session_end
+[[ $(json_field "$T/get-resume-2.json" session_start .side) == get ]] || fail "--json: session_start.side is not get"
+[[ $(json_field "$T/get-resume-2.json" resume_point .offset) -eq $S_OFFSET ]] ||
+  fail_with_logs "--json: resume_point.offset differs from the summary's $S_OFFSET" "$T/get-resume-2.json"
+[[ $(json_field "$T/get-resume-2.json" file_done .state) == complete &&
+  $(json_field "$T/get-resume-2.json" file_done .bytes) -eq $((size - S_OFFSET)) &&
+  $(json_field "$T/get-resume-2.json" session_end .exit_code) -eq 0 ]] ||
+  fail_with_logs "--json: file_done/session_end do not say complete, $((size - S_OFFSET)) bytes, exit 0" "$T/get-resume-2.json"
+ok "--json: session_start(get) file_offered resume_point($S_OFFSET) checkpoint file_done session_end(0)"
 starts=$(range_starts_since "$mark" | sort -u | tr '\n' ' ')
 log "second run: range starts $starts"
 for s in $starts; do

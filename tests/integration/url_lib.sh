@@ -1,8 +1,8 @@
 # shellcheck shell=bash disable=SC2034  # globals are used by the sourcing test scripts
 # Local servers for the URL tests (sourced after lib.sh, never run):
-# nginx (HTTP and HTTPS) and OpenSSH's sshd, each on 127.0.0.1 and a free
-# port, with every file under $T and every process registered for the
-# clean-up in lib.sh. A server that cannot start here skips the test (125).
+# nginx (HTTP and HTTPS), OpenSSH's sshd and an FTP server (pyftpdlib), each
+# on 127.0.0.1 and a free port, with every file under $T and every process
+# registered for the clean-up in lib.sh. A server that cannot start here skips the test (125).
 
 # free_port: print a TCP port on 127.0.0.1 that nobody listens on now.
 free_port() {
@@ -243,6 +243,59 @@ kill_sshd_sessions() {
   done
   log "killed $n sshd session processes"
 }
+
+# start_ftpd RATE [ARGS...]: an FTP server (tests/integration/ftpd.py, on
+# pyftpdlib from python3-pyftpdlib) on 127.0.0.1:FTPD_PORT, its passive data
+# ports on 127.0.0.1 too, serving $FTP_ROOT to user $FTP_USER with password
+# $FTP_PASSWORD; each data connection is limited to RATE bytes/s (0: no
+# limit). ARGS go to ftpd.py (e.g. --no-rest). FTP_BASE is the ftp:// URL of
+# $FTP_ROOT without credentials (give them with SESSCP_URL_PASSWORD).
+# $FTPD_LOG gets one line per LOGIN, SIZE, MDTM, REST, RETR (with its restart
+# offset) and SENT (bytes per data connection); see ftpd.py.
+FTPD_PORT="" FTPD_LOG="" FTPD_PID="" FTP_ROOT="" FTP_BASE="" FTP_USER="alice" FTP_PASSWORD="ftp-Pw-7q93zK"
+start_ftpd() {
+  local rate=$1 dir="$T/ftpd" py="" cand i
+  shift
+  for cand in /usr/bin/python3 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import pyftpdlib' 2>/dev/null; then
+      py=$cand
+      break
+    fi
+  done
+  [[ -n $py ]] || skip "pyftpdlib not installed (apt-get install python3-pyftpdlib)"
+  FTP_ROOT="$T/ftp"
+  FTPD_LOG="$dir/events.log"
+  mkdir -p "$dir" "$FTP_ROOT"
+  printf '%s\n' "$FTP_PASSWORD" >"$dir/password"
+  rm -f "$dir/port"
+  : >"$FTPD_LOG"
+  "$py" "$(dirname "${BASH_SOURCE[0]}")/ftpd.py" --root "$FTP_ROOT" --user "$FTP_USER" \
+    --password-file "$dir/password" --port-file "$dir/port" --log "$FTPD_LOG" --rate "$rate" "$@" \
+    2>"$dir/stderr.log" &
+  FTPD_PID=$!
+  register "$FTPD_PID"
+  FTPD_PORT=""
+  for ((i = 0; i < 200; i++)); do
+    if [[ -s $dir/port ]]; then
+      FTPD_PORT=$(<"$dir/port")
+      break
+    fi
+    is_running "$FTPD_PID" || break
+    sleep 0.05
+  done
+  if [[ -z $FTPD_PORT ]] || ! wait_port "$FTPD_PORT" 10 "$FTPD_PID"; then
+    show_log "$dir/stderr.log" "ftpd stderr"
+    skip "the FTP server (pyftpdlib) could not be started here"
+  fi
+  FTP_BASE="ftp://$FTP_USER@127.0.0.1:$FTPD_PORT"
+  log "ftpd pid $FTPD_PID on 127.0.0.1:$FTPD_PORT (pyftpdlib, $py), root $FTP_ROOT, rate limit $rate B/s per data connection"
+}
+
+# ftpd_mark: the current number of ftpd event lines.
+ftpd_mark() { wc -l <"$FTPD_LOG"; }
+
+# ftpd_since MARK: the ftpd event lines after MARK.
+ftpd_since() { tail -n +$(($1 + 1)) "$FTPD_LOG"; }
 
 # run_send_url LOG ARGS...: `sesscp send ARGS...` in the foreground; sets SEND_RC.
 run_send_url() {
