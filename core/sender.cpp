@@ -792,6 +792,7 @@ Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std
   // Files the turn offered but could not finish get their summary line.
   for (std::size_t i = 0; i < n && !status; ++i) {
     if (plan.done[i] || !plan.offered[i]) continue;
+    plan.reports[i].seconds = std::chrono::duration<double>(Clock::now() - plan.first_offer[i]).count();
     plan.reports[i].state = exit_code_for(status.error().kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
                                                                                           : FileReport::State::failed;
     events.file_report(true, plan.reports[i]);
