@@ -135,7 +135,9 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   if (auto log = out.open_log(); !log) return fail(out, log.error());
   out.session_start({{"file", a.sources.empty() ? std::string() : a.sources.front()},
                      {"sources", a.sources},
-                     {"target", sesscp::url::redact(a.target)}});
+                     {"target", sesscp::url::redact(a.target)},
+                     {"fetch", a.fetch},
+                     {"fetch_dir", a.fetch.empty() ? std::string() : a.fetch_dir}});
   // A URL destination is a separate code path (libcurl, docs/URL.md).
   if (sesscp::url::looks_like_url(a.target)) {
     auto bwlimit = parse_size(a.bwlimit, "--bwlimit");

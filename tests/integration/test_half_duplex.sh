@@ -117,7 +117,8 @@ last_summary "$T/a.send.log" send app/c.bin
 ok "summary lines: sent app/c.bin, received big.bin ($big bytes)"
 got=$(jq -R -r 'fromjson? | select(.event == "file_done" and .direction == "received") | .name' "$T/a.json" | sort | tr '\n' ' ')
 [[ $got == "big.bin q1/sales.csv run.sh " ]] || fail_with_logs "--json file_done received events: '$got'" "$T/a.json"
-ok "--json: file_done events with direction received for the fetched files"
+[[ $(json_field "$T/a.json" session_start '.fetch | join(",")') == "reports/" ]] || fail_with_logs "session_start .fetch" "$T/a.json"
+ok "--json: session_start names the fetch; file_done events with direction received for the fetched files"
 # The receiver's order of events: pushed files in, then its turn.
 grep -n -E 'recv app/c.bin|data token received|send big.bin' "$T/a.recv.log" | sed 's/^/    /'
 assert_in_log_order() { awk -v a="$2" -v b="$3" 'index($0, a) && !x { x = NR } index($0, b) && !y { y = NR } END { exit !(x && y && x < y) }' "$1"; }
