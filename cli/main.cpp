@@ -324,7 +324,7 @@ int main(int argc, char** argv) {
                    "After sending, fetch PATH from the receiver's --serve directory in the same session\n"
                    "(half-duplex: the data token passes to the receiver, then back); PATH/ fetches a\n"
                    "directory's contents; repeat for more paths")
-      ->expected(1)
+      ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   send->add_option("--fetch-dir", send_args.fetch_dir, "Where fetched files land (default: the current directory)");
   add_common(send, send_flags);
