@@ -136,6 +136,12 @@ constexpr std::size_t k_offer_pipeline = 32;
 // More than the receiver commits at once (512), so a full batch, not a
 // timer, is what normally triggers its commit.
 constexpr std::size_t k_max_unfinished = 640;
+// A sync point at least this often (when data was sent since the last):
+// on a slow link window/4 can take minutes, and progress and the resume
+// point would move only that often. A little under a second, so that a
+// sender paced by --bwlimit (a chunk every 500 ms at 2M) does not miss the
+// second by microseconds and wait for the next chunk.
+constexpr auto k_sync_period = std::chrono::milliseconds(900);
 // A receiver that keeps answering NOT_FINISHED is given this many tries.
 constexpr int k_release_attempts = 10;
 
@@ -213,6 +219,7 @@ private:
   std::uint64_t m_sent = 0;       // every chunk below has been sent once
   std::uint64_t m_serial = 1;
   std::uint64_t m_last_sync = 0;
+  Clock::time_point m_last_sync_time{}; // a slow link still gets a sync point every k_sync_period
   bool m_file_end_sent = false;
   // The peer has something to read: a TLS error seen by a peek must be read
   // now, not looked for again (a second peek would not see it).
@@ -400,6 +407,7 @@ void Sender::start_next() {
   m_chunk_size = resume.chunk_size;
   m_chunks = chunk_count(m_chunk_size, m_active->size);
   m_first = m_confirmed = m_sent = m_last_sync = resume.next_chunk;
+  m_last_sync_time = Clock::now();
   m_serial = resume.next_serial;
   m_file_end_sent = false;
   m_unconfirmed.clear();
@@ -441,9 +449,11 @@ Status Sender::pump(Conn& conn) {
     SESSCP_TRY(send_chunk(conn, m_sent, false));
     ++m_sent;
     // A file of one chunk has no minor sync point: FILE_END is its only one.
-    if (!m_active->small && (m_sent - m_last_sync >= sync_every || m_sent == m_chunks)) {
+    if (!m_active->small && (m_sent - m_last_sync >= sync_every || m_sent == m_chunks ||
+                             Clock::now() - m_last_sync_time >= k_sync_period)) {
       SESSCP_TRY(conn.send(frame::encode(frame::Sync{m_serial++, m_sent})));
       m_last_sync = m_sent;
+      m_last_sync_time = Clock::now();
     }
     auto ready = conn.wait_readable(-1, 0);
     if (ready && *ready) {

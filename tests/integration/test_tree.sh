@@ -89,6 +89,18 @@ log "re-run: $nfiles summaries, $nalready already complete, $sent bytes sent"
 ((nfiles == 8 && nalready == 8 && sent == 0)) || fail_with_logs "expected 8 files already complete and 0 bytes" "$T/b.send.log"
 meta "$DEST" | grep -v '^\./extra\.txt ' | diff -u "$T/meta.src" - >/dev/null || fail "the re-run changed metadata"
 ok "8 files already complete, 0 bytes sent, metadata unchanged"
+if command -v jq >/dev/null 2>&1; then
+  # --json on a tree: a file_done per file and totals in session_end.
+  run_send "$T/b2.send.log" "$src/" "$extra" "127.0.0.1:$RECV_PORT" --json >"$T/b2.json"
+  assert_rc 0 "$SEND_RC" "re-run with --json" "$T/b2.send.log"
+  done_names=$(jq -R -r 'fromjson | select(.event == "file_done") | "\(.name) \(.state)"' "$T/b2.json" | sort)
+  [[ $(wc -l <<<"$done_names") -eq 8 && $(grep -c ' already complete$' <<<"$done_names") -eq 8 ]] ||
+    fail_with_logs "--json: want 8 file_done 'already complete'" "$T/b2.json"
+  grep -qx 'docs/a.bin already complete' <<<"$done_names" || fail_with_logs "--json: no file_done for docs/a.bin" "$T/b2.json"
+  [[ $(json_field "$T/b2.json" session_end '"\(.files) \(.files_complete) \(.bytes) \(.exit_code)"') == "8 8 0 0" ]] ||
+    fail_with_logs "--json: session_end is not 8 files, 8 complete, 0 bytes, exit 0" "$T/b2.json"
+  ok "--json: 8 file_done (relative names), session_end 8/8 files, 0 bytes, exit 0"
+fi
 
 check "the receiver holds no more descriptors or threads than before the two sessions"
 for ((i = 0; i < 50; i++)); do

@@ -99,6 +99,21 @@ assert_in_order "$T/recv4.json" session_start file_offered phase verify_progress
 [[ $(json_field "$T/recv4.json" file_done .digest) == "$digest" ]] || fail_with_logs "receiver's digest differs" "$T/recv4.json"
 ok "resumed at $offset of $size; receiver verified the tail ($(json_field "$T/recv4.json" verify_progress .total) bytes); digest $digest"
 
+check "a slow link: a sync point, and so progress, at least every second"
+# 6 MiB at 2 MiB/s with the default 60M window: window/4 alone would put the
+# only sync point at the end of the file.
+gen_file "$T/slow.bin" $((6 * MiB)) ux-json-slow
+RECV_STDOUT="$T/recv-slow.json" start_recv "$dest" "$T/recv-slow.err" --once --json
+rpid=$RECV_PID
+timeout -k 5 60 "$BIN" send "$T/slow.bin" "127.0.0.1:$RECV_PORT" --json --bwlimit 2M \
+  >"$T/send-slow.json" 2>"$T/send-slow.err" || fail_with_logs "send exited $?" "$T/send-slow.err"
+wait_exit "$rpid" 20 || fail "receiver --once did not exit"
+assert_same "$T/slow.bin" "$dest/slow.bin"
+np=$(json_events "$T/send-slow.json" | grep -c '^progress$' || true)
+secs=$(json_field "$T/send-slow.json" session_end .seconds)
+((np >= 3)) || fail_with_logs "$np progress events in $secs s on a 2 MiB/s link (want >= 3)" "$T/send-slow.json"
+ok "$np progress events in $secs s at 2 MiB/s"
+
 check "no carriage return anywhere off a terminal"
 assert_no_cr "$T"/*.err "$T"/*.json "$T/send.log"
 log "PASS"
