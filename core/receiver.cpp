@@ -12,10 +12,8 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -193,12 +191,8 @@ private:
 // RESOLVE_BENEATH and no symlinks where the kernel has it, O_NOFOLLOW on a
 // single checked path component otherwise.
 int open_beneath(int dir_fd, const std::string& name, int flags, mode_t mode) {
-  open_how how{};
-  how.flags = static_cast<std::uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
-  how.mode = (flags & O_CREAT) ? mode : 0;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, dir_fd, name.c_str(), &how, sizeof how);
-  if (fd >= 0 || errno != ENOSYS) return static_cast<int>(fd);
+  int fd = openat2_beneath(dir_fd, name.c_str(), flags, mode);
+  if (fd >= 0 || errno != ENOSYS) return fd;
   return openat(dir_fd, name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
 }
 

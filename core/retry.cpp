@@ -1,5 +1,7 @@
 #include "core/retry.h"
 
+#include "core/events.h"
+
 #include <algorithm>
 #include <cmath>
 #include <thread>
@@ -36,6 +38,19 @@ std::string attempt_label(int attempt, int limit) {
 }
 
 std::string Backoff::describe(int attempt) const { return attempt_label(attempt, m_policy.retries); }
+
+Status wait_to_retry(Backoff& backoff, int attempt, double elapsed_s, int limit, const Error& failure,
+                     Events& events, const std::string& name, const std::atomic<bool>* stop) {
+  auto delay = backoff.next(attempt, elapsed_s);
+  if (!delay)
+    return make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
+                                                  (attempt == 1 ? "" : "s") + ": " + failure.message);
+  events.phase(name, Events::Phase::reconnecting, failure.message);
+  events.reconnecting(attempt, limit, *delay, failure.message);
+  if (!sleep_unless_stopped(*delay, stop))
+    return make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+  return {};
+}
 
 bool sleep_unless_stopped(double seconds, const std::atomic<bool>* stop) {
   using Clock = std::chrono::steady_clock;

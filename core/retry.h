@@ -56,6 +56,16 @@ std::string attempt_label(int attempt, int limit);
 // Sleep up to `seconds`, returning early (false) when `stop` is set.
 bool sleep_unless_stopped(double seconds, const std::atomic<bool>* stop);
 
+class Events;
+
+// After failed attempt `attempt` (1-based) of a transfer that began
+// `elapsed_s` ago: announce the reconnection of `name` to `events` and wait
+// the backoff's delay. Returns the error that ends the transfer instead when
+// the policy allows no more attempts ("gave up after N attempts: <why>") or
+// `stop` is set while waiting. Shared by send, get and the sftp upload.
+Status wait_to_retry(Backoff& backoff, int attempt, double elapsed_s, int limit, const Error& failure,
+                     Events& events, const std::string& name, const std::atomic<bool>* stop);
+
 // Parse a duration such as "90", "90s", "15m", "2h", "1d" into seconds.
 Result<double> parse_duration(const std::string& text);
 

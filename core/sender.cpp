@@ -8,9 +8,7 @@
 #include "core/source.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -718,10 +716,7 @@ Result<Plan> make_plan(const SendOptions& options, Events& events) {
 // Open `path` beneath the export: no component may be a symlink, and
 // nothing outside the directory is reachable (openat2 RESOLVE_BENEATH).
 Result<Fd> open_in_export(int serve_fd, const std::string& path) {
-  open_how how{};
-  how.flags = O_PATH | O_CLOEXEC | O_NOFOLLOW;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long fd = syscall(SYS_openat2, serve_fd, path.c_str(), &how, sizeof how);
+  int fd = openat2_beneath(serve_fd, path.c_str(), O_PATH);
   if (fd < 0) {
     int err = errno;
     if (err == ELOOP || err == EXDEV)
@@ -729,7 +724,7 @@ Result<Fd> open_in_export(int serve_fd, const std::string& path) {
     if (err == ENOENT || err == ENOTDIR) return make_error(ErrorKind::refused, path + ": no such file in the export");
     return errno_error(ErrorKind::refused, path + ": cannot open it in the export", err);
   }
-  return Fd(static_cast<int>(fd));
+  return Fd(fd);
 }
 
 // Half-duplex turn: the entries the fetch request names, read through
@@ -849,16 +844,10 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
     // A signal here asked us to stop: that is not a failure to retry.
     if (options.stop && options.stop->load()) break;
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    auto delay = backoff.next(attempt, elapsed);
-    if (!delay) {
-      status = make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
-                                                      (attempt == 1 ? "" : "s") + ": " + status.error().message);
-      break;
-    }
-    events.phase(single ? plan->reports[0].name : "", Events::Phase::reconnecting, status.error().message);
-    events.reconnecting(attempt, options.retry.retries, *delay, status.error().message);
-    if (!sleep_unless_stopped(*delay, options.stop)) {
-      status = make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+    if (auto waited = wait_to_retry(backoff, attempt, elapsed, options.retry.retries, status.error(), events,
+                                    single ? plan->reports[0].name : "", options.stop);
+        !waited) {
+      status = waited;
       break;
     }
     ++plan->reconnects;

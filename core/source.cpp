@@ -5,9 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,17 +36,14 @@ Result<SourceFile> SourceFile::open(const std::string& path) {
 }
 
 Result<SourceFile> SourceFile::open_beneath(int dir_fd, const std::string& rel, const std::string& display) {
-  open_how how{};
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  long n = syscall(SYS_openat2, dir_fd, rel.c_str(), &how, sizeof how);
+  int n = openat2_beneath(dir_fd, rel.c_str(), O_RDONLY);
   if (n < 0) {
     int err = errno;
     return errno_error(err == ENOENT || err == EACCES || err == ELOOP || err == EXDEV ? ErrorKind::usage : ErrorKind::io,
                        "cannot open " + display + (err == ELOOP || err == EXDEV ? " (a symbolic link on the way)" : ""),
                        err);
   }
-  return from_fd(Fd(static_cast<int>(n)), display);
+  return from_fd(Fd(n), display);
 }
 
 Result<SourceFile> SourceFile::from_fd(Fd fd, const std::string& path) {

@@ -831,14 +831,8 @@ Status run_attempts(const GetOptions& o, Events& events, FileReport& report, Dow
     }
     if (!o.retry.enabled() || !retryable(kind) || (o.stop && o.stop->load())) return status;
     // As send --retry does: back off, then resume from the journal.
-    auto delay = backoff.next(++attempt, report.seconds);
-    if (!delay)
-      return make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
-                                                    (attempt == 1 ? "" : "s") + ": " + status.error().message);
-    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
-    events.reconnecting(attempt, o.retry.retries, *delay, status.error().message);
-    if (!sleep_unless_stopped(*delay, o.stop))
-      return make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+    SESSCP_TRY(wait_to_retry(backoff, ++attempt, report.seconds, o.retry.retries, status.error(), events,
+                             report.name, o.stop));
     ++report.reconnects;
   }
 }

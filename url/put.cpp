@@ -379,14 +379,8 @@ Status put_sftp(const PutOptions& o, Events& events, FileReport& report) {
     report.state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
                                                                  : FileReport::State::failed;
     if (!o.retry.enabled() || !retryable(kind) || (o.stop && o.stop->load())) return status;
-    auto delay = backoff.next(++attempt, report.seconds);
-    if (!delay)
-      return make_error(ErrorKind::interrupted, "gave up after " + std::to_string(attempt) + " attempt" +
-                                                    (attempt == 1 ? "" : "s") + ": " + status.error().message);
-    events.phase(report.name, Events::Phase::reconnecting, status.error().message);
-    events.reconnecting(attempt, o.retry.retries, *delay, status.error().message);
-    if (!sleep_unless_stopped(*delay, o.stop))
-      return make_error(ErrorKind::interrupted, "interrupted by a signal while waiting to reconnect");
+    SESSCP_TRY(wait_to_retry(backoff, ++attempt, report.seconds, o.retry.retries, status.error(), events,
+                             report.name, o.stop));
     ++report.reconnects;
   }
 }
