@@ -8,9 +8,9 @@
 // timeouts below even when the stream stops mid-frame.
 //
 // Besides the sanitizers' checks, the target asserts what a hostile sender
-// must never achieve: a file created outside the receiver's directory, or
-// anything there other than a regular file, or an internal error (which the
-// engine only reports for its own bugs).
+// must never achieve: a file created outside the receiver's directory (also
+// through a link it sent), anything there other than a file, directory or
+// link, or an internal error (which the engine only reports for its own bugs).
 
 #include "core/events.h"
 #include "core/fd.h"
@@ -207,9 +207,30 @@ void play_sender(int fd, const std::uint8_t* data, std::size_t size) {
   close(fd);
 }
 
-// The receiver may create only regular files, and only in its directory.
-// Then empty that directory so every input starts from the same state and
-// disk use stays bounded.
+// The receiver may create only regular files, directories and symbolic
+// links (a tree's MKDIR and SYMLINK), and only beneath its directory: no
+// FIFO, socket or device, nothing beside --dir, nothing in the sentinel
+// (a symlink the input planted must never be followed for a write). Then
+// empty that directory so every input starts from the same state and disk
+// use stays bounded.
+void check_tree(const std::string& dir) {
+  for (const auto& name : entries(dir)) {
+    std::string path = dir + "/" + name;
+    struct stat st {};
+    check(lstat(path.c_str(), &st) == 0, "cannot stat a file the receiver left");
+    if (S_ISDIR(st.st_mode)) {
+      check_tree(path);
+      check(rmdir(path.c_str()) == 0, "cannot remove a directory the receiver left");
+      continue;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) {
+      std::fprintf(stderr, "fuzz_session: %s has mode %o\n", path.c_str(), st.st_mode);
+      check(false, "the receiver created something other than a file, directory or link");
+    }
+    check(unlink(path.c_str()) == 0, "cannot remove a file the receiver left");
+  }
+}
+
 void check_and_clean(Fixture& f) {
   auto top = entries(f.base);
   if (top.size() != 2) {
@@ -217,16 +238,7 @@ void check_and_clean(Fixture& f) {
     check(false, "the receiver created something beside its directory");
   }
   check(entries(f.sentinel).empty(), "the receiver wrote into a directory outside its own");
-  for (const auto& name : entries(f.dir)) {
-    std::string path = f.dir + "/" + name;
-    struct stat st {};
-    check(lstat(path.c_str(), &st) == 0, "cannot stat a file the receiver left");
-    if (!S_ISREG(st.st_mode)) {
-      std::fprintf(stderr, "fuzz_session: %s has mode %o\n", path.c_str(), st.st_mode);
-      check(false, "the receiver created something other than a regular file");
-    }
-    check(unlink(path.c_str()) == 0, "cannot remove a file the receiver left");
-  }
+  check_tree(f.dir);
 }
 
 } // namespace

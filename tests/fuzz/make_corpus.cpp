@@ -222,6 +222,32 @@ void session_corpus(const std::string& dir) {
     write_file(dir + "/hello_v2.bin", frame::encode(v2));
   }
   {
+    // A tree: a directory, a file inside it, a link beside it.
+    frame::Mkdir d;
+    d.path = "sub";
+    d.mode_bits = 0750;
+    frame::Symlink l;
+    l.path = "sub/link";
+    l.target = "f.bin";
+    Bytes s = h;
+    append(s, frame::encode(d));
+    append(s, file_stream("sub/f.bin", 300, 8));
+    append(s, frame::encode(l));
+    append(s, release);
+    write_file(dir + "/tree.bin", s);
+  }
+  {
+    // A hostile tree: a link out of --dir, then a file offered through it.
+    frame::Symlink l;
+    l.path = "out";
+    l.target = "../sentinel";
+    Bytes s = h;
+    append(s, frame::encode(l));
+    append(s, file_stream("out/escape.bin", 100, 9));
+    append(s, release);
+    write_file(dir + "/link_escape.bin", s);
+  }
+  {
     // A name the receiver must refuse.
     Bytes s = h;
     append(s, frame::encode(offer("../escape.bin", 100, 4096)));
