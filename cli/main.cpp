@@ -129,6 +129,7 @@ struct SendArgs {
   bool follow_links = false;
   std::vector<std::string> fetch; // half-duplex: paths to fetch from the receiver's --serve export
   std::string fetch_dir = ".";
+  std::string duplex;             // --duplex half|full ("" = half with --fetch)
 };
 
 int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
@@ -171,6 +172,9 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
     o.fetch.push_back({path, contents});
   }
   o.fetch_dir = a.fetch_dir;
+  if (!a.duplex.empty() && a.fetch.empty())
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--duplex applies only with --fetch PATH"));
+  o.full_duplex = a.duplex == "full";
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
   if (!endpoint) return fail(out, endpoint.error());
   o.endpoint = *endpoint;
@@ -327,6 +331,10 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   send->add_option("--fetch-dir", send_args.fetch_dir, "Where fetched files land (default: the current directory)");
+  send->add_option("--duplex", send_args.duplex,
+                   "With --fetch: 'half' (default) sends, then fetches, taking turns with the data token;\n"
+                   "'full' sends and fetches at once over the one connection")
+      ->check(CLI::IsMember({"half", "full"}));
   add_common(send, send_flags);
   sesscp::cli::SftpSendFlags sftp_flags;
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
@@ -337,6 +345,7 @@ int main(int argc, char** argv) {
                "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
                "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
                "  sesscp send ./logs/ host:7070 --fetch reports/ --fetch-dir ./in   # push, then pull, one session\n"
+               "  sesscp send ./logs/ host:7070 --fetch reports/ --duplex full   # push and pull at once\n"
                "Re-running the same command after any interruption resumes it; after success it\n"
                "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
                "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +

@@ -28,6 +28,19 @@ Error lost(const char* what, int err) {
 
 } // namespace
 
+// Held around each call into the TLS object once the connection is shared
+// between a reading and a writing thread; a no-op otherwise.
+class SslLock {
+public:
+  SslLock(std::mutex& m, bool shared) : m_m(shared ? &m : nullptr) { if (m_m) m_m->lock(); }
+  ~SslLock() { if (m_m) m_m->unlock(); }
+  SslLock(const SslLock&) = delete;
+  SslLock& operator=(const SslLock&) = delete;
+
+private:
+  std::mutex* m_m;
+};
+
 Conn::Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms)
     : m_fd(std::move(fd)), m_stop(stop), m_timeout_ms(timeout_ms), m_rbuf(k_read_buffer) {
   int flags = fcntl(m_fd.get(), F_GETFL);
@@ -75,17 +88,22 @@ Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms) {
 bool Conn::has_buffered() {
   if (m_rpos < m_rend) return true;
   if (!m_ssl) return false;
-  if (SSL_pending(m_ssl.get()) > 0) return true;
+  {
+    SslLock lock(m_ssl_mutex, m_shared);
+    if (SSL_pending(m_ssl.get()) > 0) return true;
+    if (SSL_has_pending(m_ssl.get()) != 1) return false;
+  }
   // Read-ahead may hold a whole record that is not decrypted yet, or only
   // part of one: peek to tell, so a caller neither waits on a socket that
   // will stay quiet nor blocks on half a record.
-  return SSL_has_pending(m_ssl.get()) == 1 && tls_record_ready();
+  return tls_record_ready();
 }
 
 bool Conn::tls_record_ready() {
   // Non-blocking: reads what the socket has, decrypts a record if whole.
   std::uint8_t byte;
   std::size_t n = 0;
+  SslLock lock(m_ssl_mutex, m_shared);
   int rc = SSL_peek_ex(m_ssl.get(), &byte, 1, &n);
   if (rc == 1) return true;
   int err = SSL_get_error(m_ssl.get(), rc);
@@ -96,14 +114,19 @@ Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
   for (;;) {
     if (m_ssl) {
       std::size_t n = 0;
-      int rc = SSL_read_ex(m_ssl.get(), out.data(), out.size(), &n);
-      if (rc == 1) return n;
-      int err = SSL_get_error(m_ssl.get(), rc);
+      int err = SSL_ERROR_NONE;
+      std::string detail;
+      {
+        SslLock lock(m_ssl_mutex, m_shared);
+        int rc = SSL_read_ex(m_ssl.get(), out.data(), out.size(), &n);
+        if (rc == 1) return n;
+        err = SSL_get_error(m_ssl.get(), rc);
+        if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL) detail = tls::last_error();
+      }
       if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
       if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
       if (err == SSL_ERROR_ZERO_RETURN) return make_error(ErrorKind::disconnected, "connection closed by peer");
       int saved = errno;
-      std::string detail = tls::last_error();
       if (err == SSL_ERROR_SYSCALL && detail.empty()) return lost("reading", saved ? saved : ECONNRESET);
       // A record that fails authentication means bytes were altered in
       // transit; the session ends and the journal keeps what was verified.
@@ -163,9 +186,13 @@ Result<std::span<const std::uint8_t>> Conn::read_control_payload(const frame::He
 Status Conn::write_tls(std::span<const std::uint8_t> data) {
   while (!data.empty()) {
     std::size_t n = 0;
-    int rc = SSL_write_ex(m_ssl.get(), data.data(), data.size(), &n);
-    if (rc == 1) { data = data.subspan(n); continue; }
-    int err = SSL_get_error(m_ssl.get(), rc);
+    int err = SSL_ERROR_NONE;
+    {
+      SslLock lock(m_ssl_mutex, m_shared);
+      int rc = SSL_write_ex(m_ssl.get(), data.data(), data.size(), &n);
+      if (rc == 1) { data = data.subspan(n); continue; }
+      err = SSL_get_error(m_ssl.get(), rc);
+    }
     if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
     if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
     return tls_write_failure(errno ? errno : EPIPE);
@@ -176,6 +203,7 @@ Status Conn::write_tls(std::span<const std::uint8_t> data) {
 Error Conn::tls_write_failure(int err) {
   // The peer often says why before it closes (a TLS alert such as "bad
   // record mac" after tampering); read it if it is still in the socket.
+  SslLock lock(m_ssl_mutex, m_shared);
   tls::last_error();
   std::uint8_t scratch[512];
   std::size_t n = 0;
@@ -234,6 +262,12 @@ Status Conn::start_tls(tls::SslPtr ssl, bool server) {
 
 Status Conn::send(std::span<const std::uint8_t> frame) { return write_all(frame, {}); }
 
+Status Conn::send_frame(const frame::Header& header, std::span<const std::uint8_t> payload) {
+  std::uint8_t head[frame::k_header_size];
+  frame::encode_header(header.type, static_cast<std::uint32_t>(payload.size()), head);
+  return write_all(head, payload);
+}
+
 Status Conn::send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk) {
   std::uint8_t head[frame::k_header_size + frame::k_data_prefix];
   frame::encode_data_prefix(prefix, static_cast<std::uint32_t>(chunk.size()), head);
@@ -248,7 +282,10 @@ void Conn::send_abort(frame::Reason reason, const std::string& message) {
 }
 
 void Conn::shutdown_write() {
-  if (m_ssl) SSL_shutdown(m_ssl.get()); // close_notify: a clean end, not a truncation
+  if (m_ssl) {
+    SslLock lock(m_ssl_mutex, m_shared);
+    SSL_shutdown(m_ssl.get());
+  } // close_notify: a clean end, not a truncation
   ::shutdown(m_fd.get(), SHUT_WR);
 }
 

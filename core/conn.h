@@ -8,6 +8,7 @@
 #include "core/tls.h"
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -28,6 +29,8 @@ public:
 
   // Send one encoded frame within the timeout.
   Status send(std::span<const std::uint8_t> frame);
+  // Send a frame already split into its header and payload (a relay).
+  Status send_frame(const frame::Header& header, std::span<const std::uint8_t> payload);
   // Send a DATA frame (header, prefix and chunk) with one writev.
   Status send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk);
   // Send ABORT(reason) if the socket still takes it; errors are ignored
@@ -51,6 +54,14 @@ public:
   // Read a control frame's payload (<= k_max_control_payload) into an
   // internal buffer valid until the next read.
   Result<std::span<const std::uint8_t>> read_control_payload(const frame::Header& header);
+
+  // Full-duplex: from now on one thread reads and another writes. Every
+  // call into the TLS object is then made under a lock (OpenSSL objects are
+  // not to be used by two threads at once); waits are made outside it.
+  void share_between_threads() { m_shared = true; }
+  const std::atomic<bool>* stop() const { return m_stop; }
+  // Poll `stop` instead of the flag given at construction.
+  void set_stop(const std::atomic<bool>* stop) { m_stop = stop; }
 
   // Change the deadline for every later wait, and the kernel's dead-peer timers.
   void set_timeout(int timeout_ms);
@@ -81,6 +92,8 @@ private:
   std::size_t m_rpos = 0;
   std::size_t m_rend = 0;
   std::vector<std::uint8_t> m_payload;
+  bool m_shared = false;
+  std::mutex m_ssl_mutex;
 };
 
 } // namespace sesscp

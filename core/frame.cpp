@@ -7,7 +7,7 @@ namespace sesscp::frame {
 
 namespace {
 
-Error bad(const char* what) { return make_error(ErrorKind::protocol, what); }
+Error bad(const std::string& what) { return make_error(ErrorKind::protocol, what); }
 
 std::vector<std::uint8_t> finish(Type type, ByteWriter& w) {
   auto& payload = w.buffer();
@@ -30,7 +30,7 @@ bool valid_chunk_size(std::uint32_t cs) {
   return cs >= k_min_chunk_size && cs <= k_max_chunk_size && cs % k_min_chunk_size == 0;
 }
 
-template <typename T> Result<T> done(ByteReader& r, T value, const char* what) {
+template <typename T> Result<T> done(ByteReader& r, T value, const std::string& what) {
   if (!r.done()) return bad(what);
   return value;
 }
@@ -53,6 +53,7 @@ const char* to_string(Type type) {
   case Type::mkdir: return "MKDIR";
   case Type::symlink: return "SYMLINK";
   case Type::give_token: return "GIVE_TOKEN";
+  case Type::fetch: return "FETCH";
   case Type::please_token: return "PLEASE_TOKEN";
   case Type::release: return "RELEASE";
   case Type::release_ack: return "RELEASE_ACK";
@@ -68,7 +69,7 @@ bool is_known(std::uint8_t t) {
   case Type::resume: case Type::data: case Type::sync: case Type::checkpoint:
   case Type::resend: case Type::file_end: case Type::file_done: case Type::mkdir:
   case Type::symlink: case Type::release: case Type::release_ack: case Type::not_finished:
-  case Type::give_token: case Type::please_token: case Type::abort:
+  case Type::give_token: case Type::please_token: case Type::fetch: case Type::abort:
     return true;
   }
   return false;
@@ -470,32 +471,59 @@ Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p) {
   return done(r, m, "NOT_FINISHED: bad length");
 }
 
-std::vector<std::uint8_t> encode(const GiveToken& m) {
-  ByteWriter w;
-  auto n = std::min(m.fetch.size(), k_max_fetch_paths);
+namespace {
+
+// GIVE_TOKEN and FETCH carry the same list of paths.
+void write_paths(ByteWriter& w, const std::vector<FetchPath>& paths) {
+  auto n = std::min(paths.size(), k_max_fetch_paths);
   w.u16(static_cast<std::uint16_t>(n));
   for (std::size_t i = 0; i < n; ++i) {
-    w.u8(m.fetch[i].contents ? 1 : 0);
-    w.str16(clip(m.fetch[i].path, k_max_text));
+    w.u8(paths[i].contents ? 1 : 0);
+    w.str16(clip(paths[i].path, k_max_text));
   }
+}
+
+Result<std::vector<FetchPath>> read_paths(std::span<const std::uint8_t> p, const std::string& what) {
+  ByteReader r(p);
+  std::vector<FetchPath> out;
+  auto n = r.u16();
+  if (r.failed()) return bad(what + ": truncated");
+  if (n > k_max_fetch_paths) return bad(what + ": more than 256 paths");
+  for (std::uint16_t i = 0; i < n; ++i) {
+    auto contents = r.u8();
+    auto path = r.str16();
+    if (r.failed()) return bad(what + ": truncated");
+    if (contents > 1) return bad(what + ": bad contents flag");
+    if (path.size() > k_max_text) return bad(what + ": path longer than 1024 bytes");
+    out.push_back({std::move(path), contents == 1});
+  }
+  return done(r, out, what + ": bad length");
+}
+
+} // namespace
+
+std::vector<std::uint8_t> encode(const GiveToken& m) {
+  ByteWriter w;
+  write_paths(w, m.fetch);
   return finish(Type::give_token, w);
 }
 
 Result<GiveToken> decode_give_token(std::span<const std::uint8_t> p) {
-  ByteReader r(p);
-  GiveToken m;
-  auto n = r.u16();
-  if (r.failed()) return bad("GIVE_TOKEN: truncated");
-  if (n > k_max_fetch_paths) return bad("GIVE_TOKEN: more than 256 paths");
-  for (std::uint16_t i = 0; i < n; ++i) {
-    auto contents = r.u8();
-    auto path = r.str16();
-    if (r.failed()) return bad("GIVE_TOKEN: truncated");
-    if (contents > 1) return bad("GIVE_TOKEN: bad contents flag");
-    if (path.size() > k_max_text) return bad("GIVE_TOKEN: path longer than 1024 bytes");
-    m.fetch.push_back({std::move(path), contents == 1});
-  }
-  return done(r, m, "GIVE_TOKEN: bad length");
+  auto paths = read_paths(p, "GIVE_TOKEN");
+  if (!paths) return paths.error();
+  return GiveToken{std::move(*paths)};
+}
+
+std::vector<std::uint8_t> encode(const Fetch& m) {
+  ByteWriter w;
+  write_paths(w, m.paths);
+  return finish(Type::fetch, w);
+}
+
+Result<Fetch> decode_fetch(std::span<const std::uint8_t> p) {
+  auto paths = read_paths(p, "FETCH");
+  if (!paths) return paths.error();
+  return Fetch{std::move(*paths)};
 }
 
 std::vector<std::uint8_t> encode_empty(Type type) {

@@ -42,6 +42,7 @@ enum class Type : std::uint8_t {
   symlink = 0x19,
   give_token = 0x1A,   // half-duplex: the data token passes to the peer
   please_token = 0x1B, // half-duplex: ask the holder for the data token
+  fetch = 0x1E,        // full-duplex: what the initiator receives while it sends
   release = 0x20,
   release_ack = 0x21,
   not_finished = 0x22,
@@ -203,6 +204,11 @@ struct FetchPath {
 struct GiveToken {
   std::vector<FetchPath> fetch;
 };
+// Full-duplex: sent once by the initiator right after ACCEPT; the responder
+// sends these paths from its export while the initiator sends its own files.
+struct Fetch {
+  std::vector<FetchPath> paths;
+};
 // The answer to RELEASE while the peer still has work outstanding.
 struct NotFinished {
   std::string message;
@@ -224,6 +230,7 @@ std::vector<std::uint8_t> encode(const Mkdir& m);
 std::vector<std::uint8_t> encode(const Symlink& m);
 std::vector<std::uint8_t> encode(const NotFinished& m);
 std::vector<std::uint8_t> encode(const GiveToken& m);
+std::vector<std::uint8_t> encode(const Fetch& m);
 std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK, PLEASE_TOKEN
 // Encode the header and prefix of a DATA frame carrying `chunk_len` bytes.
 void encode_data_prefix(const DataPrefix& m, std::uint32_t chunk_len,
@@ -247,6 +254,7 @@ Result<Mkdir> decode_mkdir(std::span<const std::uint8_t> p);
 Result<Symlink> decode_symlink(std::span<const std::uint8_t> p);
 Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p);
 Result<GiveToken> decode_give_token(std::span<const std::uint8_t> p);
+Result<Fetch> decode_fetch(std::span<const std::uint8_t> p);
 Status decode_empty(std::span<const std::uint8_t> p);
 
 // Return "" when `name` is a safe single path component for the receiver's

@@ -2,6 +2,7 @@
 
 #include "checkpoint/journal.h"
 #include "core/conn.h"
+#include "core/duplex.h"
 #include "core/frame.h"
 #include "core/sender.h"
 #include "core/session_state.h"
@@ -806,6 +807,8 @@ public:
   Status run();
   // Receive until the peer gives the data token back.
   Status run_turn();
+  // Full-duplex: receive until the peer releases this direction.
+  Status run_direction();
   // Refuse before establishment (e.g. too many sessions).
   void refuse(frame::Reason reason, const std::string& message) {
     (void)m_conn.send(frame::encode(frame::Refuse{reason, frame::k_protocol_version, message}));
@@ -815,6 +818,7 @@ private:
   Status authenticate();
   Status establish();
   Status serve_files();
+  Status serve_full_duplex();
   Status next_step();
   Status on_offer(std::span<const std::uint8_t> payload);
   Status on_mkdir(std::span<const std::uint8_t> payload);
@@ -920,9 +924,10 @@ Status Session::establish() {
     refuse(frame::Reason::unsupported_mode, msg);
     return make_error(ErrorKind::refused, msg);
   }
-  if (hello->mode == frame::DialogMode::half_duplex && m_opt.serve_dir.empty()) {
-    // A half-duplex session exists to fetch files back: there must be an export.
-    std::string msg = "half-duplex (--fetch) needs a receiver that exports a directory; this receiver was "
+  if (hello->mode != frame::DialogMode::simplex && m_opt.serve_dir.empty()) {
+    // A half- or full-duplex session exists to fetch files back: there must be an export.
+    std::string msg = std::string(frame::to_string(hello->mode)) +
+                      " (--fetch) needs a receiver that exports a directory; this receiver was "
                       "started without --serve DIR";
     refuse(frame::Reason::unsupported_mode, msg);
     return make_error(ErrorKind::refused, msg);
@@ -1318,6 +1323,54 @@ Status Session::run_turn() {
   return status;
 }
 
+Status Session::run_direction() {
+  auto status = serve_files();
+  if (!status && status.error().kind == ErrorKind::protocol) m_conn.send_abort(frame::Reason::protocol, status.error().message);
+  return status;
+}
+
+// Full-duplex, the responder: read the initiator's FETCH, then receive its
+// files and send the requested ones at once (docs/PROTOCOL.md, "Full-duplex").
+Status Session::serve_full_duplex() {
+  auto header = m_conn.read_header(0);
+  if (!header) return header.error();
+  auto payload = m_conn.read_control_payload(*header);
+  if (!payload) return payload.error();
+  if (header->type == frame::Type::abort) {
+    auto abort = frame::decode_abort(*payload);
+    if (!abort) return abort.error();
+    return make_error(frame::error_kind_for(abort->reason), std::string("sender aborted: ") +
+                                                                frame::to_string(abort->reason) + ": " + abort->message);
+  }
+  auto broke = [&](const Error& e) {
+    m_conn.send_abort(frame::Reason::protocol, e.message);
+    return e;
+  };
+  if (header->type != frame::Type::fetch)
+    return broke(make_error(ErrorKind::protocol, std::string("expected FETCH first in a full-duplex session, got ") +
+                                                     frame::to_string(header->type)));
+  if (auto legal = m_machine.on_receive(header->type); !legal) return broke(legal.error());
+  auto fetch = frame::decode_fetch(*payload);
+  if (!fetch) return broke(fetch.error());
+  m_events.info(m_peer + ": full-duplex: receiving into " + m_opt.dir + " while sending " +
+                std::to_string(fetch->paths.size()) + " requested path(s) from " + m_opt.serve_dir);
+  auto send = [&](Conn& c) -> Status {
+    auto machine = session::Machine::direction(session::Role::initiator);
+    SendOptions options;
+    options.timeout_ms = m_opt.timeout_ms;
+    options.bwlimit = m_opt.serve_bwlimit;
+    options.stop = m_opt.stop;
+    return serve_turn(c, machine, m_serve_fd, m_opt.serve_dir, fetch->paths, options, m_events, true);
+  };
+  auto receive = [&](Conn& c) -> Status {
+    auto machine = session::Machine::direction(session::Role::responder);
+    Session direction(m_dir_fd, m_opt, m_umask, m_events, c, machine);
+    direction.m_peer = m_peer;
+    return direction.run_direction();
+  };
+  return duplex::run(m_conn, send, receive, m_opt.timeout_ms);
+}
+
 Status Session::run() {
   // Authenticate the peer (TLS), then establish the session.
   auto status = authenticate();
@@ -1326,6 +1379,12 @@ Status Session::run() {
     return status;
   }
   status = establish();
+  if (status && m_machine.mode() == frame::DialogMode::full_duplex) {
+    // Both directions at once; the relay has told the peer of any failure.
+    status = serve_full_duplex();
+    if (!status) m_events.info(m_peer + ": session ended: " + status.error().message);
+    return status;
+  }
   // Serve files until release.
   if (status) status = serve_files();
   if (!status && status.error().kind == ErrorKind::protocol)
@@ -1336,13 +1395,14 @@ Status Session::run() {
 
 } // namespace
 
-Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events) {
+Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events,
+                    bool full_duplex) {
   Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
   unsigned mask = ::umask(0);
   ::umask(mask);
   Session session(dir.get(), options, mask, events, conn, machine);
-  return session.run_turn();
+  return full_duplex ? session.run_direction() : session.run_turn();
 }
 
 Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events) {

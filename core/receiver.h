@@ -38,7 +38,10 @@ class Machine;
 // (GIVE_TOKEN with a fetch request), run the receiving side of this session
 // over `conn`, writing into `options.dir` exactly as a receiver does
 // (leases, journals, resume, publish), until the peer gives the token back.
-Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events);
+// Full-duplex (`full_duplex`): the receiving direction of the session, until
+// the peer releases it (RELEASE / RELEASE_ACK).
+Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events,
+                    bool full_duplex = false);
 
 class Receiver {
 public:

@@ -2,6 +2,7 @@
 
 #include "checkpoint/journal.h"
 #include "core/conn.h"
+#include "core/duplex.h"
 #include "core/frame.h"
 #include "core/receiver.h"
 #include "core/session_state.h"
@@ -157,17 +158,22 @@ public:
   // The initiator of a session.
   Sender(const SendOptions& options, Events& events, Plan& plan)
       : m_opt(options), m_events(events), m_plan(plan), m_machine(m_own_machine), m_bytes_before(plan.bytes) {}
-  // The responder's turn in a half-duplex session, over its established session.
-  Sender(const SendOptions& options, Events& events, Plan& plan, session::Machine& machine)
-      : m_opt(options), m_events(events), m_plan(plan), m_machine(machine), m_turn(true), m_peer("sender"),
+  // The responder's turn in a half-duplex session, over its established
+  // session; or one sending direction of a full-duplex session.
+  Sender(const SendOptions& options, Events& events, Plan& plan, session::Machine& machine,
+         const char* peer = "sender")
+      : m_opt(options), m_events(events), m_plan(plan), m_machine(machine), m_turn(true), m_peer(peer),
         m_bytes_before(plan.bytes) {}
 
   // Establish, push, (half-duplex) fetch, release.
   Status run(Conn& conn);
   // Push, then give the data token back.
   Status run_turn(Conn& conn);
+  // Full-duplex: push, then release this direction.
+  Status run_direction(Conn& conn);
 
 private:
+  Status run_full_duplex(Conn& conn);
   Status push(Conn& conn);
   Status give_token(Conn& conn);
   bool all_confirmed() const {
@@ -265,8 +271,13 @@ Result<frame::Header> Sender::next_frame(Conn& conn, std::span<const std::uint8_
 Status Sender::exchange_hello(Conn& conn) {
   frame::Hello hello;
   hello.identity = "sesscp/" SESSCP_VERSION " " + hostname();
-  // Dialog control: a session that also fetches takes turns with the data token.
-  hello.mode = m_opt.fetch.empty() ? frame::DialogMode::simplex : frame::DialogMode::half_duplex;
+  // Dialog control: a session that also fetches takes turns with the data
+  // token, or (--duplex full) runs both directions at once; once fetched
+  // (an earlier attempt of --retry), full-duplex has nothing to fetch.
+  hello.mode = m_opt.fetch.empty()  ? frame::DialogMode::simplex
+               : !m_opt.full_duplex ? frame::DialogMode::half_duplex
+               : m_plan.fetched     ? frame::DialogMode::simplex
+                                    : frame::DialogMode::full_duplex;
   SESSCP_TRY(m_machine.set_mode(hello.mode));
   SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));
@@ -291,8 +302,7 @@ Status Sender::exchange_hello(Conn& conn) {
                                               std::to_string(accept->version));
   if (accept->mode != hello.mode)
     return unexpected(conn, h->type,
-                      hello.mode == frame::DialogMode::simplex ? "an ACCEPT confirming the simplex dialog mode"
-                                                               : "an ACCEPT confirming the half-duplex dialog mode");
+                      (std::string("an ACCEPT confirming the ") + frame::to_string(hello.mode) + " dialog mode").c_str());
   m_events.debug("session established with " + accept->identity + " (" + frame::to_string(accept->mode) + ")");
   return {};
 }
@@ -597,6 +607,7 @@ Status Sender::run_turn(Conn& conn) {
 Status Sender::run(Conn& conn) {
   // Establish the session.
   SESSCP_TRY(establish(conn));
+  if (m_machine.mode() == frame::DialogMode::full_duplex) return run_full_duplex(conn);
   SESSCP_TRY(push(conn));
   // Half-duplex: the receiver's turn, unless an earlier session or an early
   // grant (PLEASE_TOKEN) already fetched.
@@ -611,6 +622,40 @@ Status Sender::run(Conn& conn) {
   // Directories and links are idempotent: they count as done once released.
   for (auto i : m_todo) m_plan.done[i] = 1;
   return {};
+}
+
+Status Sender::run_direction(Conn& conn) {
+  SESSCP_TRY(push(conn));
+  SESSCP_TRY(release(conn));
+  for (auto i : m_todo) m_plan.done[i] = 1;
+  return {};
+}
+
+// Full-duplex: ask for the fetch, then send this side's files and receive
+// the peer's at once, each direction with its own sync points, journals and
+// release (docs/PROTOCOL.md, "Full-duplex").
+Status Sender::run_full_duplex(Conn& conn) {
+  SESSCP_TRY(m_machine.on_send(frame::Type::fetch));
+  SESSCP_TRY(conn.send(frame::encode(frame::Fetch{m_opt.fetch})));
+  m_events.debug("full-duplex: sending " + std::to_string(m_plan.entries.size()) + " entries while fetching " +
+                 std::to_string(m_opt.fetch.size()) + " path(s) into " + m_opt.fetch_dir);
+  auto send = [&](Conn& c) -> Status {
+    auto machine = session::Machine::direction(session::Role::initiator);
+    Sender direction(m_opt, m_events, m_plan, machine, "receiver");
+    return direction.run_direction(c);
+  };
+  auto receive = [&](Conn& c) -> Status {
+    auto machine = session::Machine::direction(session::Role::responder);
+    ReceiveOptions options;
+    options.dir = m_opt.fetch_dir;
+    options.timeout_ms = m_opt.timeout_ms;
+    options.stop = m_opt.stop;
+    FetchEvents events(m_events, m_plan);
+    SESSCP_TRY(receive_turn(c, machine, options, events, true));
+    m_plan.fetched = true;
+    return {};
+  };
+  return duplex::run(conn, send, receive, m_opt.timeout_ms);
 }
 
 // Offer, transfer and confirm every file of the plan not done yet.
@@ -770,7 +815,8 @@ Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<f
 } // namespace
 
 Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
-                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events) {
+                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events,
+                  bool full_duplex) {
   std::vector<Fd> pins;
   std::vector<std::pair<int, std::string>> beneath;
   auto entries = fetch_entries(serve_fd, fetch, pins, beneath, events);
@@ -793,7 +839,7 @@ Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std
     plan.beneath_rel.push_back(beneath[i].second);
   }
   Sender sender(options, events, plan, machine);
-  auto status = sender.run_turn(conn);
+  auto status = full_duplex ? sender.run_direction(conn) : sender.run_turn(conn);
   // Files the turn offered but could not finish get their summary line.
   for (std::size_t i = 0; i < n && !status; ++i) {
     if (plan.done[i] || !plan.offered[i]) continue;

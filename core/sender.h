@@ -35,6 +35,9 @@ struct SendOptions {
   // receiver with this request, and receive what it sends into `fetch_dir`.
   std::vector<frame::FetchPath> fetch;
   std::string fetch_dir = ".";
+  // Full-duplex (--duplex full): fetch while sending, both at once over the
+  // one connection, instead of taking turns.
+  bool full_duplex = false;
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -66,7 +69,11 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
 // once every file sent is confirmed. Each path must pass frame::check_path
 // and resolve beneath the export without a symlink on the way; anything else
 // is answered with ABORT bad name (ErrorKind::refused).
+// Full-duplex (`full_duplex`): the same over the responder's sending
+// direction (docs/PROTOCOL.md, "Full-duplex"), which ends with its own
+// RELEASE instead of giving a token back.
 Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
-                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events);
+                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events,
+                  bool full_duplex = false);
 
 } // namespace sesscp

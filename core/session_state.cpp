@@ -22,7 +22,7 @@ const char* to_string(Role role) { return role == Role::initiator ? "initiator" 
 bool initiator_frame(Type type) {
   switch (type) {
   case Type::hello: case Type::offer: case Type::data: case Type::sync: case Type::file_end:
-  case Type::mkdir: case Type::symlink: case Type::release:
+  case Type::mkdir: case Type::symlink: case Type::release: case Type::fetch:
     return true;
   default: return false;
   }
@@ -86,6 +86,8 @@ Result<State> Machine::step(Type type, bool sent) {
   if (half && m_state == State::established && (data_frame(type) || confirmation_frame(type) || token_frame))
     return token_step(type, sent, from_initiator);
   if (token_frame) return illegal("outside an established session");
+  if (type == Type::fetch && m_mode != frame::DialogMode::full_duplex)
+    return illegal(std::string("in a ") + frame::to_string(m_mode) + " session: only a full-duplex session fetches this way");
   // Dialog control: the sending side must be the one allowed to send it.
   if (initiator_frame(type) != from_initiator)
     return illegal(from_initiator ? "from the initiator: only the responder sends it"
@@ -109,6 +111,7 @@ Result<State> Machine::step(Type type, bool sent) {
     case Type::symlink: case Type::resume: case Type::checkpoint: case Type::resend: case Type::file_done:
       return m_state;
     case Type::release: return m_state = m_role == Role::initiator ? State::releasing : State::release_requested;
+    case Type::fetch: return m_state; // full-duplex: from here each direction runs its own machine
     default: return illegal("in an established session");
     }
   case State::releasing:

@@ -67,9 +67,20 @@ public:
   // (`outstanding` activities or sync points); ErrorKind::internal otherwise.
   Status may_release(std::uint64_t outstanding) const;
 
-  // Return true for the dialog modes this version runs (simplex, half-duplex).
+  // Return true for the dialog modes this version runs (all three).
   static bool supported(frame::DialogMode mode) {
-    return mode == frame::DialogMode::simplex || mode == frame::DialogMode::half_duplex;
+    return mode == frame::DialogMode::simplex || mode == frame::DialogMode::half_duplex ||
+           mode == frame::DialogMode::full_duplex;
+  }
+
+  // Full-duplex: the machine of one direction of an established session.
+  // Each direction runs the simplex rules on its own, `data_side` being the
+  // role of the side that sends the data (initiator) or confirms it
+  // (responder); it ends with its own RELEASE / RELEASE_ACK.
+  static Machine direction(Role data_side) {
+    Machine m(data_side);
+    m.m_state = State::established;
+    return m;
   }
 
 private:

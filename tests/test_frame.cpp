@@ -327,6 +327,24 @@ TEST_CASE("HELLO carries the dialog mode; an unknown mode is malformed") {
   CHECK_FALSE(decode_hello(bad).ok());
 }
 
+TEST_CASE("FETCH (full-duplex) round-trips and rejects bad payloads") {
+  Fetch f{{{"reports", true}, {"a/b.txt", false}}};
+  auto [h, p] = split(encode(f));
+  CHECK(h.type == Type::fetch);
+  CHECK(static_cast<std::uint8_t>(h.type) == 0x1E);
+  CHECK(std::string(to_string(Type::fetch)) == "FETCH");
+  CHECK(is_known(0x1E));
+  auto d = decode_fetch(p);
+  REQUIRE(d.ok());
+  CHECK(d->paths == f.paths);
+  check_length_strict(p, decode_fetch);
+  auto bad = p;
+  bad[2] = 2; // contents flag
+  auto e = decode_fetch(bad);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.error().message.find("FETCH") != std::string::npos);
+}
+
 TEST_CASE("GIVE_TOKEN and PLEASE_TOKEN (half-duplex) round-trip and reject bad payloads") {
   GiveToken g{{{"reports", true}, {"a/b.txt", false}}};
   auto [hg, pg] = split(encode(g));

@@ -18,7 +18,7 @@ const std::vector<Type> k_all_types = {
     Type::hello,     Type::accept,    Type::refuse,  Type::offer,   Type::resume,      Type::data,
     Type::sync,      Type::checkpoint, Type::resend, Type::file_end, Type::file_done,  Type::mkdir,
     Type::symlink,   Type::release,   Type::release_ack, Type::not_finished, Type::give_token,
-    Type::please_token, Type::abort};
+    Type::please_token, Type::fetch, Type::abort};
 
 // Drive a machine to `target` along the legal path.
 Machine at(Role role, State target) {
@@ -140,8 +140,8 @@ TEST_CASE("every transition of every state, legal and illegal, for both roles") 
       }
     }
   }
-  // 19 types x 2 directions x 5 states x 2 roles.
-  CHECK(legal_count + illegal_count == 19 * 2 * 5 * 2);
+  // 20 types x 2 directions x 5 states x 2 roles.
+  CHECK(legal_count + illegal_count == 20 * 2 * 5 * 2);
   // Per role: idle 3 (HELLO, 2 ABORT), awaiting 4, established 13, releasing 4, closed 0.
   CHECK(legal_count == 2 * (3 + 4 + 13 + 4));
 }
@@ -158,7 +158,12 @@ TEST_CASE("simplex: data from the responder is a protocol error that names the r
   CHECK_FALSE(r.on_send(Type::data).ok());
   CHECK(Machine::supported(frame::DialogMode::simplex));
   CHECK(Machine::supported(frame::DialogMode::half_duplex));
-  CHECK_FALSE(Machine::supported(frame::DialogMode::full_duplex));
+  CHECK(Machine::supported(frame::DialogMode::full_duplex));
+  // FETCH belongs to full-duplex sessions only.
+  Machine f = at(Role::responder, State::established);
+  auto fetch = f.on_receive(Type::fetch);
+  REQUIRE_FALSE(fetch.ok());
+  CHECK(fetch.error().message.find("only a full-duplex session") != std::string::npos);
   // A simplex session has no data token to pass or ask for.
   for (auto t : {Type::give_token, Type::please_token}) {
     Machine m = at(Role::responder, State::established);
@@ -342,3 +347,53 @@ TEST_CASE("abort ends the session from any state but closed") {
 }
 
 } // TEST_SUITE
+
+TEST_CASE("full-duplex: FETCH once from the initiator, then each direction runs the simplex rules on its own") {
+  // Establishment in full-duplex: the initiator's FETCH is legal, the responder's is not, token frames never.
+  for (auto role : {Role::initiator, Role::responder}) {
+    Machine m(role);
+    REQUIRE(m.set_mode(frame::DialogMode::full_duplex).ok());
+    bool i = role == Role::initiator;
+    REQUIRE((i ? m.on_send(Type::hello) : m.on_receive(Type::hello)).ok());
+    REQUIRE((i ? m.on_receive(Type::accept) : m.on_send(Type::accept)).ok());
+    REQUIRE(m.state() == State::established);
+    CHECK_FALSE((i ? m.on_receive(Type::fetch) : m.on_send(Type::fetch)).ok()); // from the responder
+    auto f = i ? m.on_send(Type::fetch) : m.on_receive(Type::fetch);
+    REQUIRE(f.ok());
+    CHECK(*f == State::established);
+    for (auto t : {Type::give_token, Type::please_token}) {
+      auto r = m.on_receive(t);
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().message.find("full-duplex") != std::string::npos);
+    }
+  }
+  // A direction: established at once; its data side sends data and RELEASE,
+  // the other confirms; data from the confirming side breaks the rule.
+  Machine data_side = Machine::direction(Role::initiator);
+  Machine confirming = Machine::direction(Role::responder);
+  CHECK(data_side.state() == State::established);
+  CHECK(confirming.state() == State::established);
+  CHECK(data_side.mode() == frame::DialogMode::simplex);
+  auto both = [&](Type t, bool from_data_side) {
+    CAPTURE(frame::to_string(t));
+    Machine& from = from_data_side ? data_side : confirming;
+    Machine& to = from_data_side ? confirming : data_side;
+    REQUIRE(from.on_send(t).ok());
+    REQUIRE(to.on_receive(t).ok());
+  };
+  both(Type::offer, true);
+  both(Type::resume, false);
+  both(Type::data, true);
+  both(Type::checkpoint, false);
+  CHECK_FALSE(data_side.on_receive(Type::data).ok());
+  CHECK_FALSE(confirming.on_receive(Type::checkpoint).ok());
+  CHECK_FALSE(data_side.on_receive(Type::fetch).ok());
+  both(Type::file_end, true);
+  both(Type::file_done, false);
+  REQUIRE(data_side.may_release(0).ok());
+  CHECK_FALSE(confirming.may_release(0).ok());
+  both(Type::release, true);
+  both(Type::release_ack, false);
+  CHECK(data_side.state() == State::closed);
+  CHECK(confirming.state() == State::closed);
+}
