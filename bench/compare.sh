@@ -170,6 +170,7 @@ run_aria2c() {
 run_sesscp() { # $1 = plain|tls
   local sec=(--insecure) port t0 t1 rp
   [[ $1 == tls ]] && sec=(--key-file "$W/key")
+  : >"$W/t/r.log" # empty before the receiver starts: never read the last run's port
   timed_bg "$W/t/r" "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --once "${sec[@]}" 2>"$W/t/r.log"
   rp=$BG
   port=$(sesscp_port "$W/t/r.log")

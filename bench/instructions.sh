@@ -38,6 +38,7 @@ measure() {
   local sec=(--insecure) rp port
   [[ $1 == tls ]] && sec=(--key-file "$W/key")
   rm -f "$W/dst"/*
+  : >"$W/r.log" # empty before the receiver starts: never read the last run's port
   cg "$W/$3.recv.cg" "$BIN" recv --listen 127.0.0.1:0 --dir "$W/dst" --once --timeout 300 "${sec[@]}" 2>"$W/r.log" &
   rp=$!; bench_track "$rp"
   port=$(sesscp_port "$W/r.log")

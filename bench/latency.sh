@@ -59,6 +59,7 @@ start_proxy() {
 
 run_sesscp() { # RTT WINDOW -> prints wall seconds
   local rp port t0 t1
+  : >"$W/r.log" # empty before the receiver starts: never read the last run's port
   "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --once --insecure 2>"$W/r.log" &
   rp=$!; bench_track "$rp"
   port=$(sesscp_port "$W/r.log")

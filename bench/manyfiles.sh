@@ -63,9 +63,12 @@ wait_port() {
 }
 
 run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with a shared key)
-  local dst=$1 log=$work/recv.log port t0 t1 rpid
+  local dst=$1 log port t0 t1 rpid
   shift
   [ $# -gt 0 ] || set -- --key-file "$work/key"
+  # A fresh, empty log per run: reading a reused one could find the last
+  # receiver's port before this receiver's shell truncates it.
+  log=$(mktemp "$work/recv.XXXXXX.log")
   "$bin" recv --listen 127.0.0.1:0 --dir "$dst" --once "$@" 2>"$log" &
   rpid=$!
   pids+=("$rpid")
@@ -76,7 +79,12 @@ run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with
   done
   [ -n "$port" ] || { echo "bench: receiver did not start" >&2; cat "$log" >&2; exit 1; }
   t0=$(now)
-  "$bin" send "$src/" "127.0.0.1:$port" -q "$@"
+  # (set -e does not reach into this $(...) subshell: fail explicitly.)
+  if ! "$bin" send "$src/" "127.0.0.1:$port" -q "$@"; then
+    echo "bench: sesscp send failed" >&2
+    kill "$rpid" 2>/dev/null
+    exit 1
+  fi
   wait "$rpid"
   t1=$(now)
   echo "$t1 - $t0" | bc

@@ -58,6 +58,7 @@ wchar() { awk '/^wchar/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 # Receivers live across the kill, as they would in use. Sets $rp (and $port).
 start_receiver() { # TOOL LOG
   if [[ $1 == sesscp ]]; then
+    : >"$2" # empty before the receiver starts: never read the last run's port
     "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --insecure 2>"$2" &
     rp=$!; bench_track "$rp"
     port=$(sesscp_port "$2")

@@ -27,6 +27,7 @@ run_one() { # $1 = insecure|tls ; prints seconds
   local sec=(--insecure)
   [ "$1" = tls ] && sec=(--key-file "$work/key")
   rm -f "$work/dst"/*
+  : >"$work/r.log" # empty before the receiver starts: never read the last run's port
   "$bin" recv --listen 127.0.0.1:0 --dir "$work/dst" --once "${sec[@]}" 2>"$work/r.log" &
   rpid=$!
   local port=""

@@ -32,6 +32,7 @@ size=$(stat -c %s "$src")
 
 # start_receiver LOG -> sets $rpid and $port
 start_receiver() {
+  : >"$1" # empty before the receiver starts: never read the last run's port
   "$bin" recv --listen 127.0.0.1:0 --dir "$work/dst" 2>"$1" &
   rpid=$!
   pids+=("$rpid")
