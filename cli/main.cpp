@@ -1,4 +1,5 @@
 // sesscp: send and receive large files in resumable, verified sessions.
+#include "cli/args.h"
 #include "cli/output.h"
 #include "cli/status.h"
 #include "cli/url_cmd.h"
@@ -41,25 +42,7 @@ const char* k_exit_codes = R"(Exit codes:
   76  protocol error: the peer broke the protocol (e.g. data from the wrong side of a simplex session)
   77  authentication failed (wrong or missing key, untrusted certificate))";
 
-// Parse "64M", "1G", "4096", "512KiB" (powers of 1024).
-sesscp::Result<std::uint64_t> parse_size(const std::string& text, const char* what) {
-  std::size_t used = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &used);
-  } catch (...) {
-    return sesscp::make_error(sesscp::ErrorKind::usage,
-                              std::string("bad ") + what + " '" + text + "' (not a number; use e.g. 64M)");
-  }
-  std::string unit = text.substr(used);
-  for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit.size() > 1 && (unit.substr(1) == "B" || unit.substr(1) == "IB")) unit = unit.substr(0, 1);
-  int shift = unit.empty() || unit == "B" ? 0 : unit == "K" ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : -1;
-  if (shift < 0 || value > (~0ULL >> shift))
-    return sesscp::make_error(sesscp::ErrorKind::usage, std::string("bad ") + what + " '" + text +
-                                                            "' (use a number with K, M or G)");
-  return value << shift;
-}
+using sesscp::cli::parse_size;
 
 struct CommonFlags {
   bool quiet = false;
@@ -193,17 +176,9 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   o.bwlimit = *bwlimit;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
-  o.retry.retries = a.retry;
-  if (!a.retry_for.empty()) {
-    auto d = sesscp::parse_duration(a.retry_for);
-    if (!d) return fail(out, d.error());
-    if (*d <= 0)
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --retry-for '" + a.retry_for +
-                                                                        "' (must be longer than 0 s)"));
-    o.retry.retry_for_s = *d;
-    // --retry-for alone: as many attempts as fit in the time.
-    if (a.retry == 0) o.retry.retries = -1;
-  }
+  auto retry = sesscp::cli::retry_policy(a.retry, a.retry_for);
+  if (!retry) return fail(out, retry.error());
+  o.retry = *retry;
 
   sesscp::FileReport report;
   auto status = sesscp::send_file(o, out, report);

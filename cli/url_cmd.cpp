@@ -1,5 +1,6 @@
 #include "cli/url_cmd.h"
 
+#include "cli/args.h"
 #include "core/retry.h"
 #include "url/get.h"
 #include "url/put.h"
@@ -34,35 +35,6 @@ void warn_inline_password(Output& out, const std::string& url_text) {
   if (url::has_inline_password(url_text))
     out.notice("WARNING: the URL contains a password, which other users can see in process listings; "
                "put it in ~/.netrc or in the SESSCP_URL_PASSWORD environment variable instead");
-}
-
-Result<RetryPolicy> retry_policy(int retry, const std::string& retry_for) {
-  RetryPolicy p;
-  p.retries = retry;
-  if (!retry_for.empty()) {
-    auto d = parse_duration(retry_for);
-    if (!d) return d.error();
-    if (*d <= 0) return make_error(ErrorKind::usage, "bad --retry-for '" + retry_for + "' (must be longer than 0 s)");
-    p.retry_for_s = *d;
-    if (retry == 0) p.retries = -1; // --retry-for alone: bounded by time only
-  }
-  return p;
-}
-
-// "50M", "1G", "4096" (powers of 1024), as --bwlimit of send takes them.
-Result<std::uint64_t> parse_rate(const std::string& text) {
-  std::size_t used = 0;
-  unsigned long long value = 0;
-  try {
-    value = std::stoull(text, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = text.substr(used);
-  int shift = unit.empty() ? 0 : unit == "K" || unit == "k" ? 10 : unit == "M" || unit == "m" ? 20 : unit == "G" || unit == "g" ? 30 : -1;
-  if (used == 0 || shift < 0 || value > (~0ULL >> shift))
-    return make_error(ErrorKind::usage, "bad --bwlimit '" + text + "' (use a number with K, M or G)");
-  return std::uint64_t{value} << shift;
 }
 
 } // namespace
@@ -107,7 +79,7 @@ int get_session(const GetArgs& a, const std::atomic<bool>* stop, Output& out) {
   o.output = a.output;
   o.connections = a.connections;
   if (!a.bwlimit.empty()) {
-    auto rate = parse_rate(a.bwlimit);
+    auto rate = parse_size(a.bwlimit, "--bwlimit");
     if (!rate) return fail(out, rate.error());
     o.bwlimit = *rate;
   }
