@@ -94,6 +94,7 @@ bool same(const GiveToken& a, const GiveToken& b) {
     if (a.fetch[i].path != b.fetch[i].path || a.fetch[i].contents != b.fetch[i].contents) return false;
   return true;
 }
+bool same(const Fetch& a, const Fetch& b) { return a.paths == b.paths; }
 
 // Decode `payload`; when accepted, encode and decode again and compare.
 template <typename Decode> void round_trip(Type type, Bytes payload, Decode decode, const char* what) {
@@ -159,6 +160,7 @@ void fuzz_payload(Type type, Bytes p) {
   case Type::symlink: round_trip(type, p, decode_symlink, "SYMLINK"); break;
   case Type::not_finished: round_trip(type, p, decode_not_finished, "NOT_FINISHED"); break;
   case Type::give_token: round_trip(type, p, decode_give_token, "GIVE_TOKEN"); break;
+  case Type::fetch: round_trip(type, p, decode_fetch, "FETCH"); break;
   case Type::release:
   case Type::release_ack:
   case Type::please_token: round_trip_empty(type, p); break;

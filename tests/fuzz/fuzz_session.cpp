@@ -10,7 +10,8 @@
 // Besides the sanitizers' checks, the target asserts what a hostile sender
 // must never achieve: a file created outside the receiver's directory (also
 // through a link it sent), anything there other than a file, directory or
-// link, or an internal error (which the engine only reports for its own bugs).
+// link, a change to the --serve export (half- and full-duplex sessions reach
+// it), or an internal error (which the engine only reports for its own bugs).
 
 #include "core/events.h"
 #include "core/fd.h"
@@ -63,9 +64,10 @@ public:
 // Receiver keeps references to the options and events, and exit() order
 // between statics is not worth reasoning about.
 struct Fixture {
-  std::string base;     // mkdtemp directory holding the two below and nothing else
+  std::string base;     // mkdtemp directory holding the three below and nothing else
   std::string dir;      // base/recv: the receiver's directory
   std::string sentinel; // base/sentinel: must stay empty
+  std::string serve;    // base/serve: the receiver's --serve export, read-only
   SilentEvents events;
   ReceiveOptions options;
   std::optional<Receiver> receiver;
@@ -119,8 +121,16 @@ Fixture& fixture() {
   f->base = templ;
   f->dir = f->base + "/recv";
   f->sentinel = f->base + "/sentinel";
-  check(mkdir(f->dir.c_str(), 0700) == 0 && mkdir(f->sentinel.c_str(), 0700) == 0,
+  f->serve = f->base + "/serve";
+  check(mkdir(f->dir.c_str(), 0700) == 0 && mkdir(f->sentinel.c_str(), 0700) == 0 &&
+            mkdir(f->serve.c_str(), 0700) == 0 && mkdir((f->serve + "/sub").c_str(), 0700) == 0,
         "cannot create the fixture directories");
+  // An export for half- and full-duplex sessions (FETCH / GIVE_TOKEN "s.txt", "sub").
+  for (const char* name : {"/s.txt", "/sub/t.txt"}) {
+    FILE* out = std::fopen((f->serve + name).c_str(), "w");
+    check(out != nullptr && std::fputs("exported\n", out) >= 0 && std::fclose(out) == 0, "cannot write the export");
+  }
+  f->options.serve_dir = f->serve;
   f->options.listen = {"127.0.0.1", 0}; // bound, never connected to
   f->options.dir = f->dir;
   f->options.timeout_ms = 200;
@@ -233,11 +243,13 @@ void check_tree(const std::string& dir) {
 
 void check_and_clean(Fixture& f) {
   auto top = entries(f.base);
-  if (top.size() != 2) {
+  if (top.size() != 3) {
     for (const auto& name : top) std::fprintf(stderr, "fuzz_session: %s/%s\n", f.base.c_str(), name.c_str());
     check(false, "the receiver created something beside its directory");
   }
   check(entries(f.sentinel).empty(), "the receiver wrote into a directory outside its own");
+  auto exported = entries(f.serve);
+  check(exported.size() == 2 && entries(f.serve + "/sub").size() == 1, "the receiver changed its --serve export");
   check_tree(f.dir);
 }
 

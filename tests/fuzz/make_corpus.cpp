@@ -130,6 +130,7 @@ void frame_corpus(const std::string& dir) {
   write_file(dir + "/release.bin", frame::encode_empty(frame::Type::release));
   write_file(dir + "/give_token.bin", frame::encode(frame::GiveToken{{{"reports", true}, {"a/b.txt", false}}}));
   write_file(dir + "/please_token.bin", frame::encode_empty(frame::Type::please_token));
+  write_file(dir + "/fetch.bin", frame::encode(frame::Fetch{{{"reports", true}, {"a/b.txt", false}}}));
   // Every frame the sender sends, in session order.
   Bytes sender = frame::encode(hello());
   append(sender, file_stream("small.bin", 100, 3));
@@ -246,6 +247,25 @@ void session_corpus(const std::string& dir) {
     append(s, file_stream("out/escape.bin", 100, 9));
     append(s, release);
     write_file(dir + "/link_escape.bin", s);
+  }
+  {
+    // Full-duplex: FETCH a file and a directory of the export, push a file, release.
+    frame::Hello full = hello();
+    full.mode = frame::DialogMode::full_duplex;
+    Bytes s = frame::encode(full);
+    append(s, frame::encode(frame::Fetch{{{"s.txt", false}, {"sub", true}}}));
+    append(s, file_stream("pushed.bin", 300, 10));
+    append(s, release);
+    write_file(dir + "/full_duplex.bin", s);
+  }
+  {
+    // Half-duplex: push a file, give the token with a fetch request.
+    frame::Hello half = hello();
+    half.mode = frame::DialogMode::half_duplex;
+    Bytes s = frame::encode(half);
+    append(s, file_stream("pushed.bin", 300, 11));
+    append(s, frame::encode(frame::GiveToken{{{"s.txt", false}}}));
+    write_file(dir + "/half_duplex.bin", s);
   }
   {
     // A name the receiver must refuse.
