@@ -52,6 +52,10 @@
 //   --chunk-size N       OFFER chunk size in bytes (default 1048576)
 //   --timeout S          per-step deadline in seconds (default 10)
 //   --until-abort        after the frames, read until an ABORT (or EOF)
+//   --no-hello           send no HELLO: the --raw-hex / --frames-after-hello
+//                        bytes are the connection's first frames (e.g. a JOIN,
+//                        type 04, as an extra stream of --streams opens with),
+//                        then read one reply
 //
 // Output: exactly one line on stdout for the last reply read,
 //   reply: TYPE reason=N message=TEXT
@@ -115,6 +119,7 @@ struct Args {
   std::string serve;
   std::uint8_t hello_mode = 0;
   bool until_abort = false;
+  bool no_hello = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -226,6 +231,8 @@ Args parse_args(int argc, char** argv) {
         usage("unknown scenario " + a.serve);
     } else if (opt == "--until-abort") {
       a.until_abort = true;
+    } else if (opt == "--no-hello") {
+      a.no_hello = true;
     } else if (opt == "--hello-mode") {
       auto v = parse_number(opt, value());
       if (v > 255) usage("--hello-mode above 255");
@@ -372,6 +379,16 @@ int run(const Args& a) {
     if (auto st = ctx->check_peer(conn.ssl()); !st) return fail(st.error());
   }
 
+  if (a.no_hello) {
+    std::vector<std::uint8_t> out = a.raw ? *a.raw : std::vector<std::uint8_t>{};
+    for (const auto& f : a.frames) out.insert(out.end(), f.begin(), f.end());
+    if (auto st = conn.send(out); !st) std::fprintf(stderr, "testpeer: send: %s\n", st.error().message.c_str());
+    auto reply = read_reply(conn);
+    if (!reply) return fail(reply.error());
+    std::printf("reply: %s reason=%u message=%s\n", type_name(reply->type).c_str(), unsigned{reply->reason},
+                printable(reply->message).c_str());
+    return k_exit_reply;
+  }
   frame::Hello hello;
   hello.version = a.hello_version;
   hello.mode = static_cast<frame::DialogMode>(a.hello_mode);
