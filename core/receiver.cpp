@@ -1675,6 +1675,15 @@ Status Session::serve_stream() {
     return make_error(ErrorKind::protocol, why);
   }
   m_conn.set_timeout(m_opt.timeout_ms);
+  // Confirm the JOIN: the sender sends no DATA on a stream before this.
+  frame::Accept accept;
+  accept.features = frame::feature::k_all | frame::feature::k_streams;
+  accept.identity = "sesscp/" SESSCP_VERSION;
+  accept.cookie = join.cookie;
+  if (auto sent = m_conn.send(frame::encode(accept)); !sent) {
+    hub->leave(m_conn.fd());
+    return sent.error();
+  }
   m_events.debug(m_peer + ": stream " + std::to_string(join.index + 1) + " of " + std::to_string(hub->streams()) +
                  " joined its session");
   auto status = read_stream(*hub);

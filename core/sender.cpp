@@ -686,6 +686,26 @@ Status Sender::open_streams(const std::function<Result<std::unique_ptr<Conn>>()>
       return make_error(sent.error().kind, "stream " + std::to_string(i + 1) + ": " + sent.error().message);
     conns.push_back(std::move(*c));
   }
+  // Every stream is confirmed (ACCEPT with the session's cookie) before any DATA goes.
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    auto fail = [&](const Error& e) { return make_error(e.kind, "stream " + std::to_string(i + 2) + ": " + e.message); };
+    auto header = conns[i]->read_header(0);
+    if (!header) return fail(header.error());
+    auto payload = conns[i]->read_control_payload(*header);
+    if (!payload) return fail(payload.error());
+    if (header->type == frame::Type::abort) {
+      auto abort = frame::decode_abort(*payload);
+      if (!abort) return fail(abort.error());
+      return fail(remote_error(abort->reason, abort->message));
+    }
+    auto accept = header->type == frame::Type::accept ? frame::decode_accept(*payload)
+                                                       : Result<frame::Accept>(make_error(ErrorKind::protocol, "no ACCEPT"));
+    if (!accept || !(accept->features & frame::feature::k_streams) || accept->cookie != *m_cookie) {
+      conns[i]->send_abort(frame::Reason::protocol, "expected ACCEPT for the JOIN");
+      return fail(make_error(ErrorKind::protocol, std::string("receiver broke the protocol: expected ACCEPT for the JOIN, got ") +
+                                                      frame::to_string(header->type)));
+    }
+  }
   m_pool = std::make_unique<StreamPool>(std::move(conns), m_opt.bwlimit, m_opt.stop);
   m_events.debug(std::to_string(m_opt.streams) + " streams: " + std::to_string(m_pool->size()) +
                  " extra connections joined the session");

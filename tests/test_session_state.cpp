@@ -342,3 +342,22 @@ TEST_CASE("abort ends the session from any state but closed") {
 }
 
 } // TEST_SUITE
+
+TEST_CASE("JOIN is never a frame of the session machine (it opens an extra connection)") {
+  for (auto role : {Role::initiator, Role::responder}) {
+    Machine m(role);
+    CHECK_FALSE(m.on_receive(Type::join).ok());
+    Machine e(role);
+    if (role == Role::initiator) {
+      REQUIRE(e.on_send(Type::hello).ok());
+      REQUIRE(e.on_receive(Type::accept).ok());
+    } else {
+      REQUIRE(e.on_receive(Type::hello).ok());
+      REQUIRE(e.on_send(Type::accept).ok());
+    }
+    REQUIRE(e.state() == State::established);
+    auto r = e.on_receive(Type::join);
+    CHECK_FALSE(r.ok());
+    if (!r.ok()) CHECK(r.error().kind == ErrorKind::protocol);
+  }
+}
