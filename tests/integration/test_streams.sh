@@ -14,6 +14,11 @@
 #      with --retry through a faultproxy that cuts every connection after
 #      8 MB, the sender reconnects all 4 streams and completes the file; the
 #      receiver is back to its idle threads and descriptors afterwards;
+#      the receiver killed with SIGKILL mid-transfer: the sender exits 75, a
+#      new receiver resumes the file from its journal;
+#      a byte flipped on every connection (--insecure) is asked for again
+#      (RESEND) and the file arrives intact; a receiver that answers without
+#      the streams bit is used over one connection;
 #   3. bad input: --streams 0 / 65 / x exit 64 with a clear message; a JOIN
 #      with an unknown cookie is refused (ABORT reason 17) and the receiver
 #      goes on serving; `recv --once` serves a 4-stream session and exits.
@@ -69,6 +74,34 @@ joined=$(grep -cE ': stream [23] of 3 joined its session$' "$T/recv2.log" || tru
 ok "receiver: 2 extra connections joined"
 kill9 "$RECV_PID"
 
+check "a byte flipped on every connection (--insecure): RESEND on the first connection, file intact"
+mkdir -p "$T/d6"
+start_recv "$T/d6" "$T/recv6.log" --insecure -v
+start_proxy "$T/proxy3.log" "$RECV_PORT" --flip-after 5000 --all-connections
+run_send "$T/send8.log" "$T/$name" "127.0.0.1:$PROXY_PORT" --insecure --chunk-size 64K --streams 4 -v
+assert_rc 0 "$SEND_RC" "4-stream send through bit flips" "$T/send8.log" "$T/recv6.log" "$T/proxy3.log"
+assert_same "$T/$name" "$T/d6/$name"
+flips=$(grep -c 'failed its hash on an extra stream; asking again' "$T/recv6.log" || true)
+((flips >= 1)) || fail_with_logs "no chunk failed its hash on an extra stream" "$T/recv6.log" "$T/proxy3.log"
+resent=$(grep -c 'resending chunk .* at the receiver.s request' "$T/send8.log" || true)
+((resent >= flips)) || fail_with_logs "$flips RESENDs for extra streams, $resent chunks resent" "$T/send8.log"
+ok "$flips chunk(s) corrupted on extra streams were asked for again and resent ($resent resent in all)"
+stop_proxy
+kill9 "$RECV_PID"
+
+check "a receiver without streams (testpeer: ACCEPT without the bit): the sender uses one connection"
+"$TP" 127.0.0.1:0 --serve refuse-release --timeout 20 >"$T/peer.out" 2>"$T/peer.log" &
+peer=$!
+register "$peer"
+wait_for_line "$T/peer.log" 'listening on 127\.0\.0\.1:[0-9]+' 10 || fail_with_logs "testpeer --serve did not start" "$T/peer.log"
+pport=$(grep -m1 -oE 'listening on 127\.0\.0\.1:[0-9]+' "$T/peer.log")
+pport=${pport##*:}
+run_send "$T/send9.log" "$T/$name" "127.0.0.1:$pport" --insecure --streams 4 --timeout 10
+assert_rc 0 "$SEND_RC" "4-stream send to a receiver without streams" "$T/send9.log" "$T/peer.log"
+assert_contains "$T/send9.log" "the receiver does not take --streams (an older sesscp?); sending over one connection" "fallback note"
+wait_exit "$peer" 10 || fail "testpeer did not finish"
+unregister "$peer"
+
 # ----------------------------------------------------- 2. kill and resume
 check "kill -9 the sender in the middle of a 4-stream transfer, then re-run the same command"
 mkdir -p "$T/d3"
@@ -107,6 +140,32 @@ ok "re-run resumed at $S_OFFSET (the journal's checkpoint) and sent $S_N bytes"
 lost=$((recv1 - kept))
 assert_resent_bound "$lost" $((window + 4 * chunk)) "bytes received before the kill but not kept (window + 4 chunks)"
 wait_summary "$T/recv3.log" recv "$name" 2 20
+
+check "kill -9 the receiver in the middle of a 4-stream transfer; a new receiver resumes it"
+rm -f "$T/d3/$name"
+start_proxy "$T/proxy4.log" "$RECV_PORT" --rate "$rate"
+start_send "$T/send10.log" "$T/$name" "127.0.0.1:$PROXY_PORT" "${opts[@]}" --streams 4
+wait_progress "$part" $((size / 2)) "$SEND_PID" $((4 * rate)) 0 60
+kill9 "$rpid"
+log "killed the receiver at ~$PROGRESS bytes in the part"
+wait_exit "$SEND_PID" 40 || fail_with_logs "sender did not exit after the receiver was killed" "$T/send10.log"
+assert_rc 75 "$WAIT_RC" "sender after the receiver's death" "$T/send10.log"
+unregister "$SEND_PID"
+stop_proxy
+assert_interrupted_state "$T/d3" "$name"
+kept=$(($(journal_chunks "$T/d3/$name.sesscp.journal") * chunk))
+sent10=$(sed -nE 's/.* ([0-9]+) bytes sent, .*/\1/p' "$T/send10.log" | tail -n 1)
+log "journal keeps $kept bytes; the sender had sent ${sent10:-?}"
+RECV_LISTEN=127.0.0.1:$RECV_PORT start_recv "$T/d3" "$T/recv3b.log" -v
+rpid=$RECV_PID
+run_send "$T/send11.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}" --streams 4
+assert_rc 0 "$SEND_RC" "re-run after the receiver's death" "$T/send11.log" "$T/recv3b.log"
+assert_same "$T/$name" "$T/d3/$name"
+last_summary "$T/send11.log" send "$name"
+log "re-run resumed at $S_OFFSET"
+((S_OFFSET > 0)) || fail "re-run after the receiver's death started from 0"
+# What the dead receiver had been sent but had not made durable: at most a window plus a chunk per stream.
+[[ -n $sent10 ]] && assert_resent_bound $((sent10 - S_OFFSET)) $((window + 4 * chunk)) "sent before the receiver's death but not kept"
 
 check "--retry: every connection cut after 8 MB; all 4 streams reconnect and the file completes"
 rm -f "$T/d3/$name"
