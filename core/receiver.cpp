@@ -922,6 +922,11 @@ public:
     std::lock_guard lock(m_mutex);
     return m_joined.size();
   }
+  // Streams announced that have not joined yet (0 once the session ends).
+  std::size_t outstanding() {
+    std::lock_guard lock(m_mutex);
+    return m_closed ? 0 : m_streams - 1 - m_joined.size();
+  }
 
   // A stream's thread: the file its DATA goes to (nullptr: none), held
   // until release(); the session never frees a file held.
@@ -1043,6 +1048,13 @@ public:
     std::lock_guard lock(m_mutex);
     m_hubs.erase(cookie);
   }
+  // Extra connections that live sessions still wait for.
+  std::size_t outstanding() {
+    std::lock_guard lock(m_mutex);
+    std::size_t n = 0;
+    for (auto& [cookie, hub] : m_hubs) n += hub->outstanding();
+    return n;
+  }
 
 private:
   std::mutex m_mutex;
@@ -1058,11 +1070,12 @@ public:
   // by their JOINs; with `join_only`, a HELLO is refused (busy): a --once
   // receiver already serves its session, only that session's streams join.
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, const tls::Context* tls,
-          Fd socket, int serve_fd = -1, StreamRegistry* streams = nullptr, bool join_only = false)
+          Fd socket, int serve_fd = -1, StreamRegistry* streams = nullptr, bool join_only = false,
+          std::shared_ptr<std::atomic<bool>> is_stream = nullptr)
       : m_dir_fd(dir_fd), m_serve_fd(serve_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(tls),
         m_peer(net::peer_name(socket.get())),
         m_own_conn(std::in_place, std::move(socket), opt.stop, opt.handshake_timeout_ms), m_conn(*m_own_conn),
-        m_machine(m_own_machine), m_registry(streams), m_join_only(join_only) {}
+        m_machine(m_own_machine), m_registry(streams), m_join_only(join_only), m_is_stream(std::move(is_stream)) {}
   ~Session() { close_streams(); }
   // Half-duplex: the initiator's turn to receive, over its own session.
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
@@ -1135,6 +1148,9 @@ private:
   std::shared_ptr<StreamHub> m_hub;
   frame::Cookie m_cookie{};
   std::optional<frame::Join> m_join;
+  // Set once this connection joined a session as an extra stream: the
+  // listener does not count it against --max-sessions any more.
+  std::shared_ptr<std::atomic<bool>> m_is_stream;
 };
 
 // Offers a sender may have outstanding (planned files, each holding a lease
@@ -1204,7 +1220,9 @@ Status Session::establish() {
     return make_error(ErrorKind::version, msg + "; install the same sesscp version on both hosts");
   }
   if (m_join_only) {
-    std::string msg = "this receiver (--once) is serving a session already";
+    std::string msg = m_opt.once ? "this receiver (--once) is serving a session already"
+                                 : "too many sessions (--max-sessions " + std::to_string(m_opt.max_sessions) +
+                                       "); retry later";
     refuse(frame::Reason::busy, msg);
     return make_error(ErrorKind::busy, msg);
   }
@@ -1674,6 +1692,7 @@ Status Session::serve_stream() {
     m_conn.send_abort(frame::Reason::protocol, why);
     return make_error(ErrorKind::protocol, why);
   }
+  if (m_is_stream) m_is_stream->store(true);
   m_conn.set_timeout(m_opt.timeout_ms);
   // Confirm the JOIN: the sender sends no DATA on a stream before this.
   frame::Accept accept;
@@ -1827,8 +1846,20 @@ Status Receiver::serve() {
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
+    std::shared_ptr<std::atomic<bool>> stream; // an extra connection of a session (not a session)
+    bool join_only = false;                    // accepted only to join a session (a HELLO is refused)
   };
   std::list<Worker> workers;
+  auto sessions = [&] {
+    return std::count_if(workers.begin(), workers.end(),
+                         [](const Worker& w) { return !w.join_only && !w.stream->load(); });
+  };
+  // Connections accepted only to join, not yet joined.
+  auto pending_joins = [&] {
+    return static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](const Worker& w) {
+      return w.join_only && !w.stream->load() && !w.done->load();
+    }));
+  };
   auto reap = [&](bool all) {
     for (auto it = workers.begin(); it != workers.end();) {
       if (all || it->done->load()) { it->thread.join(); it = workers.erase(it); }
@@ -1849,7 +1880,11 @@ Status Receiver::serve() {
     if (!sock) continue;
     net::tune_socket(sock.get());
     reap(false);
-    if (!m_opt.once && workers.size() >= static_cast<std::size_t>(m_opt.max_sessions)) {
+    bool join_only = m_opt.once && primary_done;
+    // At the limit, a connection is still taken while sessions wait for
+    // their extra streams (--streams), but only to JOIN one of them.
+    if (!m_opt.once && sessions() >= m_opt.max_sessions && m_streams->outstanding() > pending_joins()) join_only = true;
+    if (!m_opt.once && !join_only && sessions() >= m_opt.max_sessions) {
       // Plaintext REFUSE only where the peer speaks plaintext; a TLS peer
       // just sees the connection close before the handshake.
       m_events.info(net::peer_name(sock.get()) + ": refused: too many sessions (--max-sessions " +
@@ -1860,9 +1895,10 @@ Status Receiver::serve() {
       continue;
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
+    auto stream = std::make_shared<std::atomic<bool>>(false);
     bool primary = m_opt.once && !primary_done;
     auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock),
-                                             m_serve.get(), m_streams.get(), m_opt.once && !primary);
+                                             m_serve.get(), m_streams.get(), join_only, stream);
     std::shared_ptr<Status> status = primary ? primary_status : nullptr;
     int wake = primary ? primary_wake.get() : -1;
     if (primary) primary_done = done;
@@ -1873,7 +1909,7 @@ Status Receiver::serve() {
                          std::uint64_t one = 1;
                          if (wake >= 0) (void)!write(wake, &one, sizeof one);
                        }),
-                       done});
+                       done, stream, join_only});
   }
   reap(true);
   return primary_done ? *primary_status : Status{};

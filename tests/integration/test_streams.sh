@@ -21,7 +21,8 @@
 #      the streams bit is used over one connection;
 #   3. bad input: --streams 0 / 65 / x exit 64 with a clear message; a JOIN
 #      with an unknown cookie is refused (ABORT reason 17) and the receiver
-#      goes on serving; `recv --once` serves a 4-stream session and exits.
+#      goes on serving; `recv --max-sessions 1` takes a 4-stream session;
+#      `recv --once` serves a 4-stream session and exits.
 # (--streams 1 is every other test: without the flag nothing changes.)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -217,6 +218,17 @@ ok "receiver logged the refusal"
 run_send "$T/send5.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}" --streams 2
 assert_rc 0 "$SEND_RC" "a 2-stream send after the refused JOIN" "$T/send5.log" "$T/recv4.log"
 assert_same "$T/$name" "$T/d4/$name"
+
+check "recv --max-sessions 1 takes a 4-stream session (extra streams are not sessions)"
+mkdir -p "$T/d7"
+start_recv "$T/d7" "$T/recv7.log" --max-sessions 1 -v
+run_send "$T/send12.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}" --streams 4
+assert_rc 0 "$SEND_RC" "4-stream send to recv --max-sessions 1" "$T/send12.log" "$T/recv7.log"
+assert_same "$T/$name" "$T/d7/$name"
+joined=$(grep -cE ': stream [234] of 4 joined its session$' "$T/recv7.log" || true)
+[[ $joined -eq 3 ]] || fail_with_logs "receiver: $joined extra connections joined, expected 3" "$T/recv7.log"
+ok "3 extra connections joined under --max-sessions 1"
+kill9 "$RECV_PID"
 
 check "--once: the session's extra streams join it, and the receiver exits with it"
 mkdir -p "$T/d5"
