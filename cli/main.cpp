@@ -331,7 +331,8 @@ int main(int argc, char** argv) {
   send->add_option("--streams", send_args.streams,
                    "Use N TCP connections (1..64, default 1); each carries different chunks of files\n"
                    "larger than one chunk, all checkpointed in the one journal (for links where one\n"
-                   "TCP connection is limited, e.g. per-connection shaping or long fat pipes)");
+                   "TCP connection is limited, e.g. per-connection shaping or long fat pipes)")
+      ->type_name("N");
   send->add_option("--retry", send_args.retry,
                    "After a network failure, reconnect and resume up to N times (backoff 1s, 2s, 4s... max 60s, with jitter)")
       ->check(CLI::Range(0, 1000000));
