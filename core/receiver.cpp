@@ -1689,7 +1689,10 @@ Status Session::serve_stream() {
     return make_error(ErrorKind::refused, why);
   }
   if (auto why = hub->join(join.index, m_conn.fd()); !why.empty()) {
+    // A JOIN with the right cookie but out of place: the session's peer broke the protocol.
     m_conn.send_abort(frame::Reason::protocol, why);
+    m_events.info(m_peer + ": refused: " + why);
+    hub->fail(make_error(ErrorKind::protocol, why));
     return make_error(ErrorKind::protocol, why);
   }
   if (m_is_stream) m_is_stream->store(true);

@@ -21,7 +21,10 @@
 #      the streams bit is used over one connection;
 #   3. bad input: --streams 0 / 65 / x exit 64 with a clear message; a JOIN
 #      with an unknown cookie is refused (ABORT reason 17) and the receiver
-#      goes on serving; `recv --max-sessions 1` takes a 4-stream session;
+#      goes on serving; anything but DATA on an extra stream, a JOIN beyond
+#      the streams the HELLO announced, or twice for one stream: ABORT
+#      protocol (testpeer --stream-test); `recv --max-sessions 1` takes a
+#      4-stream session;
 #      `recv --once` serves a 4-stream session and exits.
 # (--streams 1 is every other test: without the flag nothing changes.)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -218,6 +221,24 @@ ok "receiver logged the refusal"
 run_send "$T/send5.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}" --streams 2
 assert_rc 0 "$SEND_RC" "a 2-stream send after the refused JOIN" "$T/send5.log" "$T/recv4.log"
 assert_same "$T/$name" "$T/d4/$name"
+
+check "extra streams carry only DATA, and only the streams the HELLO announced may join (testpeer)"
+# A SYNC (type 13) on an extra stream of a 2-stream session: ABORT protocol.
+out=$(timeout 20 "$TP" "127.0.0.1:$RECV_PORT" --tls --stream-test frame --frames-after-hello "13:00000000000000010000000000000001") ||
+  fail_with_logs "testpeer failed" "$T/recv4.log"
+log "testpeer (SYNC on a stream): $out"
+[[ $out == "reply: ABORT reason=1 message=SYNC on an extra stream: only DATA travels there" ]] ||
+  fail_with_logs "SYNC on an extra stream: '$out'" "$T/recv4.log"
+out=$(timeout 20 "$TP" "127.0.0.1:$RECV_PORT" --tls --stream-test bad-index) || fail_with_logs "testpeer failed" "$T/recv4.log"
+log "testpeer (JOIN as stream 2 of 2): $out"
+[[ $out == "reply: ABORT reason=1 message=JOIN as stream 2, but the HELLO announced 2 streams"* ]] ||
+  fail_with_logs "JOIN beyond the announced streams: '$out'" "$T/recv4.log"
+out=$(timeout 20 "$TP" "127.0.0.1:$RECV_PORT" --tls --stream-test twice) || fail_with_logs "testpeer failed" "$T/recv4.log"
+log "testpeer (stream 1 twice): $out"
+[[ $out == "reply: ABORT reason=1 message=stream 1 joined twice" ]] || fail_with_logs "a stream joining twice: '$out'" "$T/recv4.log"
+ok "ABORT protocol for each"
+run_send "$T/send5b.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}" --streams 3
+assert_rc 0 "$SEND_RC" "a 3-stream send afterwards" "$T/send5b.log" "$T/recv4.log"
 
 check "recv --max-sessions 1 takes a 4-stream session (extra streams are not sessions)"
 mkdir -p "$T/d7"
