@@ -144,6 +144,8 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
     if (!bwlimit) return fail(out, bwlimit.error());
     if (!a.fetch.empty())
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT), not a URL"));
+    if (a.streams != "1")
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--streams needs a sesscp receiver (HOST:PORT), not a URL"));
     if (a.sources.size() != 1)
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
                                           "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +

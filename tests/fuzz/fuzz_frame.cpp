@@ -159,6 +159,7 @@ void fuzz_payload(Type type, Bytes p) {
   case Type::symlink: round_trip(type, p, decode_symlink, "SYMLINK"); break;
   case Type::not_finished: round_trip(type, p, decode_not_finished, "NOT_FINISHED"); break;
   case Type::give_token: round_trip(type, p, decode_give_token, "GIVE_TOKEN"); break;
+  case Type::join: round_trip(type, p, decode_join, "JOIN"); break;
   case Type::release:
   case Type::release_ack:
   case Type::please_token: round_trip_empty(type, p); break;

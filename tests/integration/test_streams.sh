@@ -204,6 +204,9 @@ for bad in 0 65 x -1 ""; do
 done
 run_send "$T/bad.log" "$T/$name" 127.0.0.1:9 --streams 2 --fetch x
 assert_rc 64 "$SEND_RC" "--streams 2 --fetch x" "$T/bad.log"
+run_send "$T/bad.log" "$T/$name" sftp://nobody@127.0.0.1:9/x --streams 2
+assert_rc 64 "$SEND_RC" "--streams 2 to an sftp:// URL" "$T/bad.log"
+assert_contains "$T/bad.log" "--streams needs a sesscp receiver (HOST:PORT), not a URL" "message"
 
 check "a JOIN with an unknown cookie is refused; the receiver goes on serving"
 mkdir -p "$T/d4"
