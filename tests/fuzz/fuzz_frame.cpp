@@ -57,8 +57,9 @@ bool same(const Hello& a, const Hello& b) {
 }
 bool same(const Accept& a, const Accept& b) {
   return a.version == b.version && a.features == b.features && a.mode == b.mode &&
-         a.max_payload == b.max_payload && a.identity == b.identity;
+         a.max_payload == b.max_payload && a.identity == b.identity && a.cookie == b.cookie;
 }
+bool same(const Join& a, const Join& b) { return a.cookie == b.cookie && a.index == b.index; }
 bool same(const Refuse& a, const Refuse& b) {
   return a.reason == b.reason && a.version == b.version && a.message == b.message;
 }
