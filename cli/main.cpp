@@ -107,7 +107,7 @@ int fail(sesscp::cli::Output& out, const sesscp::Error& e) {
 
 struct SendArgs {
   std::vector<std::string> sources; // FILE|DIR... then HOST:PORT last
-  std::string target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for;
+  std::string target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for, streams = "1";
   int retry = 0;
   bool follow_links = false;
   std::vector<std::string> fetch; // half-duplex: paths to fetch from the receiver's --serve export
@@ -128,6 +128,8 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
     if (!bwlimit) return fail(out, bwlimit.error());
     if (!a.fetch.empty())
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT), not a URL"));
+    if (a.streams != "1")
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--streams needs a sesscp receiver (HOST:PORT), not a URL"));
     if (a.sources.size() != 1)
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
                                           "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
@@ -174,6 +176,19 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
   if (!bwlimit) return fail(out, bwlimit.error());
   o.bwlimit = *bwlimit;
+  {
+    // Several TCP connections for one session: a plain number, 1..64.
+    const std::string& v = a.streams;
+    bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
+    int n = digits ? std::stoi(v) : 0;
+    if (n < 1 || n > static_cast<int>(sesscp::frame::feature::k_max_streams))
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
+                                          "bad --streams '" + v + "' (a number of TCP connections from 1 to 64)"));
+    if (n > 1 && !o.fetch.empty())
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
+                                          "--streams cannot be combined with --fetch (a half-duplex session uses one connection)"));
+    o.streams = static_cast<unsigned>(n);
+  }
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
   auto retry = sesscp::cli::retry_policy(a.retry, a.retry_for);
@@ -293,7 +308,12 @@ int main(int argc, char** argv) {
                  "Send what symlinks inside directories point to (default: send them as links)");
   send->add_option("--chunk-size", send_args.chunk, "Hashing unit, 4K..16M (default 1M)");
   send->add_option("--window", send_args.window, "Unconfirmed bytes in flight; bounds what a resume re-sends (default 60M)");
-  send->add_option("--bwlimit", send_args.bwlimit, "Limit the rate to RATE bytes/s, e.g. 50M (default: none)");
+  send->add_option("--bwlimit", send_args.bwlimit, "Limit the rate to RATE bytes/s, e.g. 50M (default: none; all streams together)");
+  send->add_option("--streams", send_args.streams,
+                   "Use N TCP connections (1..64, default 1); each carries different chunks of files\n"
+                   "larger than one chunk, all checkpointed in the one journal (for links where one\n"
+                   "TCP connection is limited, e.g. per-connection shaping or long fat pipes)")
+      ->type_name("N");
   send->add_option("--retry", send_args.retry,
                    "After a network failure, reconnect and resume up to N times (backoff 1s, 2s, 4s... max 60s, with jitter)")
       ->check(CLI::Range(0, 1000000));
@@ -316,6 +336,7 @@ int main(int argc, char** argv) {
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
                "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
+               "  sesscp send disk.img far-host:7070 --streams 4   # four TCP connections for one file\n"
                "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
                "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
                "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"

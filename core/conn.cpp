@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <utility>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -67,16 +68,18 @@ Status Conn::wait_io(short events) {
   }
 }
 
-Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms) {
+Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms, int wake_fd2) {
   if (has_buffered()) return true;
+  if (wake_fd < 0) std::swap(wake_fd, wake_fd2);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     if (m_stop && m_stop->load()) return make_error(ErrorKind::interrupted, "interrupted by a signal");
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    pollfd p[2] = {{m_fd.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
-    int rc = poll(p, wake_fd >= 0 ? 2 : 1, static_cast<int>(std::clamp<long long>(left, 0, k_slice_ms)));
+    pollfd p[3] = {{m_fd.get(), POLLIN, 0}, {wake_fd, POLLIN, 0}, {wake_fd2, POLLIN, 0}};
+    nfds_t n = wake_fd < 0 ? 1 : wake_fd2 < 0 ? 2 : 3;
+    int rc = poll(p, n, static_cast<int>(std::clamp<long long>(left, 0, k_slice_ms)));
     if (rc < 0 && errno != EINTR) return make_error(ErrorKind::io, std::string("poll: ") + std::strerror(errno));
-    if (rc > 0 && wake_fd >= 0 && (p[1].revents & POLLIN)) return false;
+    if (rc > 0 && n >= 2 && ((p[1].revents & POLLIN) || (n == 3 && (p[2].revents & POLLIN)))) return false;
     // With TLS, bytes on the socket may be only part of a record: loop back
     // to has_buffered(), which reads them and says whether a record is whole.
     if (rc > 0 && p[0].revents && (!m_ssl || tls_record_ready())) return true;

@@ -40,7 +40,8 @@ public:
   // Wait up to `timeout_ms` until a frame's bytes can be read (return true)
   // or `wake_fd` (if >= 0) becomes readable (return false). Times out with
   // ErrorKind::timeout.
-  Result<bool> wait_readable(int wake_fd, int timeout_ms);
+  // A second descriptor `wake_fd2` (if >= 0) wakes the wait as `wake_fd` does.
+  Result<bool> wait_readable(int wake_fd, int timeout_ms, int wake_fd2 = -1);
   // True when a frame's first bytes are already buffered.
   // True when a frame's first bytes can be read without waiting (with TLS:
   // a whole record is ready).

@@ -42,6 +42,7 @@ const char* to_string(Type type) {
   case Type::hello: return "HELLO";
   case Type::accept: return "ACCEPT";
   case Type::refuse: return "REFUSE";
+  case Type::join: return "JOIN";
   case Type::offer: return "OFFER";
   case Type::resume: return "RESUME";
   case Type::data: return "DATA";
@@ -69,7 +70,7 @@ bool is_known(std::uint8_t t) {
   case Type::resume: case Type::data: case Type::sync: case Type::checkpoint:
   case Type::resend: case Type::file_end: case Type::file_done: case Type::mkdir:
   case Type::symlink: case Type::release: case Type::release_ack: case Type::not_finished:
-  case Type::give_token: case Type::please_token: case Type::fetch: case Type::abort:
+  case Type::give_token: case Type::please_token: case Type::fetch: case Type::abort: case Type::join:
     return true;
   }
   return false;
@@ -94,6 +95,7 @@ const char* to_string(Reason reason) {
   case Reason::shutting_down: return "shutting down";
   case Reason::auth: return "authentication failed";
   case Reason::unsupported_mode: return "dialog mode not supported";
+  case Reason::unknown_session: return "unknown session";
   }
   return "unknown reason";
 }
@@ -125,7 +127,8 @@ ErrorKind error_kind_for(Reason reason) {
   case Reason::auth: return ErrorKind::auth;
   case Reason::none:
   case Reason::interrupted:
-  case Reason::shutting_down: return ErrorKind::interrupted;
+  case Reason::shutting_down:
+  case Reason::unknown_session: return ErrorKind::interrupted;
   }
   return ErrorKind::protocol;
 }
@@ -215,6 +218,7 @@ std::vector<std::uint8_t> encode(const Accept& m) {
   w.u8(static_cast<std::uint8_t>(m.mode));
   w.u32(m.max_payload);
   w.str16(clip(m.identity, k_max_text));
+  if (m.features & feature::k_streams) w.bytes(m.cookie);
   return finish(Type::accept, w);
 }
 
@@ -226,6 +230,7 @@ Result<Accept> decode_accept(std::span<const std::uint8_t> p) {
   m.mode = static_cast<DialogMode>(r.u8());
   m.max_payload = r.u32();
   m.identity = r.str16();
+  if (m.features & feature::k_streams) r.bytes(m.cookie);
   if (static_cast<std::uint8_t>(m.mode) > 2) return bad("ACCEPT: unknown dialog mode");
   if (m.identity.size() > k_max_text) return bad("ACCEPT: identity too long");
   return done(r, m, "ACCEPT: bad length");
@@ -415,6 +420,21 @@ Result<Abort> decode_abort(std::span<const std::uint8_t> p) {
   m.message = r.str16();
   if (m.message.size() > k_max_text) return bad("ABORT: message too long");
   return done(r, m, "ABORT: bad length");
+}
+
+std::vector<std::uint8_t> encode(const Join& m) {
+  ByteWriter w;
+  w.bytes(m.cookie);
+  w.u16(m.index);
+  return finish(Type::join, w);
+}
+
+Result<Join> decode_join(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  Join m;
+  r.bytes(m.cookie);
+  m.index = r.u16();
+  return done(r, m, "JOIN: bad length");
 }
 
 std::vector<std::uint8_t> encode(const Mkdir& m) {

@@ -6,6 +6,7 @@
 #include "core/hash.h"
 #include "core/result.h"
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -30,6 +31,7 @@ enum class Type : std::uint8_t {
   hello = 0x01,
   accept = 0x02,
   refuse = 0x03,
+  join = 0x04, // an extra connection (stream) joins an established session (--streams)
   offer = 0x10,
   resume = 0x11,
   data = 0x12,
@@ -59,6 +61,24 @@ inline constexpr std::uint64_t k_major_sync = 1u << 1;
 inline constexpr std::uint64_t k_resend = 1u << 2;     // in-session resync of one chunk
 inline constexpr std::uint64_t k_activities = 1u << 3; // resume a file on a later connection
 inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | k_activities;
+// Several connections for one session (send --streams N): offered only when
+// N > 1, with N in bits 8-15 of the same field (k_streams_shift); a receiver
+// that accepts answers with the bit set and a session cookie in ACCEPT. A
+// receiver that does not know the bit drops it (it answers the intersection
+// of what it knows), and the sender then uses one connection.
+inline constexpr std::uint64_t k_streams = 1u << 4;
+inline constexpr unsigned k_streams_shift = 8;
+inline constexpr std::uint64_t k_streams_mask = std::uint64_t{0xFF} << k_streams_shift;
+inline constexpr unsigned k_max_streams = 64;
+// The number of connections a HELLO's feature bits announce (1 without k_streams).
+inline unsigned streams_of(std::uint64_t features) {
+  if (!(features & k_streams)) return 1;
+  return static_cast<unsigned>((features & k_streams_mask) >> k_streams_shift);
+}
+inline std::uint64_t with_streams(std::uint64_t features, unsigned n) {
+  if (n <= 1) return features & ~(k_streams | k_streams_mask);
+  return (features & ~k_streams_mask) | k_streams | (std::uint64_t{n} << k_streams_shift);
+}
 } // namespace feature
 
 // Who may send file data (docs/PROTOCOL.md, "Dialog control"). Version 1
@@ -85,6 +105,7 @@ enum class Reason : std::uint16_t {
   shutting_down = 14,
   auth = 15,
   unsupported_mode = 16,
+  unknown_session = 17, // JOIN for a session that does not exist (any more)
 };
 const char* to_string(Reason reason);
 ErrorKind error_kind_for(Reason reason);
@@ -110,12 +131,20 @@ struct Hello {
   std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
   std::string identity;
 };
+using Cookie = std::array<std::uint8_t, 16>;
 struct Accept {
   std::uint16_t version = k_protocol_version;
   std::uint64_t features = feature::k_all;
   DialogMode mode = DialogMode::simplex;
   std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
   std::string identity;
+  Cookie cookie{}; // on the wire only with feature::k_streams: what JOIN must present
+};
+// The first frame of an extra connection of a session (--streams): which
+// session (the cookie its ACCEPT gave) and which stream (1..N-1).
+struct Join {
+  Cookie cookie{};
+  std::uint16_t index = 0;
 };
 struct Refuse {
   Reason reason = Reason::none;
@@ -231,6 +260,7 @@ std::vector<std::uint8_t> encode(const Symlink& m);
 std::vector<std::uint8_t> encode(const NotFinished& m);
 std::vector<std::uint8_t> encode(const GiveToken& m);
 std::vector<std::uint8_t> encode(const Fetch& m);
+std::vector<std::uint8_t> encode(const Join& m);
 std::vector<std::uint8_t> encode_empty(Type type); // RELEASE, RELEASE_ACK, PLEASE_TOKEN
 // Encode the header and prefix of a DATA frame carrying `chunk_len` bytes.
 void encode_data_prefix(const DataPrefix& m, std::uint32_t chunk_len,
@@ -255,6 +285,7 @@ Result<Symlink> decode_symlink(std::span<const std::uint8_t> p);
 Result<NotFinished> decode_not_finished(std::span<const std::uint8_t> p);
 Result<GiveToken> decode_give_token(std::span<const std::uint8_t> p);
 Result<Fetch> decode_fetch(std::span<const std::uint8_t> p);
+Result<Join> decode_join(std::span<const std::uint8_t> p);
 Status decode_empty(std::span<const std::uint8_t> p);
 
 // Return "" when `name` is a safe single path component for the receiver's

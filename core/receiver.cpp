@@ -8,6 +8,7 @@
 #include "core/session_state.h"
 
 #include <fcntl.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
@@ -28,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -250,6 +252,14 @@ public:
   void begin(const frame::Resume& resume);
 
   Status on_data(const frame::Header& header);
+  // An extra stream's DATA (--streams), on that stream's own thread: checked,
+  // read, verified and written exactly as on_data does it. Returns the chunk
+  // to ask for again when it failed its hash (RESEND goes out on the first
+  // connection), else nothing.
+  Result<std::optional<std::uint64_t>> on_stream_data(Conn& conn, const frame::Header& header,
+                                                       std::vector<std::uint8_t>& buf);
+  // A file whose chunks may come over extra streams: journaled and begun.
+  bool streamable() const { return !m_small && m_syncer.has_value(); }
   Status on_sync(std::span<const std::uint8_t> payload);
   Status on_file_end(std::span<const std::uint8_t> payload);
   // Send CHECKPOINT for sync points the syncer made durable.
@@ -282,6 +292,13 @@ public:
 
 private:
   Result<frame::Resume> plan(const frame::Offer& offer);
+  // Under m_mx: chunk `index` may arrive now with a DATA payload of `length`
+  // bytes; it is marked in flight. Returns the chunk's length.
+  Result<std::uint64_t> claim_chunk(std::uint64_t index, std::uint32_t length);
+  // Under m_mx: a claimed chunk arrived whole and verified (and is written).
+  void record_chunk(std::uint64_t index, const Hash128& hash);
+  // Under m_mx: a claimed chunk failed its hash (or could not be read).
+  Status chunk_failed(std::uint64_t index);
   Status start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume);
   void dispatch();
   Status publish();
@@ -320,6 +337,10 @@ private:
   std::map<std::uint64_t, Hash128> m_verified; // verified, not yet dispatched
   std::deque<frame::Sync> m_syncs;     // SYNCs waiting for their chunks
   std::map<std::uint64_t, int> m_resends;
+  std::set<std::uint64_t> m_inflight;  // claimed by a stream, being read
+  // The chunk state above (and m_report.bytes) is shared with the threads of
+  // the extra streams (--streams); without them it is never contended.
+  std::mutex m_mx;
   std::optional<frame::FileEnd> m_file_end;
   RootBuilder m_file_root;
   RootBuilder m_session_root;
@@ -478,6 +499,7 @@ void IncomingFile::begin(const frame::Resume& resume) {
 bool IncomingFile::ready_to_finish() {
   if (!m_file_end) return false;
   if (m_small) return true;
+  std::lock_guard lock(m_mx);
   return m_dispatched == m_chunks && m_syncer->idle();
 }
 
@@ -500,9 +522,12 @@ void IncomingFile::save_progress() {
   // Every chunk that arrived whole and verified is worth keeping: checkpoint
   // it now, so a killed sender re-sends at most the chunk it was cut in.
   if (!m_syncer) return;
-  m_syncs.clear();
-  if (m_contiguous > m_dispatched) m_syncs.push_back({m_last_serial + 1, m_contiguous});
-  dispatch();
+  {
+    std::lock_guard lock(m_mx);
+    m_syncs.clear();
+    if (m_contiguous > m_dispatched) m_syncs.push_back({m_last_serial + 1, m_contiguous});
+    dispatch();
+  }
   m_syncer->drain();
   if (auto err = m_syncer->error()) m_events.info(m_report.name + ": could not save progress: " + err->message);
 }
@@ -536,6 +561,33 @@ Status IncomingFile::flush_confirmed() {
   return {};
 }
 
+Result<std::uint64_t> IncomingFile::claim_chunk(std::uint64_t index, std::uint32_t length) {
+  if (index < m_dispatched || index >= m_chunks || m_verified.count(index) || m_inflight.count(index))
+    return make_error(ErrorKind::protocol, "DATA for chunk " + std::to_string(index) + " that is not outstanding");
+  if (m_verified.size() + m_inflight.size() >= k_max_pending_chunks)
+    return make_error(ErrorKind::protocol, "sender exceeded the unconfirmed-chunk limit");
+  auto len = chunk_length(index, m_chunk_size, m_offer.size);
+  if (length != frame::k_data_prefix + len)
+    return make_error(ErrorKind::protocol, "DATA length does not match chunk " + std::to_string(index));
+  m_inflight.insert(index);
+  return len;
+}
+
+void IncomingFile::record_chunk(std::uint64_t index, const Hash128& hash) {
+  m_inflight.erase(index);
+  m_verified.emplace(index, hash);
+  while (m_contiguous < m_chunks && m_verified.count(m_contiguous)) ++m_contiguous;
+  dispatch();
+}
+
+Status IncomingFile::chunk_failed(std::uint64_t index) {
+  m_inflight.erase(index);
+  if (++m_resends[index] > k_max_resends_per_chunk)
+    return make_error(ErrorKind::integrity, "chunk " + std::to_string(index) + " arrived corrupt " +
+                                                std::to_string(k_max_resends_per_chunk + 1) + " times");
+  return {};
+}
+
 Status IncomingFile::on_data(const frame::Header& header) {
   std::uint8_t raw[frame::k_data_prefix];
   if (header.length < frame::k_data_prefix) return make_error(ErrorKind::protocol, "DATA shorter than its prefix");
@@ -543,15 +595,16 @@ Status IncomingFile::on_data(const frame::Header& header) {
   auto prefix = frame::decode_data_prefix(raw);
   if (!prefix) return prefix.error();
   auto index = prefix->chunk;
-  if (index < m_dispatched || index >= m_chunks || m_verified.count(index))
-    return make_error(ErrorKind::protocol, "DATA for chunk " + std::to_string(index) + " that is not outstanding");
-  if (m_verified.size() >= k_max_pending_chunks)
-    return make_error(ErrorKind::protocol, "sender exceeded the unconfirmed-chunk limit");
-  auto len = chunk_length(index, m_chunk_size, m_offer.size);
-  if (header.length != frame::k_data_prefix + len)
-    return make_error(ErrorKind::protocol, "DATA length does not match chunk " + std::to_string(index));
+  std::uint64_t len = 0;
+  {
+    std::lock_guard lock(m_mx);
+    auto claimed = claim_chunk(index, header.length);
+    if (!claimed) return claimed.error();
+    len = *claimed;
+  }
   std::span<std::uint8_t> chunk(m_buf.data(), len);
   SESSCP_TRY(m_conn.read_exact(chunk));
+  std::unique_lock lock(m_mx);
   m_report.bytes += len;
   if (xxh3_128(chunk) != prefix->hash) {
     // A file of one chunk may already be followed by the next file's frames
@@ -559,22 +612,63 @@ Status IncomingFile::on_data(const frame::Header& header) {
     if (m_small)
       return make_error(ErrorKind::integrity, m_offer.name + ": its only chunk arrived corrupt; re-run to send it again");
     // Never journal a chunk whose bytes do not match the sender's hash.
-    if (++m_resends[index] > k_max_resends_per_chunk)
-      return make_error(ErrorKind::integrity, "chunk " + std::to_string(index) + " arrived corrupt " +
-                                                  std::to_string(k_max_resends_per_chunk + 1) + " times");
+    SESSCP_TRY(chunk_failed(index));
+    lock.unlock();
     m_events.debug(m_report.name + ": chunk " + std::to_string(index) + " failed its hash; asking again");
     return m_conn.send(frame::encode(frame::Resend{index}));
   }
+  lock.unlock();
   SESSCP_TRY(write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name));
   // Start writeback now rather than at the next sync point, so the disk works
   // while data keeps arriving and fdatasync finds little left to do.
   if (!m_small)
     sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
                   SYNC_FILE_RANGE_WRITE);
-  m_verified.emplace(index, prefix->hash);
-  while (m_contiguous < m_chunks && m_verified.count(m_contiguous)) ++m_contiguous;
-  dispatch();
+  lock.lock();
+  record_chunk(index, prefix->hash);
   return {};
+}
+
+Result<std::optional<std::uint64_t>> IncomingFile::on_stream_data(Conn& conn, const frame::Header& header,
+                                                                  std::vector<std::uint8_t>& buf) {
+  std::uint8_t raw[frame::k_data_prefix];
+  if (header.length < frame::k_data_prefix) return make_error(ErrorKind::protocol, "DATA shorter than its prefix");
+  SESSCP_TRY(conn.read_exact(raw));
+  auto prefix = frame::decode_data_prefix(raw);
+  if (!prefix) return prefix.error();
+  auto index = prefix->chunk;
+  std::uint64_t len = 0;
+  {
+    std::lock_guard lock(m_mx);
+    auto claimed = claim_chunk(index, header.length);
+    if (!claimed) return claimed.error();
+    len = *claimed;
+  }
+  // Allocated only now, once the length is known to be the chunk's.
+  if (buf.size() < len) buf.resize(len);
+  std::span<std::uint8_t> chunk(buf.data(), len);
+  auto read = conn.read_exact(chunk);
+  bool good = read && xxh3_128(chunk) == prefix->hash;
+  Status written = good ? write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name) : Status{};
+  if (good && written)
+    sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
+                    SYNC_FILE_RANGE_WRITE);
+  std::lock_guard lock(m_mx);
+  if (!read) {
+    m_inflight.erase(index);
+    return read.error();
+  }
+  m_report.bytes += len;
+  if (!good) {
+    SESSCP_TRY(chunk_failed(index));
+    return std::optional<std::uint64_t>(index);
+  }
+  if (!written) {
+    m_inflight.erase(index);
+    return written.error();
+  }
+  record_chunk(index, prefix->hash);
+  return std::optional<std::uint64_t>();
 }
 
 Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
@@ -590,6 +684,7 @@ Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
     return make_error(ErrorKind::protocol, "SYNC spans more chunks than one journal record holds");
   ++m_next_serial;
   m_last_sync_end = sync->end_chunk;
+  std::lock_guard lock(m_mx);
   m_syncs.push_back(*sync);
   dispatch();
   return {};
@@ -598,6 +693,7 @@ Status IncomingFile::on_sync(std::span<const std::uint8_t> payload) {
 Status IncomingFile::on_file_end(std::span<const std::uint8_t> payload) {
   auto end = frame::decode_file_end(payload);
   if (!end) return end.error();
+  std::lock_guard lock(m_mx);
   if (m_file_end || end->chunk_count != m_chunks || end->first_chunk != m_first ||
       (!m_small && m_last_sync_end != m_chunks) || (m_small && m_contiguous != m_chunks))
     return make_error(ErrorKind::protocol, "FILE_END does not match the offer and sync points");
@@ -789,15 +885,199 @@ private:
   std::thread m_thread; // last: starts after every member above exists
 };
 
+// What a session shares with the extra connections (streams) that joined it
+// (send --streams N, docs/PROTOCOL.md "Several connections"): which file
+// takes their DATA now, the joined streams' sockets (shut down when the
+// session ends, which ends their threads), and what they report back to the
+// session's thread (an error, chunks to ask for again), with a descriptor
+// that wakes it.
+class StreamHub {
+public:
+  StreamHub(unsigned streams, int timeout_ms)
+      : m_streams(streams), m_timeout_ms(timeout_ms), m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        m_closing(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  StreamHub(const StreamHub&) = delete;
+  StreamHub& operator=(const StreamHub&) = delete;
+
+  unsigned streams() const { return m_streams; }
+  int wake_fd() const { return m_wake.get(); }
+  // Readable once the session has ended (never drained).
+  int closing_fd() const { return m_closing.get(); }
+
+  // A connection asks to be stream `index` (1..N-1); "" when it may.
+  std::string join(std::uint16_t index, int fd) {
+    std::lock_guard lock(m_mutex);
+    if (m_closed) return "JOIN for a session that is ending";
+    if (index < 1 || index >= m_streams)
+      return "JOIN as stream " + std::to_string(index) + ", but the HELLO announced " + std::to_string(m_streams) +
+             " streams (1.." + std::to_string(m_streams - 1) + " may join)";
+    if (!m_joined.insert(index).second) return "stream " + std::to_string(index) + " joined twice";
+    m_fds.push_back(fd);
+    return "";
+  }
+  void leave(int fd) {
+    std::lock_guard lock(m_mutex);
+    m_fds.erase(std::remove(m_fds.begin(), m_fds.end(), fd), m_fds.end());
+  }
+  std::size_t joined() {
+    std::lock_guard lock(m_mutex);
+    return m_joined.size();
+  }
+  // Streams announced that have not joined yet (0 once the session ends).
+  std::size_t outstanding() {
+    std::lock_guard lock(m_mutex);
+    return m_closed ? 0 : m_streams - 1 - m_joined.size();
+  }
+
+  // A stream's thread: the file its DATA goes to (nullptr: none), held
+  // until release(); the session never frees a file held.
+  IncomingFile* acquire() {
+    std::lock_guard lock(m_mutex);
+    if (!m_target || m_closed) return nullptr;
+    ++m_in_use;
+    return m_target;
+  }
+  void release() {
+    std::lock_guard lock(m_mutex);
+    --m_in_use;
+    m_cv.notify_all();
+  }
+  // The session: `file` takes the streams' DATA from now on.
+  void set_target(IncomingFile* file) {
+    std::unique_lock lock(m_mutex);
+    if (m_target == file) return;
+    m_target = nullptr;
+    wait_idle(lock);
+    m_target = m_closed ? nullptr : file;
+  }
+
+  // A stream's thread: it failed; the whole session ends.
+  void fail(const Error& error) {
+    std::lock_guard lock(m_mutex);
+    if (m_closed || m_error) return;
+    m_error = error;
+    poke();
+  }
+  // A stream's thread: ask the sender for this chunk again.
+  void resend(std::uint64_t chunk) {
+    std::lock_guard lock(m_mutex);
+    m_resends.push_back(chunk);
+    poke();
+  }
+  // The session's thread: what the streams reported since the last call.
+  std::optional<Error> take(std::vector<std::uint64_t>& resends) {
+    std::uint64_t v;
+    (void)!read(m_wake.get(), &v, sizeof v);
+    std::lock_guard lock(m_mutex);
+    resends.swap(m_resends);
+    m_resends.clear();
+    return m_error;
+  }
+
+  bool closed() {
+    std::lock_guard lock(m_mutex);
+    return m_closed;
+  }
+  // The session ends: no stream may take more data; their sockets are shut
+  // down (which ends their reads at once) and this returns when none holds
+  // a file any more.
+  void close() {
+    std::unique_lock lock(m_mutex);
+    if (!m_closed) {
+      m_closed = true;
+      m_target = nullptr;
+      std::uint64_t one = 1;
+      (void)!write(m_closing.get(), &one, sizeof one);
+      for (int fd : m_fds) ::shutdown(fd, SHUT_RDWR);
+    }
+    wait_idle(lock);
+  }
+
+private:
+  void poke() {
+    std::uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof one);
+  }
+  // Wait until no stream holds a file; a stream that does not finish its
+  // chunk within the timeout has its socket shut down, which ends its read.
+  void wait_idle(std::unique_lock<std::mutex>& lock) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(m_timeout_ms);
+    bool cut = false;
+    while (m_in_use > 0) {
+      if (!cut && Clock::now() >= deadline) {
+        for (int fd : m_fds) ::shutdown(fd, SHUT_RDWR);
+        cut = true;
+      }
+      m_cv.wait_for(lock, std::chrono::milliseconds(200));
+    }
+  }
+
+  const unsigned m_streams;
+  const int m_timeout_ms;
+  Fd m_wake, m_closing;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::set<std::uint16_t> m_joined;
+  std::vector<int> m_fds;
+  IncomingFile* m_target = nullptr;
+  int m_in_use = 0;
+  bool m_closed = false;
+  std::optional<Error> m_error;
+  std::vector<std::uint64_t> m_resends;
+};
+
+} // namespace
+
+// Live sessions that accepted extra streams, by cookie: where a JOIN finds
+// its session. Shared by every connection of one Receiver.
+class StreamRegistry {
+public:
+  Result<frame::Cookie> add(std::shared_ptr<StreamHub> hub) {
+    frame::Cookie cookie{};
+    if (RAND_bytes(cookie.data(), static_cast<int>(cookie.size())) != 1)
+      return make_error(ErrorKind::internal, "no random bytes for a session cookie");
+    std::lock_guard lock(m_mutex);
+    m_hubs[cookie] = std::move(hub);
+    return cookie;
+  }
+  std::shared_ptr<StreamHub> find(const frame::Cookie& cookie) {
+    std::lock_guard lock(m_mutex);
+    auto it = m_hubs.find(cookie);
+    return it == m_hubs.end() ? nullptr : it->second;
+  }
+  void remove(const frame::Cookie& cookie) {
+    std::lock_guard lock(m_mutex);
+    m_hubs.erase(cookie);
+  }
+  // Extra connections that live sessions still wait for.
+  std::size_t outstanding() {
+    std::lock_guard lock(m_mutex);
+    std::size_t n = 0;
+    for (auto& [cookie, hub] : m_hubs) n += hub->outstanding();
+    return n;
+  }
+
+private:
+  std::mutex m_mutex;
+  std::map<frame::Cookie, std::shared_ptr<StreamHub>> m_hubs;
+};
+
+namespace {
+
 // One connection: establishment, files, release.
 class Session {
 public:
+  // `streams` (may be null) is where sessions with extra streams are found
+  // by their JOINs; with `join_only`, a HELLO is refused (busy): a --once
+  // receiver already serves its session, only that session's streams join.
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, const tls::Context* tls,
-          Fd socket, int serve_fd = -1)
+          Fd socket, int serve_fd = -1, StreamRegistry* streams = nullptr, bool join_only = false,
+          std::shared_ptr<std::atomic<bool>> is_stream = nullptr)
       : m_dir_fd(dir_fd), m_serve_fd(serve_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(tls),
         m_peer(net::peer_name(socket.get())),
         m_own_conn(std::in_place, std::move(socket), opt.stop, opt.handshake_timeout_ms), m_conn(*m_own_conn),
-        m_machine(m_own_machine) {}
+        m_machine(m_own_machine), m_registry(streams), m_join_only(join_only), m_is_stream(std::move(is_stream)) {}
+  ~Session() { close_streams(); }
   // Half-duplex: the initiator's turn to receive, over its own session.
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
           session::Machine& machine)
@@ -819,6 +1099,15 @@ private:
   Status establish();
   Status serve_files();
   Status serve_full_duplex();
+  // An extra connection (JOIN): read its DATA into the session it joined.
+  Status serve_stream();
+  Status read_stream(StreamHub& hub);
+  // With extra streams: send the RESENDs they asked for, end on their errors.
+  Status poll_streams();
+  // Tell the streams which file takes their DATA (the first journaled one).
+  void update_target();
+  // Stop the streams (the session ends); idempotent.
+  void close_streams();
   Status next_step();
   Status on_offer(std::span<const std::uint8_t> payload);
   Status on_mkdir(std::span<const std::uint8_t> payload);
@@ -855,6 +1144,17 @@ private:
   // The directory of the last file offered.
   std::shared_ptr<const Fd> m_parent;
   std::string m_parent_path;
+  // Several connections (--streams): where JOINs find sessions, this
+  // session's streams (with the cookie that registers them), or the JOIN
+  // this connection opened with.
+  StreamRegistry* m_registry = nullptr;
+  bool m_join_only = false;
+  std::shared_ptr<StreamHub> m_hub;
+  frame::Cookie m_cookie{};
+  std::optional<frame::Join> m_join;
+  // Set once this connection joined a session as an extra stream: the
+  // listener does not count it against --max-sessions any more.
+  std::shared_ptr<std::atomic<bool>> m_is_stream;
 };
 
 // Offers a sender may have outstanding (planned files, each holding a lease
@@ -897,10 +1197,17 @@ Status Session::authenticate() {
 Status Session::establish() {
   auto header = m_conn.read_header(0);
   if (!header) return header.error();
-  if (header->type != frame::Type::hello && header->type != frame::Type::abort)
+  if (header->type != frame::Type::hello && header->type != frame::Type::abort && header->type != frame::Type::join)
     return make_error(ErrorKind::protocol, std::string("expected HELLO, got ") + frame::to_string(header->type));
   auto payload = m_conn.read_control_payload(*header);
   if (!payload) return payload.error();
+  if (header->type == frame::Type::join) {
+    // An extra connection of an established session (--streams).
+    auto join = frame::decode_join(*payload);
+    if (!join) return join.error();
+    m_join = *join;
+    return {};
+  }
   if (header->type == frame::Type::abort) {
     // The sender gave up before HELLO, e.g. it does not trust our certificate.
     auto abort = frame::decode_abort(*payload);
@@ -915,6 +1222,13 @@ Status Session::establish() {
                       std::to_string(frame::k_protocol_version);
     refuse(frame::Reason::version, msg);
     return make_error(ErrorKind::version, msg + "; install the same sesscp version on both hosts");
+  }
+  if (m_join_only) {
+    std::string msg = m_opt.once ? "this receiver (--once) is serving a session already"
+                                 : "too many sessions (--max-sessions " + std::to_string(m_opt.max_sessions) +
+                                       "); retry later";
+    refuse(frame::Reason::busy, msg);
+    return make_error(ErrorKind::busy, msg);
   }
   SESSCP_TRY(m_machine.on_receive(frame::Type::hello));
   // Dialog control is negotiated here: the initiator asks, ACCEPT confirms.
@@ -937,8 +1251,23 @@ Status Session::establish() {
   accept.features = hello->features & frame::feature::k_all;
   accept.mode = hello->mode;
   accept.identity = "sesscp/" SESSCP_VERSION;
+  // Several connections (--streams): a simplex session may have them; the
+  // sender opens the others with JOIN and this cookie. Otherwise the bit is
+  // not echoed and the sender uses one connection.
+  unsigned streams = frame::feature::streams_of(hello->features);
+  if (streams > 1 && streams <= frame::feature::k_max_streams && m_registry &&
+      hello->mode == frame::DialogMode::simplex) {
+    auto hub = std::make_shared<StreamHub>(streams, m_opt.timeout_ms);
+    auto cookie = m_registry->add(hub);
+    if (!cookie) return cookie.error();
+    m_hub = std::move(hub);
+    m_cookie = *cookie;
+    accept.features |= frame::feature::k_streams;
+    accept.cookie = m_cookie;
+  }
   SESSCP_TRY(send_ctl(frame::Type::accept, frame::encode(accept)));
-  m_events.debug(m_peer + ": session established with " + hello->identity + " (" + frame::to_string(accept.mode) + ")");
+  m_events.debug(m_peer + ": session established with " + hello->identity + " (" + frame::to_string(accept.mode) +
+                 (m_hub ? ", " + std::to_string(streams) + " streams" : std::string()) + ")");
   m_conn.set_timeout(m_opt.timeout_ms);
   return {};
 }
@@ -1009,6 +1338,14 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
     file->report().name = offer->name;
     m_files.push_back(std::move(file)); // reported with the others when the session ends
     return resume.error();
+  }
+  if (m_hub && resume->status != frame::ResumeStatus::complete) {
+    // With extra streams, the file takes their DATA before the sender can
+    // have the RESUME that lets it send any.
+    file->begin(*resume);
+    m_files.push_back(std::move(file));
+    update_target();
+    return send_ctl(frame::Type::resume, frame::encode(*resume));
   }
   SESSCP_TRY(send_ctl(frame::Type::resume, frame::encode(*resume)));
   if (resume->status == frame::ResumeStatus::complete) {
@@ -1146,6 +1483,8 @@ Status Session::collect_commits(bool confirm, bool wait) {
 Status Session::finish_front() {
   auto file = std::move(m_files.front());
   m_files.pop_front();
+  // No stream may hold it past this point (it is done, or the session ends).
+  update_target();
   if (file->small()) {
     SESSCP_TRY(file->prepare_small());
     if (m_batch.empty()) m_batch_start = Clock::now();
@@ -1221,6 +1560,7 @@ Status Session::on_give_token(std::span<const std::uint8_t> payload) {
 
 // One step of the session: finish what can be finished, then read a frame.
 Status Session::next_step() {
+  if (m_hub) SESSCP_TRY(poll_streams());
   SESSCP_TRY(collect_commits(true, false));
   IncomingFile* cur = m_files.empty() ? nullptr : m_files.front().get();
   if (cur) {
@@ -1241,7 +1581,8 @@ Status Session::next_step() {
   int wake = cur ? cur->wake_fd() : -1;
   bool committing = m_committer && m_committer->busy();
   if (committing && wake < 0) wake = m_committer->wake_fd();
-  auto ready = m_conn.wait_readable(wake, committing && wake != m_committer->wake_fd() ? 5 : m_opt.timeout_ms);
+  auto ready = m_conn.wait_readable(wake, committing && wake != m_committer->wake_fd() ? 5 : m_opt.timeout_ms,
+                                    m_hub ? m_hub->wake_fd() : -1);
   if (!ready && committing && ready.error().kind == ErrorKind::timeout) return {};
   if (!ready) return ready.error();
   if (!*ready) return {};
@@ -1307,8 +1648,117 @@ void Session::end_files(const Error& error) {
 Status Session::serve_files() {
   Status status;
   while (status && m_machine.state() != session::State::closed) status = next_step();
+  // The streams stop before the files they wrote are checkpointed.
+  close_streams();
   if (!status) end_files(status.error());
   return status;
+}
+
+void Session::close_streams() {
+  if (!m_hub) return;
+  m_hub->close();
+  if (m_registry) m_registry->remove(m_cookie);
+  m_events.debug(m_peer + ": " + std::to_string(m_hub->joined()) + " extra stream(s) of " +
+                 std::to_string(m_hub->streams()) + " closed");
+  m_hub.reset();
+}
+
+void Session::update_target() {
+  if (!m_hub) return;
+  IncomingFile* target = nullptr;
+  for (auto& f : m_files)
+    if (f->streamable()) {
+      target = f.get();
+      break;
+    }
+  m_hub->set_target(target);
+}
+
+Status Session::poll_streams() {
+  std::vector<std::uint64_t> resends;
+  if (auto error = m_hub->take(resends)) return *error;
+  for (auto chunk : resends) {
+    m_events.debug(m_peer + ": chunk " + std::to_string(chunk) + " failed its hash on an extra stream; asking again");
+    SESSCP_TRY(m_conn.send(frame::encode(frame::Resend{chunk})));
+  }
+  return {};
+}
+
+Status Session::serve_stream() {
+  auto join = *m_join;
+  auto hub = m_registry ? m_registry->find(join.cookie) : nullptr;
+  if (!hub) {
+    std::string why = "JOIN for an unknown session (it has ended, or never existed)";
+    m_conn.send_abort(frame::Reason::unknown_session, why);
+    m_conn.linger_after_abort(1000);
+    return make_error(ErrorKind::refused, why);
+  }
+  if (auto why = hub->join(join.index, m_conn.fd()); !why.empty()) {
+    // A JOIN with the right cookie but out of place: the session's peer broke the protocol.
+    m_conn.send_abort(frame::Reason::protocol, why);
+    m_events.info(m_peer + ": refused: " + why);
+    hub->fail(make_error(ErrorKind::protocol, why));
+    return make_error(ErrorKind::protocol, why);
+  }
+  if (m_is_stream) m_is_stream->store(true);
+  m_conn.set_timeout(m_opt.timeout_ms);
+  // Confirm the JOIN: the sender sends no DATA on a stream before this.
+  frame::Accept accept;
+  accept.features = frame::feature::k_all | frame::feature::k_streams;
+  accept.identity = "sesscp/" SESSCP_VERSION;
+  accept.cookie = join.cookie;
+  if (auto sent = m_conn.send(frame::encode(accept)); !sent) {
+    hub->leave(m_conn.fd());
+    return sent.error();
+  }
+  m_events.debug(m_peer + ": stream " + std::to_string(join.index + 1) + " of " + std::to_string(hub->streams()) +
+                 " joined its session");
+  auto status = read_stream(*hub);
+  bool ending = hub->closed();
+  if (!status && !ending) {
+    if (status.error().kind == ErrorKind::protocol) m_conn.send_abort(frame::Reason::protocol, status.error().message);
+    hub->fail(make_error(status.error().kind, "stream " + std::to_string(join.index + 1) + ": " + status.error().message));
+  }
+  hub->leave(m_conn.fd());
+  if (ending) return {};
+  return status;
+}
+
+// An extra stream carries DATA only, for the session's journaled file; it
+// waits for the next frame as long as the session lives (the first
+// connection's deadlines detect a dead peer), and ends with the session.
+Status Session::read_stream(StreamHub& hub) {
+  std::vector<std::uint8_t> buf;
+  for (;;) {
+    auto ready = m_conn.wait_readable(hub.closing_fd(), m_opt.timeout_ms);
+    if (hub.closed()) return {};
+    if (!ready && ready.error().kind == ErrorKind::timeout) continue; // idle between files
+    if (!ready) return ready.error();
+    if (!*ready) return {};
+    auto header = m_conn.read_header(frame::k_data_prefix + frame::k_max_chunk_size);
+    if (!header) return header.error();
+    if (header->type != frame::Type::data) {
+      if (header->type == frame::Type::abort) {
+        auto payload = m_conn.read_control_payload(*header);
+        if (!payload) return payload.error();
+        auto abort = frame::decode_abort(*payload);
+        if (!abort) return abort.error();
+        return make_error(frame::error_kind_for(abort->reason), std::string("sender aborted: ") +
+                                                                    frame::to_string(abort->reason) + ": " + abort->message);
+      }
+      return make_error(ErrorKind::protocol, std::string(frame::to_string(header->type)) +
+                                                 " on an extra stream: only DATA travels there");
+    }
+    IncomingFile* file = hub.acquire();
+    if (!file) {
+      if (hub.closed()) return {};
+      return make_error(ErrorKind::protocol, "DATA on an extra stream while no file larger than one chunk is open");
+    }
+    auto resend = file->on_stream_data(m_conn, *header, buf);
+    hub.release();
+    if (!resend) return resend.error();
+    if (*resend) hub.resend(**resend);
+  }
 }
 
 Status Session::run_turn() {
@@ -1385,6 +1835,13 @@ Status Session::run() {
     if (!status) m_events.info(m_peer + ": session ended: " + status.error().message);
     return status;
   }
+  if (status && m_join) {
+    // An extra connection of another session: its end is that session's business.
+    status = serve_stream();
+    if (!status && status.error().kind == ErrorKind::refused) m_events.info(m_peer + ": refused: " + status.error().message);
+    else if (!status) m_events.debug(m_peer + ": stream ended: " + status.error().message);
+    return status;
+  }
   // Serve files until release.
   if (status) status = serve_files();
   if (!status && status.error().kind == ErrorKind::protocol)
@@ -1432,13 +1889,15 @@ Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events)
     if (!ctx) return ctx.error();
     tls.emplace(std::move(*ctx));
   }
-  return Receiver(options, events, std::move(*listener), std::move(dir), std::move(serve), mask, std::move(tls));
+  return Receiver(options, events, std::move(*listener), std::move(dir), std::move(serve), mask, std::move(tls),
+                  std::make_shared<StreamRegistry>());
 }
 
 std::string Receiver::address() const { return net::local_name(m_listener.get()); }
 
 Status Receiver::handle_connection(Fd socket) {
-  Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket), m_serve.get());
+  Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket), m_serve.get(),
+                  m_streams.get());
   return session.run();
 }
 
@@ -1450,28 +1909,45 @@ Status Receiver::serve() {
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
+    std::shared_ptr<std::atomic<bool>> stream; // an extra connection of a session (not a session)
+    bool join_only = false;                    // accepted only to join a session (a HELLO is refused)
   };
   std::list<Worker> workers;
+  auto sessions = [&] {
+    return std::count_if(workers.begin(), workers.end(),
+                         [](const Worker& w) { return !w.join_only && !w.stream->load(); });
+  };
+  // Connections accepted only to join, not yet joined.
+  auto pending_joins = [&] {
+    return static_cast<std::size_t>(std::count_if(workers.begin(), workers.end(), [](const Worker& w) {
+      return w.join_only && !w.stream->load() && !w.done->load();
+    }));
+  };
   auto reap = [&](bool all) {
     for (auto it = workers.begin(); it != workers.end();) {
       if (all || it->done->load()) { it->thread.join(); it = workers.erase(it); }
       else ++it;
     }
   };
-  Status result;
   const tls::Context* tls_ptr = m_tls ? &*m_tls : nullptr;
+  // With --once, the first connection is the session served; later ones may
+  // only join it as its extra streams (--streams), and the loop ends with it.
+  std::shared_ptr<std::atomic<bool>> primary_done;
+  auto primary_status = std::make_shared<Status>();
+  Fd primary_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   while (!(m_opt.stop && m_opt.stop->load())) {
-    pollfd p{m_listener.get(), POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) { reap(false); continue; }
+    if (primary_done && primary_done->load()) break;
+    pollfd p[2] = {{m_listener.get(), POLLIN, 0}, {primary_wake.get(), POLLIN, 0}};
+    if (poll(p, 2, 200) <= 0 || !(p[0].revents & POLLIN)) { reap(false); continue; }
     Fd sock(accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!sock) continue;
     net::tune_socket(sock.get());
     reap(false);
-    if (m_opt.once) {
-      result = handle_connection(std::move(sock));
-      break;
-    }
-    if (workers.size() >= static_cast<std::size_t>(m_opt.max_sessions)) {
+    bool join_only = m_opt.once && primary_done;
+    // At the limit, a connection is still taken while sessions wait for
+    // their extra streams (--streams), but only to JOIN one of them.
+    if (!m_opt.once && sessions() >= m_opt.max_sessions && m_streams->outstanding() > pending_joins()) join_only = true;
+    if (!m_opt.once && !join_only && sessions() >= m_opt.max_sessions) {
       // Plaintext REFUSE only where the peer speaks plaintext; a TLS peer
       // just sees the connection close before the handshake.
       m_events.info(net::peer_name(sock.get()) + ": refused: too many sessions (--max-sessions " +
@@ -1482,16 +1958,24 @@ Status Receiver::serve() {
       continue;
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    auto session =
-        std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock), m_serve.get());
-    workers.push_back({std::thread([session = std::move(session), done] {
-                         (void)session->run();
+    auto stream = std::make_shared<std::atomic<bool>>(false);
+    bool primary = m_opt.once && !primary_done;
+    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(sock),
+                                             m_serve.get(), m_streams.get(), join_only, stream);
+    std::shared_ptr<Status> status = primary ? primary_status : nullptr;
+    int wake = primary ? primary_wake.get() : -1;
+    if (primary) primary_done = done;
+    workers.push_back({std::thread([session = std::move(session), done, status, wake] {
+                         auto result = session->run();
+                         if (status) *status = result;
                          done->store(true);
+                         std::uint64_t one = 1;
+                         if (wake >= 0) (void)!write(wake, &one, sizeof one);
                        }),
-                       done});
+                       done, stream, join_only});
   }
   reap(true);
-  return result;
+  return primary_done ? *primary_status : Status{};
 }
 
 } // namespace sesscp

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,7 @@ struct ReceiveOptions {
 };
 
 class Conn;
+class StreamRegistry;
 namespace session {
 class Machine;
 }
@@ -64,9 +66,9 @@ public:
 
 private:
   Receiver(const ReceiveOptions& options, Events& events, Fd listener, Fd dir, Fd serve, unsigned umask,
-           std::optional<tls::Context> tls)
+           std::optional<tls::Context> tls, std::shared_ptr<StreamRegistry> streams)
       : m_opt(options), m_events(events), m_listener(std::move(listener)), m_dir(std::move(dir)),
-        m_serve(std::move(serve)), m_umask(umask), m_tls(std::move(tls)) {}
+        m_serve(std::move(serve)), m_umask(umask), m_tls(std::move(tls)), m_streams(std::move(streams)) {}
   const ReceiveOptions& m_opt;
   Events& m_events;
   Fd m_listener;
@@ -74,6 +76,7 @@ private:
   Fd m_serve; // --serve, or invalid
   unsigned m_umask;
   std::optional<tls::Context> m_tls; // empty with --insecure
+  std::shared_ptr<StreamRegistry> m_streams; // sessions that extra connections may JOIN (--streams)
 };
 
 } // namespace sesscp

@@ -9,13 +9,20 @@
 #include "core/source.h"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
+#include <condition_variable>
 #include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
@@ -144,6 +151,173 @@ constexpr auto k_sync_period = std::chrono::milliseconds(900);
 // A receiver that keeps answering NOT_FINISHED is given this many tries.
 constexpr int k_release_attempts = 10;
 
+// The extra connections of a session (--streams N, docs/PROTOCOL.md
+// "Several connections") and one writer thread per connection. While a file
+// larger than one chunk is active, each writer takes the next chunk index
+// from a shared counter (never at or past the window's limit), reads and
+// hashes that chunk itself and writes it as one DATA frame on its own
+// connection; the session's thread takes the same counter for the first
+// connection, and learns through an eventfd which chunks are fully written,
+// so that a SYNC never covers a chunk still on its way into a socket. A
+// writer that fails (or reads anything from the receiver, which only ever
+// sends ABORT there) records the error, which ends the session.
+class StreamPool {
+public:
+  StreamPool(std::vector<std::unique_ptr<Conn>> conns, std::uint64_t bwlimit, const std::atomic<bool>* stop)
+      : m_conns(std::move(conns)), m_bwlimit(bwlimit), m_stop_flag(stop), m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    for (std::size_t i = 0; i < m_conns.size(); ++i) m_threads.emplace_back([this, i] { run(i); });
+  }
+  StreamPool(const StreamPool&) = delete;
+  StreamPool& operator=(const StreamPool&) = delete;
+  ~StreamPool() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_stop = true;
+      m_source = nullptr;
+    }
+    m_cv.notify_all();
+    // Ends a write blocked on a full socket at once.
+    for (auto& c : m_conns) ::shutdown(c->fd(), SHUT_RDWR);
+    for (auto& t : m_threads) t.join();
+  }
+
+  int wake_fd() const { return m_wake.get(); }
+  std::size_t size() const { return m_conns.size(); }
+
+  // A journaled file becomes active: chunks from `next` on may be sent, below `limit`.
+  void start_file(const SourceFile* source, std::uint32_t chunk_size, std::uint64_t next, std::uint64_t limit) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_source = source;
+      m_chunk_size = chunk_size;
+      m_next = next;
+      m_limit = limit;
+      m_written.clear();
+      m_bytes = 0;
+    }
+    m_cv.notify_all();
+  }
+  // The window moved (a CHECKPOINT).
+  void set_limit(std::uint64_t limit) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_limit = std::max(m_limit, limit);
+    }
+    m_cv.notify_all();
+  }
+  // Every chunk of the file is written: the writers must not touch it any more.
+  void end_file() {
+    std::lock_guard lock(m_mutex);
+    m_source = nullptr;
+  }
+  // The session's thread: the next chunk for the first connection, if the window has room.
+  std::optional<std::uint64_t> claim() {
+    std::lock_guard lock(m_mutex);
+    if (!m_source || m_next >= m_limit) return std::nullopt;
+    return m_next++;
+  }
+  bool claimable() {
+    std::lock_guard lock(m_mutex);
+    return m_source && m_next < m_limit;
+  }
+  // A chunk fully written to its socket (by the session's thread).
+  void written(std::uint64_t index, const Hash128& hash, std::uint64_t len) {
+    std::lock_guard lock(m_mutex);
+    m_written.emplace(index, hash);
+    m_bytes += len;
+  }
+  // The session's thread: the chunks written since the last call (moved
+  // into `into`) and their bytes; a writer's error ends the session.
+  Status take(std::map<std::uint64_t, Hash128>& into, std::uint64_t& bytes) {
+    std::uint64_t v;
+    (void)!read(m_wake.get(), &v, sizeof v);
+    std::lock_guard lock(m_mutex);
+    if (m_error) return *m_error;
+    into.merge(m_written);
+    m_written.clear();
+    bytes = std::exchange(m_bytes, 0);
+    return {};
+  }
+  // Every stream together keeps under --bwlimit.
+  void pace(std::uint64_t len) { throttle(m_bwlimit, m_total += len, m_start, m_stop_flag); }
+
+private:
+  void run(std::size_t i) {
+    Conn& conn = *m_conns[i];
+    std::vector<std::uint8_t> buf;
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      // Idle between files: wake now and then, never spin.
+      m_cv.wait_for(lock, std::chrono::seconds(1), [&] { return m_stop || (m_source && m_next < m_limit); });
+      if (m_stop) return;
+      if (!m_source || m_next >= m_limit) continue;
+      auto index = m_next++;
+      const SourceFile* source = m_source;
+      auto chunk_size = m_chunk_size;
+      lock.unlock();
+      auto len = chunk_length(index, chunk_size, source->size());
+      if (buf.size() < len) buf.resize(len);
+      std::span<std::uint8_t> chunk(buf.data(), len);
+      Hash128 hash{};
+      Status status = source->read_at(index * chunk_size, chunk);
+      if (status) {
+        hash = xxh3_128(chunk);
+        status = conn.send_data({index, hash}, chunk);
+      }
+      // The receiver says nothing on an extra stream but ABORT.
+      if (status) {
+        auto ready = conn.wait_readable(-1, 0);
+        if (ready && *ready) status = peer_spoke(conn);
+      }
+      if (status) pace(len);
+      lock.lock();
+      if (!status) {
+        if (!m_error && !m_stop)
+          m_error = make_error(status.error().kind, "stream " + std::to_string(i + 2) + ": " + status.error().message);
+        poke();
+        return;
+      }
+      m_written.emplace(index, hash);
+      m_bytes += len;
+      poke();
+    }
+  }
+  static Status peer_spoke(Conn& conn) {
+    auto header = conn.read_header(0);
+    if (!header) return header.error();
+    auto payload = conn.read_control_payload(*header);
+    if (!payload) return payload.error();
+    if (header->type == frame::Type::abort) {
+      auto abort = frame::decode_abort(*payload);
+      if (!abort) return abort.error();
+      return remote_error(abort->reason, abort->message);
+    }
+    return make_error(ErrorKind::protocol, std::string("receiver broke the protocol: ") + frame::to_string(header->type) +
+                                               " on an extra stream");
+  }
+  void poke() {
+    std::uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof one);
+  }
+
+  std::vector<std::unique_ptr<Conn>> m_conns;
+  const std::uint64_t m_bwlimit;
+  const std::atomic<bool>* m_stop_flag;
+  const Clock::time_point m_start = Clock::now();
+  std::atomic<std::uint64_t> m_total{0};
+  Fd m_wake;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  bool m_stop = false;
+  const SourceFile* m_source = nullptr;
+  std::uint32_t m_chunk_size = 0;
+  std::uint64_t m_next = 0, m_limit = 0;
+  std::map<std::uint64_t, Hash128> m_written;
+  std::uint64_t m_bytes = 0;
+  std::optional<Error> m_error;
+  std::vector<std::thread> m_threads; // last: they start once everything above exists
+};
+
 // One file of this session, from its OFFER to its FILE_DONE.
 struct Job {
   std::size_t entry = 0;
@@ -165,8 +339,9 @@ public:
       : m_opt(options), m_events(events), m_plan(plan), m_machine(machine), m_turn(true), m_peer(peer),
         m_bytes_before(plan.bytes) {}
 
-  // Establish, push, (half-duplex) fetch, release.
-  Status run(Conn& conn);
+  // Establish, push, (half-duplex) fetch, release. With --streams, the
+  // extra connections come from `connect` (connected and authenticated).
+  Status run(Conn& conn, std::function<Result<std::unique_ptr<Conn>>()> connect = {});
   // Push, then give the data token back.
   Status run_turn(Conn& conn);
   // Full-duplex: push, then release this direction.
@@ -185,6 +360,11 @@ private:
   bool can_top_up() const;
   void start_next();
   Status pump(Conn& conn);
+  // --streams: open the extra connections, each with its JOIN.
+  Status open_streams(const std::function<Result<std::unique_ptr<Conn>>()>& connect);
+  bool streaming() const { return m_pool && m_active && !m_active->small && !m_file_end_sent; }
+  Status pump_streams(Conn& conn);
+  Status collect_streams(Conn& conn);
   Status send_chunk(Conn& conn, std::uint64_t index, bool resend);
   Result<frame::Header> next_frame(Conn& conn, std::span<const std::uint8_t>& payload);
   Status handle(Conn& conn, const frame::Header& header, std::span<const std::uint8_t> payload);
@@ -231,6 +411,12 @@ private:
   std::deque<Hash128> m_unconfirmed; // hashes of chunks [m_confirmed, m_sent)
   std::optional<RootBuilder> m_session_root;
   std::vector<std::uint8_t> m_buf;
+  // --streams: the session's cookie (from ACCEPT), the chunks written beyond
+  // m_sent (out of order, by any connection), and the extra connections
+  // (last: destroyed first, so no writer outlives the file it reads).
+  std::optional<frame::Cookie> m_cookie;
+  std::map<std::uint64_t, Hash128> m_ahead;
+  std::unique_ptr<StreamPool> m_pool;
 };
 
 Status Sender::establish(Conn& conn) {
@@ -278,6 +464,10 @@ Status Sender::exchange_hello(Conn& conn) {
                : !m_opt.full_duplex ? frame::DialogMode::half_duplex
                : m_plan.fetched     ? frame::DialogMode::simplex
                                     : frame::DialogMode::full_duplex;
+  // Several connections: announced in the feature bits, only when asked for
+  // (one stream is the version-1 HELLO, byte for byte).
+  if (m_opt.streams > 1 && !m_turn && hello.mode == frame::DialogMode::simplex)
+    hello.features = frame::feature::with_streams(hello.features, m_opt.streams);
   SESSCP_TRY(m_machine.set_mode(hello.mode));
   SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));
@@ -303,6 +493,12 @@ Status Sender::exchange_hello(Conn& conn) {
   if (accept->mode != hello.mode)
     return unexpected(conn, h->type,
                       (std::string("an ACCEPT confirming the ") + frame::to_string(hello.mode) + " dialog mode").c_str());
+  if (frame::feature::streams_of(hello.features) > 1) {
+    if (accept->features & frame::feature::k_streams)
+      m_cookie = accept->cookie;
+    else
+      m_events.info("the receiver does not take --streams (an older sesscp?); sending over one connection");
+  }
   m_events.debug("session established with " + accept->identity + " (" + frame::to_string(accept->mode) + ")");
   return {};
 }
@@ -421,6 +617,10 @@ void Sender::start_next() {
   m_unconfirmed.clear();
   m_session_root.emplace();
   if (m_buf.size() < m_chunk_size) m_buf.resize(m_chunk_size);
+  m_ahead.clear();
+  if (m_pool && !m_active->small)
+    m_pool->start_file(&*m_active->source, m_chunk_size, m_sent,
+                       std::min(m_chunks, m_confirmed + window_chunks(m_opt.window, m_chunk_size)));
   if (!m_active->small) m_events.phase(report(*m_active).name, Events::Phase::transferring, "");
 }
 
@@ -433,7 +633,8 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
   if (resend) {
     // The receiver saw different bytes than we hashed: resend, unless our own
     // bytes changed, in which case the file is no longer the one we offered.
-    if (hash != m_unconfirmed[index - m_confirmed])
+    // (With --streams the chunk may be written but beyond the contiguous prefix.)
+    if (hash != (index < m_sent ? m_unconfirmed[index - m_confirmed] : m_ahead.at(index)))
       return make_error(ErrorKind::source_changed, source.path() + " changed while it was being sent");
     m_events.debug("resending chunk " + std::to_string(index) + " at the receiver's request");
   } else {
@@ -485,6 +686,87 @@ Status Sender::pump(Conn& conn) {
   return {};
 }
 
+Status Sender::open_streams(const std::function<Result<std::unique_ptr<Conn>>()>& connect) {
+  std::vector<std::unique_ptr<Conn>> conns;
+  for (unsigned i = 1; i < m_opt.streams; ++i) {
+    auto c = connect();
+    if (!c) return make_error(c.error().kind, "stream " + std::to_string(i + 1) + ": " + c.error().message);
+    frame::Join join{*m_cookie, static_cast<std::uint16_t>(i)};
+    if (auto sent = (*c)->send(frame::encode(join)); !sent)
+      return make_error(sent.error().kind, "stream " + std::to_string(i + 1) + ": " + sent.error().message);
+    conns.push_back(std::move(*c));
+  }
+  // Every stream is confirmed (ACCEPT with the session's cookie) before any DATA goes.
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    auto fail = [&](const Error& e) { return make_error(e.kind, "stream " + std::to_string(i + 2) + ": " + e.message); };
+    auto header = conns[i]->read_header(0);
+    if (!header) return fail(header.error());
+    auto payload = conns[i]->read_control_payload(*header);
+    if (!payload) return fail(payload.error());
+    if (header->type == frame::Type::abort) {
+      auto abort = frame::decode_abort(*payload);
+      if (!abort) return fail(abort.error());
+      return fail(remote_error(abort->reason, abort->message));
+    }
+    auto accept = header->type == frame::Type::accept ? frame::decode_accept(*payload)
+                                                       : Result<frame::Accept>(make_error(ErrorKind::protocol, "no ACCEPT"));
+    if (!accept || !(accept->features & frame::feature::k_streams) || accept->cookie != *m_cookie) {
+      conns[i]->send_abort(frame::Reason::protocol, "expected ACCEPT for the JOIN");
+      return fail(make_error(ErrorKind::protocol, std::string("receiver broke the protocol: expected ACCEPT for the JOIN, got ") +
+                                                      frame::to_string(header->type)));
+    }
+  }
+  m_pool = std::make_unique<StreamPool>(std::move(conns), m_opt.bwlimit, m_opt.stop);
+  m_events.debug(std::to_string(m_opt.streams) + " streams: " + std::to_string(m_pool->size()) +
+                 " extra connections joined the session");
+  return {};
+}
+
+// Take what the writers finished; move the contiguous prefix (m_sent) on
+// and ask for a sync point as pump() does, now that every chunk below it is
+// fully written to one socket or another.
+Status Sender::collect_streams(Conn& conn) {
+  std::uint64_t bytes = 0;
+  SESSCP_TRY(m_pool->take(m_ahead, bytes));
+  report(*m_active).bytes += bytes;
+  m_plan.bytes += bytes;
+  for (auto it = m_ahead.begin(); it != m_ahead.end() && it->first == m_sent; it = m_ahead.erase(it)) {
+    m_unconfirmed.push_back(it->second);
+    m_session_root->add(it->second);
+    ++m_sent;
+  }
+  std::uint64_t sync_every = sync_interval_chunks(m_opt.window, m_chunk_size);
+  if (m_sent > m_last_sync && (m_sent - m_last_sync >= sync_every || m_sent == m_chunks ||
+                               Clock::now() - m_last_sync_time >= k_sync_period)) {
+    SESSCP_TRY(conn.send(frame::encode(frame::Sync{m_serial++, m_sent})));
+    m_last_sync = m_sent;
+    m_last_sync_time = Clock::now();
+  }
+  return {};
+}
+
+Status Sender::pump_streams(Conn& conn) {
+  SESSCP_TRY(collect_streams(conn));
+  if (auto index = m_pool->claim()) {
+    auto len = chunk_length(*index, m_chunk_size, m_active->size);
+    std::span<std::uint8_t> chunk(m_buf.data(), len);
+    SESSCP_TRY(m_active->source->read_at(*index * m_chunk_size, chunk));
+    auto hash = xxh3_128(chunk);
+    SESSCP_TRY(conn.send_data({*index, hash}, chunk));
+    m_pool->written(*index, hash, len);
+    m_pool->pace(len);
+    SESSCP_TRY(collect_streams(conn));
+  }
+  if (m_sent < m_chunks) return {};
+  // Every chunk is written: the writers are done with this file.
+  m_pool->end_file();
+  m_events.phase(report(*m_active).name, Events::Phase::finalising, "");
+  SESSCP_TRY(m_active->source->check_unchanged());
+  SESSCP_TRY(conn.send(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root->digest()})));
+  m_file_end_sent = true;
+  return {};
+}
+
 Status Sender::on_file_done(Conn& conn, std::span<const std::uint8_t> payload) {
   auto fd = frame::decode_file_done(payload);
   if (!fd) return fd.error();
@@ -516,13 +798,16 @@ Status Sender::handle(Conn& conn, const frame::Header& header, std::span<const s
     m_unconfirmed.erase(m_unconfirmed.begin(),
                         m_unconfirmed.begin() + static_cast<std::ptrdiff_t>(cp->end_chunk - m_confirmed));
     m_confirmed = cp->end_chunk;
+    if (m_pool && !m_file_end_sent)
+      m_pool->set_limit(std::min(m_chunks, m_confirmed + window_chunks(m_opt.window, m_chunk_size)));
     m_events.progress(report(*m_active).name, std::min(m_confirmed * m_chunk_size, m_active->size), m_active->size);
     return {};
   }
   case frame::Type::resend: {
     auto rs = frame::decode_resend(payload);
     if (!rs) return rs.error();
-    if (!multi_chunk_active || rs->chunk < m_confirmed || rs->chunk >= m_sent)
+    if (streaming()) SESSCP_TRY(collect_streams(conn));
+    if (!multi_chunk_active || rs->chunk < m_confirmed || (rs->chunk >= m_sent && !m_ahead.count(rs->chunk)))
       return unexpected(conn, header.type, "a RESEND of an unconfirmed chunk");
     return send_chunk(conn, rs->chunk, true);
   }
@@ -604,10 +889,11 @@ Status Sender::run_turn(Conn& conn) {
   return give_token(conn);
 }
 
-Status Sender::run(Conn& conn) {
+Status Sender::run(Conn& conn, std::function<Result<std::unique_ptr<Conn>>()> connect) {
   // Establish the session.
   SESSCP_TRY(establish(conn));
   if (m_machine.mode() == frame::DialogMode::full_duplex) return run_full_duplex(conn);
+  if (m_cookie && connect) SESSCP_TRY(open_streams(connect));
   SESSCP_TRY(push(conn));
   // Half-duplex: the receiver's turn, unless an earlier session or an early
   // grant (PLEASE_TOKEN) already fetched.
@@ -669,6 +955,22 @@ Status Sender::push(Conn& conn) {
     if (!m_turn && m_machine.token_asked() && all_confirmed()) SESSCP_TRY(give_token(conn));
     SESSCP_TRY(top_up(conn));
     if (!m_active && !m_ready.empty()) start_next();
+    if (streaming()) {
+      // Several connections: the writers send most chunks; this thread sends
+      // one at a time on the first connection while the window has room,
+      // then waits for the receiver or for a writer's news.
+      SESSCP_TRY(pump_streams(conn));
+      if (streaming()) {
+        bool more = m_pool->claimable();
+        auto ready = conn.wait_readable(m_pool->wake_fd(), more ? 0 : m_opt.timeout_ms);
+        if (!ready && (!more || ready.error().kind != ErrorKind::timeout)) return ready.error();
+        if (!ready || !*ready) continue;
+        auto h = next_frame(conn, payload);
+        if (!h) return h.error();
+        SESSCP_TRY(handle(conn, *h, payload));
+        continue;
+      }
+    }
     bool can_send = m_active && !m_file_end_sent &&
                     (m_sent == m_chunks || m_sent - m_confirmed < window_chunks(m_opt.window, m_chunk_size));
     if (can_send) SESSCP_TRY(pump(conn));
@@ -703,26 +1005,34 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
 
 namespace {
 
+// Connect and authenticate one connection of a session.
+Result<std::unique_ptr<Conn>> open_conn(const SendOptions& options, const tls::Context* tls, Events& events) {
+  auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
+  if (!fd) return fd.error();
+  auto conn = std::make_unique<Conn>(std::move(*fd), options.stop, options.timeout_ms);
+  if (tls) {
+    // Authenticate both ends before a single frame of the session is sent.
+    auto ssl = tls->wrap(conn->fd(), options.endpoint.host);
+    if (!ssl) return ssl.error();
+    SESSCP_TRY(conn->start_tls(std::move(*ssl), false));
+    if (auto peer = tls->check_peer(conn->ssl()); !peer) {
+      conn->send_abort(frame::Reason::auth, "the sender does not trust the receiver's certificate");
+      return peer.error();
+    }
+    events.debug(tls->describe() + (tls::ktls_send_active(conn->ssl()) ? ", kernel TLS offload" : ", TLS in user space"));
+  }
+  return conn;
+}
+
 // Connect, authenticate, and run one session over what is left of the plan.
 Status connect_and_send(const SendOptions& options, const tls::Context* tls, Events& events, Plan& plan) {
   events.phase(plan.files() == 1 ? plan.reports[0].name : "", Events::Phase::connecting,
                options.endpoint.host + ":" + std::to_string(options.endpoint.port));
-  auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
-  if (!fd) return fd.error();
-  Conn conn(std::move(*fd), options.stop, options.timeout_ms);
-  if (tls) {
-    // Authenticate both ends before a single frame of the session is sent.
-    auto ssl = tls->wrap(conn.fd(), options.endpoint.host);
-    if (!ssl) return ssl.error();
-    SESSCP_TRY(conn.start_tls(std::move(*ssl), false));
-    if (auto peer = tls->check_peer(conn.ssl()); !peer) {
-      conn.send_abort(frame::Reason::auth, "the sender does not trust the receiver's certificate");
-      return peer.error();
-    }
-    events.debug(tls->describe() + (tls::ktls_send_active(conn.ssl()) ? ", kernel TLS offload" : ", TLS in user space"));
-  }
+  auto first = open_conn(options, tls, events);
+  if (!first) return first.error();
+  Conn& conn = **first;
   Sender sender(options, events, plan);
-  auto status = sender.run(conn);
+  auto status = sender.run(conn, [&]() { return open_conn(options, tls, events); });
   if (!status && status.error().kind == ErrorKind::interrupted)
     conn.send_abort(frame::Reason::interrupted, "sender interrupted");
   else if (!status && status.error().kind == ErrorKind::source_changed)

@@ -27,7 +27,10 @@ struct SendOptions {
   // here, 32 MiB windows cost 20-40% of throughput on a disk that needs
   // ~10 ms per fdatasync, while 60 MiB reaches the disk's speed.
   std::uint64_t window = 60u << 20;
-  std::uint64_t bwlimit = 0;          // bytes per second, 0 = unlimited
+  std::uint64_t bwlimit = 0;          // bytes per second, 0 = unlimited (all streams together)
+  // TCP connections for the session (--streams): the first carries the
+  // session; the others carry DATA of the files larger than one chunk.
+  unsigned streams = 1;
   int timeout_ms = 30'000;            // peer silence that ends the session
   tls::Options tls;                   // how to encrypt and authenticate
   RetryPolicy retry;                  // reconnect after network failures (--retry, --retry-for)

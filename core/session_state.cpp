@@ -22,7 +22,7 @@ const char* to_string(Role role) { return role == Role::initiator ? "initiator" 
 bool initiator_frame(Type type) {
   switch (type) {
   case Type::hello: case Type::offer: case Type::data: case Type::sync: case Type::file_end:
-  case Type::mkdir: case Type::symlink: case Type::release: case Type::fetch:
+  case Type::mkdir: case Type::symlink: case Type::release: case Type::fetch: case Type::join:
     return true;
   default: return false;
   }

@@ -391,3 +391,63 @@ TEST_CASE("hash list root is order sensitive and incremental") {
 }
 
 } // TEST_SUITE
+
+TEST_CASE("--streams: HELLO feature bits, ACCEPT cookie, JOIN") {
+  using namespace feature;
+  // One stream is the version-1 HELLO: no bit, no count.
+  CHECK(with_streams(k_all, 1) == k_all);
+  CHECK(streams_of(k_all) == 1);
+  auto f4 = with_streams(k_all, 4);
+  CHECK((f4 & k_streams) != 0);
+  CHECK(streams_of(f4) == 4);
+  CHECK(streams_of(with_streams(k_all, 64)) == 64);
+  CHECK((f4 & k_all) == k_all);
+
+  Hello h;
+  h.features = f4;
+  auto [hh, ph] = split(encode(h));
+  auto dh = decode_hello(ph);
+  REQUIRE(dh.ok());
+  CHECK(streams_of(dh->features) == 4);
+
+  // ACCEPT carries the cookie only with the streams bit; without it the
+  // payload is the version-1 one, byte for byte.
+  Accept plain;
+  plain.identity = "r";
+  auto [hp, pp] = split(encode(plain));
+  Accept with = plain;
+  with.features |= k_streams;
+  for (std::size_t i = 0; i < with.cookie.size(); ++i) with.cookie[i] = static_cast<std::uint8_t>(i + 1);
+  auto [hw, pw] = split(encode(with));
+  CHECK(pw.size() == pp.size() + 16);
+  auto dw = decode_accept(pw);
+  REQUIRE(dw.ok());
+  CHECK(dw->cookie == with.cookie);
+  auto dp = decode_accept(pp);
+  REQUIRE(dp.ok());
+  CHECK(dp->cookie == Cookie{});
+  // The bit without the cookie (or the cookie without the bit) is a bad length.
+  auto cut = pw;
+  cut.resize(cut.size() - 16);
+  CHECK_FALSE(decode_accept(cut).ok());
+  auto extra = pp;
+  extra.resize(extra.size() + 16);
+  CHECK_FALSE(decode_accept(extra).ok());
+
+  Join j;
+  j.cookie = with.cookie;
+  j.index = 3;
+  auto [hj, pj] = split(encode(j));
+  CHECK(static_cast<std::uint8_t>(hj.type) == 0x04);
+  CHECK(is_known(0x04));
+  CHECK(std::string(to_string(Type::join)) == "JOIN");
+  CHECK(pj.size() == 18);
+  auto dj = decode_join(pj);
+  REQUIRE(dj.ok());
+  CHECK(dj->cookie == j.cookie);
+  CHECK(dj->index == 3);
+  pj.push_back(0);
+  CHECK_FALSE(decode_join(pj).ok());
+  CHECK(error_kind_for(Reason::unknown_session) == ErrorKind::interrupted);
+  CHECK(std::string(to_string(Reason::unknown_session)) == "unknown session");
+}

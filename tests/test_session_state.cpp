@@ -18,7 +18,7 @@ const std::vector<Type> k_all_types = {
     Type::hello,     Type::accept,    Type::refuse,  Type::offer,   Type::resume,      Type::data,
     Type::sync,      Type::checkpoint, Type::resend, Type::file_end, Type::file_done,  Type::mkdir,
     Type::symlink,   Type::release,   Type::release_ack, Type::not_finished, Type::give_token,
-    Type::please_token, Type::fetch, Type::abort};
+    Type::please_token, Type::fetch, Type::join, Type::abort};
 
 // Drive a machine to `target` along the legal path.
 Machine at(Role role, State target) {
@@ -140,8 +140,8 @@ TEST_CASE("every transition of every state, legal and illegal, for both roles") 
       }
     }
   }
-  // 20 types x 2 directions x 5 states x 2 roles.
-  CHECK(legal_count + illegal_count == 20 * 2 * 5 * 2);
+  // 21 types x 2 directions x 5 states x 2 roles.
+  CHECK(legal_count + illegal_count == 21 * 2 * 5 * 2);
   // Per role: idle 3 (HELLO, 2 ABORT), awaiting 4, established 13, releasing 4, closed 0.
   CHECK(legal_count == 2 * (3 + 4 + 13 + 4));
 }
@@ -396,4 +396,23 @@ TEST_CASE("full-duplex: FETCH once from the initiator, then each direction runs 
   both(Type::release_ack, false);
   CHECK(data_side.state() == State::closed);
   CHECK(confirming.state() == State::closed);
+}
+
+TEST_CASE("JOIN is never a frame of the session machine (it opens an extra connection)") {
+  for (auto role : {Role::initiator, Role::responder}) {
+    Machine m(role);
+    CHECK_FALSE(m.on_receive(Type::join).ok());
+    Machine e(role);
+    if (role == Role::initiator) {
+      REQUIRE(e.on_send(Type::hello).ok());
+      REQUIRE(e.on_receive(Type::accept).ok());
+    } else {
+      REQUIRE(e.on_receive(Type::hello).ok());
+      REQUIRE(e.on_send(Type::accept).ok());
+    }
+    REQUIRE(e.state() == State::established);
+    auto r = e.on_receive(Type::join);
+    CHECK_FALSE(r.ok());
+    if (!r.ok()) CHECK(r.error().kind == ErrorKind::protocol);
+  }
 }

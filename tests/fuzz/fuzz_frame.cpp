@@ -57,8 +57,9 @@ bool same(const Hello& a, const Hello& b) {
 }
 bool same(const Accept& a, const Accept& b) {
   return a.version == b.version && a.features == b.features && a.mode == b.mode &&
-         a.max_payload == b.max_payload && a.identity == b.identity;
+         a.max_payload == b.max_payload && a.identity == b.identity && a.cookie == b.cookie;
 }
+bool same(const Join& a, const Join& b) { return a.cookie == b.cookie && a.index == b.index; }
 bool same(const Refuse& a, const Refuse& b) {
   return a.reason == b.reason && a.version == b.version && a.message == b.message;
 }
@@ -161,6 +162,7 @@ void fuzz_payload(Type type, Bytes p) {
   case Type::not_finished: round_trip(type, p, decode_not_finished, "NOT_FINISHED"); break;
   case Type::give_token: round_trip(type, p, decode_give_token, "GIVE_TOKEN"); break;
   case Type::fetch: round_trip(type, p, decode_fetch, "FETCH"); break;
+  case Type::join: round_trip(type, p, decode_join, "JOIN"); break;
   case Type::release:
   case Type::release_ack:
   case Type::please_token: round_trip_empty(type, p); break;

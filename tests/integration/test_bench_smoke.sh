@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark harness still runs: bench/compare.sh on a 16 MiB file, one
 # round, with the tools that are installed, must write its Markdown table with
-# one row per tool; bench/latency.sh on a 4 MiB file must write its table.
+# one row per tool; bench/latency.sh and bench/streams.sh on a 4 MiB file
+# must write their tables.
 # Figures are not judged (a shared machine makes them noise at this size).
 # Skipped (125) when socat, the baseline, is not installed; set
 # SESSCP_BENCH_INSTALL=1 to let the scripts install what is missing (root).
@@ -50,3 +51,12 @@ SESSCP_BIN=$BIN SIZE=4MiB RUNS=1 RTTS="0 20" INSTALL=0 BENCH_DIR=$T OUT_DIR=$T/o
 grep -qE '^\| sesscp --insecure \(default --window 60M\) \| 20 \| [0-9.]+ \|' "$T/out/latency-latest.md" ||
   fail_with_logs "no sesscp row at RTT 20 ms" "$T/out/latency-latest.md"
 ok "latency table written"
+
+check "bench/streams.sh writes its table (faultproxy --rate per connection)"
+SESSCP_BIN=$BIN SIZE=4MiB RUNS=1 STREAMS="1 2" RATE=50000000 BENCH_DIR=$T OUT_DIR=$T/out \
+  timeout 300 bash "$root/bench/streams.sh" >"$T/streams.log" 2>&1 || fail_with_logs "bench/streams.sh failed" "$T/streams.log"
+for mode in 'TLS 1.3' '--insecure'; do
+  grep -qE "^\| $mode \| 2 \| [0-9.]+ \|" "$T/out/streams-latest.md" ||
+    fail_with_logs "no '$mode' row for 2 streams" "$T/out/streams-latest.md"
+done
+ok "streams table written"

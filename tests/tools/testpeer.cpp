@@ -52,6 +52,19 @@
 //   --chunk-size N       OFFER chunk size in bytes (default 1048576)
 //   --timeout S          per-step deadline in seconds (default 10)
 //   --until-abort        after the frames, read until an ABORT (or EOF)
+//   --stream-test T      open a session whose HELLO announces 2 streams
+//                        (--streams 2), then a second connection, and on it:
+//                        T = frame: JOIN as stream 1, then the
+//                        --frames-after-hello frames (e.g. a SYNC, which an
+//                        extra stream may not carry); T = bad-index: JOIN as
+//                        stream 2 (only stream 1 may join); T = twice: JOIN as
+//                        stream 1 on two connections, the second is read.
+//                        The reply printed is the last frame read on the
+//                        extra connection (ACCEPT for an accepted JOIN).
+//   --no-hello           send no HELLO: the --raw-hex / --frames-after-hello
+//                        bytes are the connection's first frames (e.g. a JOIN,
+//                        type 04, as an extra stream of --streams opens with),
+//                        then read one reply
 //
 // Output: exactly one line on stdout for the last reply read,
 //   reply: TYPE reason=N message=TEXT
@@ -76,6 +89,8 @@
 #include "core/frame.h"
 #include "core/net.h"
 #include "core/tls.h"
+
+#include <memory>
 
 #include <poll.h>
 #include <strings.h>
@@ -115,6 +130,8 @@ struct Args {
   std::string serve;
   std::uint8_t hello_mode = 0;
   bool until_abort = false;
+  bool no_hello = false;
+  std::string stream_test;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -226,6 +243,12 @@ Args parse_args(int argc, char** argv) {
         usage("unknown scenario " + a.serve);
     } else if (opt == "--until-abort") {
       a.until_abort = true;
+    } else if (opt == "--no-hello") {
+      a.no_hello = true;
+    } else if (opt == "--stream-test") {
+      a.stream_test = value();
+      if (a.stream_test != "frame" && a.stream_test != "bad-index" && a.stream_test != "twice")
+        usage("unknown --stream-test " + a.stream_test);
     } else if (opt == "--hello-mode") {
       auto v = parse_number(opt, value());
       if (v > 255) usage("--hello-mode above 255");
@@ -351,6 +374,9 @@ std::vector<std::uint8_t> offer_frame(const Args& a) {
   return std::move(f.buffer());
 }
 
+// Defined below (the receiver side uses it too).
+Result<std::pair<frame::Type, std::vector<std::uint8_t>>> read_frame(Conn& conn);
+
 int run(const Args& a) {
   auto ep = net::parse_endpoint(a.endpoint, false);
   if (!ep) return fail(ep.error());
@@ -362,16 +388,74 @@ int run(const Args& a) {
     if (!c) return fail(c.error());
     ctx.emplace(std::move(*c));
   }
-  auto fd = net::connect_tcp(*ep, a.timeout_ms);
-  if (!fd) return fail(fd.error());
-  Conn conn(std::move(*fd), nullptr, a.timeout_ms);
-  if (ctx) {
-    auto ssl = ctx->wrap(conn.fd(), ep->host);
-    if (!ssl) return fail(ssl.error());
-    if (auto st = conn.start_tls(std::move(*ssl), false); !st) return fail(st.error());
-    if (auto st = ctx->check_peer(conn.ssl()); !st) return fail(st.error());
+  auto open = [&]() -> Result<std::unique_ptr<Conn>> {
+    auto fd = net::connect_tcp(*ep, a.timeout_ms);
+    if (!fd) return fd.error();
+    auto c = std::make_unique<Conn>(std::move(*fd), nullptr, a.timeout_ms);
+    if (ctx) {
+      auto ssl = ctx->wrap(c->fd(), ep->host);
+      if (!ssl) return ssl.error();
+      SESSCP_TRY(c->start_tls(std::move(*ssl), false));
+      SESSCP_TRY(ctx->check_peer(c->ssl()));
+    }
+    return c;
+  };
+  auto first = open();
+  if (!first) return fail(first.error());
+  Conn& conn = **first;
+  if (!a.stream_test.empty()) {
+    frame::Hello hello;
+    hello.identity = "testpeer";
+    hello.features = frame::feature::with_streams(hello.features, 2);
+    if (auto st = conn.send(frame::encode(hello)); !st) return fail(st.error());
+    auto h = read_frame(conn);
+    if (!h) return fail(h.error());
+    if (h->first != frame::Type::accept) return fail(make_error(ErrorKind::protocol, "HELLO not accepted"));
+    auto accept = frame::decode_accept(h->second);
+    if (!accept) return fail(accept.error());
+    if (!(accept->features & frame::feature::k_streams))
+      return fail(make_error(ErrorKind::protocol, "the receiver did not accept streams"));
+    std::fprintf(stderr, "testpeer: HELLO (2 streams) answered with ACCEPT and a cookie\n");
+    std::vector<std::unique_ptr<Conn>> extra;
+    int joins = a.stream_test == "twice" ? 2 : 1;
+    for (int i = 0; i < joins; ++i) {
+      auto c = open();
+      if (!c) return fail(c.error());
+      frame::Join join{accept->cookie, static_cast<std::uint16_t>(a.stream_test == "bad-index" ? 2 : 1)};
+      if (auto st = (*c)->send(frame::encode(join)); !st) return fail(st.error());
+      extra.push_back(std::move(*c));
+    }
+    Conn& s = *extra.back();
+    if (joins == 2) {
+      auto r0 = read_reply(*extra.front());
+      if (!r0) return fail(r0.error());
+      std::fprintf(stderr, "testpeer: first JOIN answered with %s\n", type_name(r0->type).c_str());
+    }
+    auto reply = read_reply(s);
+    if (!reply) return fail(reply.error());
+    if (a.stream_test == "frame" && reply->type == static_cast<std::uint8_t>(frame::Type::accept)) {
+      std::fprintf(stderr, "testpeer: JOIN answered with ACCEPT\n");
+      std::vector<std::uint8_t> out;
+      for (const auto& f : a.frames) out.insert(out.end(), f.begin(), f.end());
+      if (auto st = s.send(out); !st) std::fprintf(stderr, "testpeer: send: %s\n", st.error().message.c_str());
+      reply = read_reply(s);
+      if (!reply) return fail(reply.error());
+    }
+    std::printf("reply: %s reason=%u message=%s\n", type_name(reply->type).c_str(), unsigned{reply->reason},
+                printable(reply->message).c_str());
+    return k_exit_reply;
   }
 
+  if (a.no_hello) {
+    std::vector<std::uint8_t> out = a.raw ? *a.raw : std::vector<std::uint8_t>{};
+    for (const auto& f : a.frames) out.insert(out.end(), f.begin(), f.end());
+    if (auto st = conn.send(out); !st) std::fprintf(stderr, "testpeer: send: %s\n", st.error().message.c_str());
+    auto reply = read_reply(conn);
+    if (!reply) return fail(reply.error());
+    std::printf("reply: %s reason=%u message=%s\n", type_name(reply->type).c_str(), unsigned{reply->reason},
+                printable(reply->message).c_str());
+    return k_exit_reply;
+  }
   frame::Hello hello;
   hello.version = a.hello_version;
   hello.mode = static_cast<frame::DialogMode>(a.hello_mode);
