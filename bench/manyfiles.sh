@@ -4,7 +4,7 @@
 # table of wall times (median of RUNS), each into a fresh directory on the
 # same filesystem; every result is checked with diff -r.
 #
-#   bench/manyfiles.sh [FILES=10000] [RUNS=3]
+#   bench/manyfiles.sh [FILES=10000] [RUNS=4]
 # Files are 4-64 KiB (uniform, fixed seed), 100 per directory. Uses
 # build/sesscp; needs rsync and socat (Debian packages of the same names).
 # sesscp makes every file durable (syncfs per batch) before it confirms it;
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-10000}
-runs=${2:-3}
+runs=${2:-4}
 bin=$(realpath "${SESSCP_BIN:-build/sesscp}")
 [ -x "$bin" ] || { echo "bench: $bin not built (run scripts/build.sh)" >&2; exit 1; }
 for tool in rsync socat tar; do
@@ -129,12 +129,25 @@ run_tar() { # DEST -> seconds
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+# Write requests and bytes the work directory's block device completed
+# (/sys/class/block/DEV/stat fields 5 and 7): unlike wall time on this
+# machine, they do not drift, so they show what durability costs the disk.
+blockdev=$(basename "$(df --output=source "$work" | tail -1)")
+blockstat=/sys/class/block/$blockdev/stat
+disk_writes() { if [ -r "$blockstat" ]; then awk '{print $5, $7}' "$blockstat"; else echo "0 0"; fi; }
+
 declare -A result
+# This machine's disk slows down as a run goes on (it recovers after a rest),
+# so the order of the tools rotates every round: each tool takes each place
+# in turn (use a multiple of 4 runs for a full rotation).
+tools=(sesscp-tls sesscp-insecure rsync tar-socat)
 for ((r = 1; r <= runs; r++)); do
-  for tool in sesscp-tls sesscp-insecure rsync tar-socat; do
+  for ((k = 0; k < ${#tools[@]}; k++)); do
+    tool=${tools[$(((k + r - 1) % ${#tools[@]}))]}
     dst=$work/dst-$tool-$r
     mkdir -p "$dst"
     sync
+    read -r w0 s0 < <(disk_writes)
     case $tool in
     sesscp-tls) secs=$(run_sesscp "$dst") ;;
     sesscp-insecure) secs=$(run_sesscp "$dst" --insecure) ;;
@@ -142,8 +155,11 @@ for ((r = 1; r <= runs; r++)); do
     tar-socat) secs=$(run_tar "$dst") ;;
     esac
     t0=$(now); sync; sync_s=$(echo "$(now) - $t0" | bc)
+    read -r w1 s1 < <(disk_writes)
+    result[$tool-ios]+="$((w1 - w0)) "
+    result[$tool-mb]+="$(echo "($s1 - $s0) * 512 / 1000000" | bc) "
     diff -r "$src" "$dst" >/dev/null || { echo "bench: $tool: result differs from the source" >&2; exit 1; }
-    echo "run $r: $tool ${secs}s (+ sync ${sync_s}s)" >&2
+    echo "run $r: $tool ${secs}s (+ sync ${sync_s}s), $((w1 - w0)) disk writes" >&2
     result[$tool]+="$secs "
     result[$tool-sync]+="$(echo "$secs + $sync_s" | bc) "
     rm -rf "$dst"
@@ -151,10 +167,13 @@ for ((r = 1; r <= runs; r++)); do
 done
 
 printf '\n%d files, %d bytes, median of %d runs, loopback, %s\n\n' "$files" "$bytes" "$runs" "$(date -u +%F)"
-printf '| tool | seconds | files/s | MB/s | seconds incl. a final sync |\n|---|---|---|---|---|\n'
-for tool in sesscp-tls sesscp-insecure rsync tar-socat; do
+printf '| tool | seconds | files/s | MB/s | seconds incl. a final sync | time / rsync | disk write requests | MB written to disk |\n|---|---|---|---|---|---|---|---|\n'
+rsync_m=$(tr ' ' '\n' <<<"${result[rsync]}" | grep . | median)
+for tool in "${tools[@]}"; do
   m=$(tr ' ' '\n' <<<"${result[$tool]}" | grep . | median)
   ms=$(tr ' ' '\n' <<<"${result[$tool-sync]}" | grep . | median)
-  printf '| %s | %.2f | %.0f | %.1f | %.2f |\n' "$tool" "$m" "$(echo "$files / $m" | bc -l)" \
-    "$(echo "$bytes / $m / 1000000" | bc -l)" "$ms"
+  ios=$(tr ' ' '\n' <<<"${result[$tool-ios]}" | grep . | median)
+  mb=$(tr ' ' '\n' <<<"${result[$tool-mb]}" | grep . | median)
+  printf '| %s | %.2f | %.0f | %.1f | %.2f | %.2f | %s | %s |\n' "$tool" "$m" "$(echo "$files / $m" | bc -l)" \
+    "$(echo "$bytes / $m / 1000000" | bc -l)" "$ms" "$(echo "$m / $rsync_m" | bc -l)" "$ios" "$mb"
 done
