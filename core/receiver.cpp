@@ -519,6 +519,8 @@ Status IncomingFile::check_free_space(const frame::Resume& resume) const {
 }
 
 void IncomingFile::save_progress() {
+  // The summary line of an interrupted file shows how long it ran, too.
+  m_report.seconds = std::chrono::duration<double>(Clock::now() - m_start).count();
   // Every chunk that arrived whole and verified is worth keeping: checkpoint
   // it now, so a killed sender re-sends at most the chunk it was cut in.
   if (!m_syncer) return;
