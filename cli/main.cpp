@@ -110,7 +110,7 @@ struct SendArgs {
   std::string target, name, chunk = "1M", window = "60M", bwlimit = "0", retry_for, streams = "1";
   int retry = 0;
   bool follow_links = false;
-  std::vector<std::string> fetch; // half-duplex: paths to fetch from the receiver's --serve export
+  std::vector<std::string> fetch; // paths to fetch from the receiver's --serve export (half- or full-duplex)
   std::string fetch_dir = ".";
   std::string duplex;             // --duplex half|full ("" = half with --fetch)
 };
@@ -186,7 +186,7 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
                                           "bad --streams '" + v + "' (a number of TCP connections from 1 to 64)"));
     if (n > 1 && !o.fetch.empty())
       return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
-                                          "--streams cannot be combined with --fetch (a half-duplex session uses one connection)"));
+                                          "--streams cannot be combined with --fetch (a half- or full-duplex session uses one connection)"));
     o.streams = static_cast<unsigned>(n);
   }
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
@@ -320,9 +320,9 @@ int main(int argc, char** argv) {
   send->add_option("--retry-for", send_args.retry_for,
                    "Keep reconnecting for up to DURATION (e.g. 90s, 15m, 2h, 1d); with --retry, both limits apply");
   send->add_option("--fetch", send_args.fetch,
-                   "After sending, fetch PATH from the receiver's --serve directory in the same session\n"
-                   "(half-duplex: the data token passes to the receiver, then back); PATH/ fetches a\n"
-                   "directory's contents; repeat for more paths")
+                   "Fetch PATH from the receiver's --serve directory in the same session: after sending\n"
+                   "(half-duplex: the data token passes to the receiver, then back), or while sending\n"
+                   "with --duplex full; PATH/ fetches a directory's contents; repeat for more paths")
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   send->add_option("--fetch-dir", send_args.fetch_dir, "Where fetched files land (default: the current directory)");
@@ -356,7 +356,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   recv->add_option("--max-size", recv_args.max_size, "Largest file accepted, e.g. 100G (default: no limit)");
   recv->add_option("--serve", recv_args.serve,
-                   "Export DIR read-only to senders that --fetch from it (half-duplex sessions); paths stay\n"
+                   "Export DIR read-only to senders that --fetch from it (half- and full-duplex sessions); paths stay\n"
                    "beneath DIR and symlinks are never followed out of it");
   recv->add_option("--bwlimit", recv_args.bwlimit, "Limit the rate of files sent from --serve, e.g. 50M (default: none)");
   add_common(recv, recv_flags);

@@ -18,7 +18,7 @@ namespace sesscp {
 struct ReceiveOptions {
   net::Endpoint listen;
   std::string dir;                   // every file lands here
-  std::string serve_dir;             // exported read-only to half-duplex sessions (--serve); "" = none
+  std::string serve_dir;             // exported read-only to half- and full-duplex sessions (--serve); "" = none
   std::uint64_t serve_bwlimit = 0;   // bytes per second when sending from serve_dir, 0 = unlimited
   bool once = false;                 // serve one session, then return its status
   int timeout_ms = 30'000;           // peer silence that ends a session
