@@ -295,6 +295,13 @@ private:
   // Under m_mx: chunk `index` may arrive now with a DATA payload of `length`
   // bytes; it is marked in flight. Returns the chunk's length.
   Result<std::uint64_t> claim_chunk(std::uint64_t index, std::uint32_t length);
+  // Read a DATA frame's prefix from `conn` and claim its chunk (claim_chunk,
+  // taking m_mx): the prefix and the chunk's length.
+  struct Claim {
+    frame::DataPrefix prefix;
+    std::uint64_t len = 0;
+  };
+  Result<Claim> read_claim(Conn& conn, const frame::Header& header);
   // Under m_mx: a claimed chunk arrived whole and verified (and is written).
   void record_chunk(std::uint64_t index, const Hash128& hash);
   // Under m_mx: a claimed chunk failed its hash (or could not be read).
@@ -590,25 +597,30 @@ Status IncomingFile::chunk_failed(std::uint64_t index) {
   return {};
 }
 
-Status IncomingFile::on_data(const frame::Header& header) {
+Result<IncomingFile::Claim> IncomingFile::read_claim(Conn& conn, const frame::Header& header) {
   std::uint8_t raw[frame::k_data_prefix];
   if (header.length < frame::k_data_prefix) return make_error(ErrorKind::protocol, "DATA shorter than its prefix");
-  SESSCP_TRY(m_conn.read_exact(raw));
+  SESSCP_TRY(conn.read_exact(raw));
   auto prefix = frame::decode_data_prefix(raw);
   if (!prefix) return prefix.error();
-  auto index = prefix->chunk;
-  std::uint64_t len = 0;
-  {
-    std::lock_guard lock(m_mx);
-    auto claimed = claim_chunk(index, header.length);
-    if (!claimed) return claimed.error();
-    len = *claimed;
-  }
+  std::lock_guard lock(m_mx);
+  auto len = claim_chunk(prefix->chunk, header.length);
+  if (!len) return len.error();
+  return Claim{*prefix, *len};
+}
+
+Status IncomingFile::on_data(const frame::Header& header) {
+  auto claim = read_claim(m_conn, header);
+  if (!claim) return claim.error();
+  const auto index = claim->prefix.chunk;
+  const auto len = claim->len;
   std::span<std::uint8_t> chunk(m_buf.data(), len);
   SESSCP_TRY(m_conn.read_exact(chunk));
+  // Hashed before taking the lock: stream readers claim chunks meanwhile.
+  const bool good = xxh3_128(chunk) == claim->prefix.hash;
   std::unique_lock lock(m_mx);
   m_report.bytes += len;
-  if (xxh3_128(chunk) != prefix->hash) {
+  if (!good) {
     // A file of one chunk may already be followed by the next file's frames
     // (docs/PROTOCOL.md, pipelining), so its chunk cannot be asked for again.
     if (m_small)
@@ -627,30 +639,21 @@ Status IncomingFile::on_data(const frame::Header& header) {
     sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
                   SYNC_FILE_RANGE_WRITE);
   lock.lock();
-  record_chunk(index, prefix->hash);
+  record_chunk(index, claim->prefix.hash);
   return {};
 }
 
 Result<std::optional<std::uint64_t>> IncomingFile::on_stream_data(Conn& conn, const frame::Header& header,
                                                                   std::vector<std::uint8_t>& buf) {
-  std::uint8_t raw[frame::k_data_prefix];
-  if (header.length < frame::k_data_prefix) return make_error(ErrorKind::protocol, "DATA shorter than its prefix");
-  SESSCP_TRY(conn.read_exact(raw));
-  auto prefix = frame::decode_data_prefix(raw);
-  if (!prefix) return prefix.error();
-  auto index = prefix->chunk;
-  std::uint64_t len = 0;
-  {
-    std::lock_guard lock(m_mx);
-    auto claimed = claim_chunk(index, header.length);
-    if (!claimed) return claimed.error();
-    len = *claimed;
-  }
+  auto claim = read_claim(conn, header);
+  if (!claim) return claim.error();
+  const auto index = claim->prefix.chunk;
+  const auto len = claim->len;
   // Allocated only now, once the length is known to be the chunk's.
   if (buf.size() < len) buf.resize(len);
   std::span<std::uint8_t> chunk(buf.data(), len);
   auto read = conn.read_exact(chunk);
-  bool good = read && xxh3_128(chunk) == prefix->hash;
+  bool good = read && xxh3_128(chunk) == claim->prefix.hash;
   Status written = good ? write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name) : Status{};
   if (good && written)
     sync_file_range(m_part.get(), static_cast<off_t>(index * m_chunk_size), static_cast<off_t>(len),
@@ -669,7 +672,7 @@ Result<std::optional<std::uint64_t>> IncomingFile::on_stream_data(Conn& conn, co
     m_inflight.erase(index);
     return written.error();
   }
-  record_chunk(index, prefix->hash);
+  record_chunk(index, claim->prefix.hash);
   return std::optional<std::uint64_t>();
 }
 

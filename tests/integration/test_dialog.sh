@@ -13,21 +13,6 @@ itest_init "$@"
 TP=$(need_tool testpeer)
 printf 'some bytes\n' >"$T/f.txt"
 
-# start_peer SCENARIO LOG: testpeer --serve on a free port; sets PEER_PID, PEER_PORT.
-start_peer() {
-  local i line
-  "$TP" 127.0.0.1:0 --serve "$1" --timeout 20 >"$2.out" 2>"$2" &
-  PEER_PID=$!
-  register "$PEER_PID"
-  PEER_PORT=""
-  for ((i = 0; i < 100; i++)); do
-    line=$(grep -m1 -oE 'listening on 127\.0\.0\.1:[0-9]+' "$2" 2>/dev/null || true)
-    [[ -n $line ]] && { PEER_PORT=${line##*:}; break; }
-    sleep 0.05
-  done
-  [[ -n $PEER_PORT ]] || fail_with_logs "testpeer --serve did not start" "$2"
-}
-
 check "a) DATA from the receiver in a simplex session: ABORT protocol, exit 76"
 start_peer data-from-receiver "$T/a.peer.log"
 run_send "$T/a.send.log" "$T/f.txt" "127.0.0.1:$PEER_PORT" --insecure --timeout 10

@@ -43,32 +43,6 @@ chmod 0600 "$T/serve/reports/q1/sales.csv"
 touch -d '2023-12-24 18:30:00.5' "$T/serve/reports/big.bin"
 ln -s q1/sales.csv "$T/serve/reports/latest.csv"
 
-# tree_listing DIR: type, relative path, mode, mtime (ns) and SHA-256 of
-# every file; links with their target. Directory mtimes are left out.
-tree_listing() {
-  local dir=$1 p rel
-  while IFS= read -r -d '' p; do
-    rel=${p#"$dir"/}
-    if [[ -L $p ]]; then
-      printf 'L %s -> %s\n' "$rel" "$(readlink "$p")"
-    elif [[ -f $p ]]; then
-      printf 'f %s %s %s %s\n' "$rel" "$(stat -c %a "$p")" "$(stat -c %.9Y "$p")" "$(sha "$p")"
-    else
-      printf 'd %s %s\n' "$rel" "$(stat -c %a "$p")"
-    fi
-  done < <(find "$dir" -mindepth 1 -print0 | sort -z)
-}
-
-# assert_same_tree SRC DST WHAT
-assert_same_tree() {
-  tree_listing "$1" >"$T/want.listing"
-  tree_listing "$2" >"$T/got.listing"
-  if ! diff -u "$T/want.listing" "$T/got.listing" >"$T/tree.diff"; then
-    fail_with_logs "$3: trees differ" "$T/tree.diff"
-  fi
-  ok "$3: $(wc -l <"$T/want.listing") entries identical (SHA-256, mode, mtime)"
-}
-
 # wait_both_partial PUSH_PART FETCH_PART PID SECS: poll every 50 ms (at most
 # SECS s) until both partial files hold data while neither file is
 # complete; sets BOTH_PUSH and BOTH_FETCH (bytes seen). Fails if PID exits

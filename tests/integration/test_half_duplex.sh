@@ -51,47 +51,6 @@ ln -s q1/sales.csv "$T/serve/reports/latest.csv"
 printf 'not for you\n' >"$T/secret.txt"
 ln -s "$T" "$T/serve/escape"
 
-# tree_listing DIR: type, relative path, mode, mtime (ns) and SHA-256 of
-# every file; links with their target. Directory mtimes are left out.
-tree_listing() {
-  local dir=$1 p rel
-  while IFS= read -r -d '' p; do
-    rel=${p#"$dir"/}
-    if [[ -L $p ]]; then
-      printf 'L %s -> %s\n' "$rel" "$(readlink "$p")"
-    elif [[ -f $p ]]; then
-      printf 'f %s %s %s %s\n' "$rel" "$(stat -c %a "$p")" "$(stat -c %.9Y "$p")" "$(sha "$p")"
-    else
-      printf 'd %s %s\n' "$rel" "$(stat -c %a "$p")"
-    fi
-  done < <(find "$dir" -mindepth 1 -print0 | sort -z)
-}
-
-# assert_same_tree SRC DST WHAT
-assert_same_tree() {
-  tree_listing "$1" >"$T/want.listing"
-  tree_listing "$2" >"$T/got.listing"
-  if ! diff -u "$T/want.listing" "$T/got.listing" >"$T/tree.diff"; then
-    fail_with_logs "$3: trees differ" "$T/tree.diff"
-  fi
-  ok "$3: $(wc -l <"$T/want.listing") entries identical (SHA-256, mode, mtime)"
-}
-
-# start_peer SCENARIO LOG: testpeer --serve on a free port; sets PEER_PID, PEER_PORT.
-start_peer() {
-  local i line
-  "$TP" 127.0.0.1:0 --serve "$1" --timeout 20 >"$2.out" 2>"$2" &
-  PEER_PID=$!
-  register "$PEER_PID"
-  PEER_PORT=""
-  for ((i = 0; i < 100; i++)); do
-    line=$(grep -m1 -oE 'listening on 127\.0\.0\.1:[0-9]+' "$2" 2>/dev/null || true)
-    [[ -n $line ]] && { PEER_PORT=${line##*:}; break; }
-    sleep 0.05
-  done
-  [[ -n $PEER_PORT ]] || fail_with_logs "testpeer --serve did not start" "$2"
-}
-
 check "a) push a tree, then fetch a tree, in one half-duplex session (TLS)"
 new_dest push
 fetch="$T/fetched-a"
