@@ -19,12 +19,87 @@ namespace sesscp {
 namespace {
 
 constexpr std::size_t k_read_buffer = 256 * 1024;
+// After the handshake, TLS records go through these buffers instead of one
+// socket call each: libssl writes 16 KiB records, so a 1 MiB chunk cost 64
+// send() calls and the receiver woke for each (docs/PERFORMANCE.md).
+constexpr std::size_t k_tls_in_buffer = 512 * 1024;
+constexpr std::size_t k_tls_out_reserve = (1u << 20) + 64 * 1024;
 // Waits are cut into slices so a stop request is noticed within this time.
 constexpr int k_slice_ms = 200;
 
 Error lost(const char* what, int err) {
   return make_error(ErrorKind::disconnected, std::string("connection lost while ") + what + " (" +
                                                  std::strerror(err) + ")");
+}
+
+} // namespace
+
+// The bytes between libssl and the socket once the handshake is over: a
+// read buffer filled by large recv() calls, and the encrypted records of a
+// write, sent by Conn with one call. A BIO of this kind never blocks: an
+// empty read buffer and an empty socket is "retry", as for a socket BIO.
+struct Conn::TlsIo {
+  int fd = -1;
+  std::vector<std::uint8_t> in;
+  std::size_t ipos = 0;
+  std::size_t iend = 0;
+  bool eof = false;
+  OutBytes out;
+};
+
+namespace {
+
+int tls_io_read(BIO* b, char* buf, std::size_t len, std::size_t* got) {
+  auto* io = static_cast<Conn::TlsIo*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  *got = 0;
+  if (io->ipos == io->iend) {
+    io->ipos = io->iend = 0;
+    ssize_t n;
+    do n = recv(io->fd, io->in.data(), io->in.size(), 0);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) { io->eof = true; return 0; }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
+      return 0; // errno is kept for SSL_ERROR_SYSCALL
+    }
+    io->iend = static_cast<std::size_t>(n);
+  }
+  std::size_t n = std::min(len, io->iend - io->ipos);
+  std::memcpy(buf, io->in.data() + io->ipos, n);
+  io->ipos += n;
+  *got = n;
+  return 1;
+}
+
+int tls_io_write(BIO* b, const char* buf, std::size_t len, std::size_t* written) {
+  auto* io = static_cast<Conn::TlsIo*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  io->out.append(buf, len);
+  *written = len;
+  return 1;
+}
+
+long tls_io_ctrl(BIO* b, int cmd, long, void*) {
+  auto* io = static_cast<Conn::TlsIo*>(BIO_get_data(b));
+  switch (cmd) {
+  case BIO_CTRL_FLUSH: return 1; // Conn sends what libssl wrote
+  case BIO_CTRL_EOF: return io->eof ? 1 : 0;
+  case BIO_CTRL_PENDING: return static_cast<long>(io->iend - io->ipos);
+  case BIO_CTRL_WPENDING: return static_cast<long>(io->out.size());
+  default: return 0;
+  }
+}
+
+BIO_METHOD* tls_io_method() {
+  static BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sesscp buffered socket");
+    BIO_meth_set_read_ex(m, tls_io_read);
+    BIO_meth_set_write_ex(m, tls_io_write);
+    BIO_meth_set_ctrl(m, tls_io_ctrl);
+    return m;
+  }();
+  return method;
 }
 
 } // namespace
@@ -48,6 +123,8 @@ Conn::Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms)
   fcntl(m_fd.get(), F_SETFL, flags | O_NONBLOCK);
   net::set_dead_peer_timeout(m_fd.get(), timeout_ms);
 }
+
+Conn::~Conn() = default;
 
 void Conn::set_timeout(int timeout_ms) {
   m_timeout_ms = timeout_ms;
@@ -94,9 +171,9 @@ bool Conn::has_buffered() {
   {
     SslLock lock(m_ssl_mutex, m_shared);
     if (SSL_pending(m_ssl.get()) > 0) return true;
-    if (SSL_has_pending(m_ssl.get()) != 1) return false;
+    if (SSL_has_pending(m_ssl.get()) != 1 && !(m_io && m_io->ipos < m_io->iend)) return false;
   }
-  // Read-ahead may hold a whole record that is not decrypted yet, or only
+  // Read buffers may hold a whole record that is not decrypted yet, or only
   // part of one: peek to tell, so a caller neither waits on a socket that
   // will stay quiet nor blocks on half a record.
   return tls_record_ready();
@@ -126,6 +203,7 @@ Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
         err = SSL_get_error(m_ssl.get(), rc);
         if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL) detail = tls::last_error();
       }
+      if (err == SSL_ERROR_SSL) flush_tls_nowait(); // the alert telling the peer why
       if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
       if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
       if (err == SSL_ERROR_ZERO_RETURN) return make_error(ErrorKind::disconnected, "connection closed by peer");
@@ -219,10 +297,59 @@ Error Conn::tls_write_failure(int err) {
 }
 
 Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
-  if (m_ssl) {
+  if (m_ssl && !m_io) {
     SESSCP_TRY(write_tls(a));
     return write_tls(b);
   }
+  if (m_ssl) {
+    std::lock_guard writer(m_write_mutex);
+    SESSCP_TRY(encrypt(a));
+    SESSCP_TRY(encrypt(b));
+    return flush_tls();
+  }
+  int err = 0;
+  return send_raw(a, b, &err);
+}
+
+Status Conn::encrypt(std::span<const std::uint8_t> data) {
+  SslLock lock(m_ssl_mutex, m_shared);
+  while (!data.empty()) {
+    std::size_t n = 0;
+    int rc = SSL_write_ex(m_ssl.get(), data.data(), data.size(), &n);
+    if (rc != 1) {
+      auto detail = tls::last_error();
+      return make_error(ErrorKind::disconnected, "TLS connection failed while sending (" +
+                                                     (detail.empty() ? std::string("cannot encrypt") : detail) + ")");
+    }
+    data = data.subspan(n);
+  }
+  return {};
+}
+
+Status Conn::flush_tls() {
+  for (;;) {
+    {
+      SslLock lock(m_ssl_mutex, m_shared);
+      if (m_io->out.empty()) return {};
+      // Swapped under the lock: records libssl adds meanwhile (an alert
+      // from the reading thread) go out with the next flush, in order.
+      std::swap(m_io->out, m_sending);
+    }
+    int err = 0;
+    auto sent = send_raw({m_sending.data(), m_sending.size()}, {}, &err);
+    m_sending.clear();
+    if (!sent) return err ? tls_write_failure(err) : sent.error();
+  }
+}
+
+void Conn::flush_tls_nowait() {
+  if (!m_io) return;
+  SslLock lock(m_ssl_mutex, m_shared);
+  if (!m_io->out.empty()) (void)::send(m_fd.get(), m_io->out.data(), m_io->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  m_io->out.clear();
+}
+
+Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err) {
   iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
                   {const_cast<std::uint8_t*>(b.data()), b.size()}};
   int first = 0;
@@ -234,7 +361,10 @@ Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uin
     ssize_t n = sendmsg(m_fd.get(), &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("sending", errno);
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        *err = errno;
+        return lost("sending", errno);
+      }
       SESSCP_TRY(wait_io(POLLOUT));
       continue;
     }
@@ -260,6 +390,29 @@ Status Conn::start_tls(tls::SslPtr ssl, bool server) {
     if (!waited) return waited.error();
   }
   m_ssl = std::move(ssl);
+  // Kernel TLS, where it is on, writes records from the socket itself;
+  // otherwise buffer the records (see TlsIo).
+  bool ktls = false;
+#ifdef BIO_CTRL_GET_KTLS_SEND
+  ktls = BIO_ctrl(SSL_get_wbio(m_ssl.get()), BIO_CTRL_GET_KTLS_SEND, 0, nullptr) > 0 ||
+         BIO_ctrl(SSL_get_rbio(m_ssl.get()), BIO_CTRL_GET_KTLS_RECV, 0, nullptr) > 0;
+#endif
+  if (!ktls) {
+    BIO* bio = BIO_new(tls_io_method());
+    if (!bio) return make_error(ErrorKind::internal, "cannot create a TLS buffer");
+    m_io = std::make_unique<TlsIo>();
+    m_io->fd = m_fd.get();
+    m_io->in.resize(k_tls_in_buffer);
+    m_io->out.reserve(k_tls_out_reserve);
+    m_sending.reserve(k_tls_out_reserve);
+    BIO_set_data(bio, m_io.get());
+    BIO_set_init(bio, 1);
+    // Records read ahead during the handshake stay in libssl's buffer.
+    SSL_set_bio(m_ssl.get(), bio, bio); // frees the socket BIO; the socket stays open
+    // Header then body, each copied from our buffer: no read-ahead, whose
+    // buffer libssl compacts after every record.
+    SSL_set_read_ahead(m_ssl.get(), 0);
+  }
   return {};
 }
 
@@ -286,9 +439,18 @@ void Conn::send_abort(frame::Reason reason, const std::string& message) {
 
 void Conn::shutdown_write() {
   if (m_ssl) {
-    SslLock lock(m_ssl_mutex, m_shared);
-    SSL_shutdown(m_ssl.get());
-  } // close_notify: a clean end, not a truncation
+    {
+      SslLock lock(m_ssl_mutex, m_shared);
+      SSL_shutdown(m_ssl.get());
+    } // close_notify: a clean end, not a truncation
+    if (m_io) {
+      std::lock_guard writer(m_write_mutex);
+      int saved = m_timeout_ms;
+      m_timeout_ms = std::min(m_timeout_ms, 2000); // do not linger on a dead peer
+      (void)flush_tls();
+      m_timeout_ms = saved;
+    }
+  }
   ::shutdown(m_fd.get(), SHUT_WR);
 }
 

@@ -7,7 +7,10 @@
 #include "core/result.h"
 #include "core/tls.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <mutex>
 #include <cstdint>
 #include <span>
@@ -15,11 +18,39 @@
 
 namespace sesscp {
 
+// Bytes appended with memcpy and never zero-filled (a std::vector's resize
+// writes every byte twice); capacity is kept across clear().
+class OutBytes {
+public:
+  void reserve(std::size_t n) {
+    if (n <= m_cap) return;
+    auto bigger = std::make_unique_for_overwrite<std::uint8_t[]>(n);
+    if (m_size) std::memcpy(bigger.get(), m_data.get(), m_size);
+    m_data = std::move(bigger);
+    m_cap = n;
+  }
+  void append(const void* p, std::size_t n) {
+    if (m_size + n > m_cap) reserve(std::max(m_size + n, m_cap * 2));
+    std::memcpy(m_data.get() + m_size, p, n);
+    m_size += n;
+  }
+  const std::uint8_t* data() const { return m_data.get(); }
+  std::size_t size() const { return m_size; }
+  bool empty() const { return m_size == 0; }
+  void clear() { m_size = 0; }
+
+private:
+  std::unique_ptr<std::uint8_t[]> m_data;
+  std::size_t m_size = 0;
+  std::size_t m_cap = 0;
+};
+
 class Conn {
 public:
   // Take ownership of a connected socket. `stop` (may be null) is polled
   // while waiting so a signal ends a blocked session promptly.
   Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms);
+  ~Conn();
 
   // Run the TLS handshake over the socket (client or server side) within
   // the timeout; from then on every frame is encrypted. Failure is
@@ -84,8 +115,19 @@ private:
   Status write_tls(std::span<const std::uint8_t> data);
   Error tls_write_failure(int err);
   Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+  // Plain bytes to the socket within the timeout; *err is the errno of a failure.
+  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err);
+  // Buffered TLS: encrypt into TlsIo::out, then send it with few calls.
+  Status encrypt(std::span<const std::uint8_t> data);
+  Status flush_tls();
+  void flush_tls_nowait();
 
+public:
+  struct TlsIo;
+
+private:
   Fd m_fd;
+  std::unique_ptr<TlsIo> m_io; // after the handshake unless kernel TLS is on; outlives m_ssl's BIO
   tls::SslPtr m_ssl; // set after start_tls; freed before the socket closes
   const std::atomic<bool>* m_stop;
   int m_timeout_ms;
@@ -95,6 +137,8 @@ private:
   std::vector<std::uint8_t> m_payload;
   bool m_shared = false;
   std::mutex m_ssl_mutex;
+  OutBytes m_sending;
+  std::mutex m_write_mutex;       // one writer at a time through m_sending
 };
 
 } // namespace sesscp

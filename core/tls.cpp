@@ -189,10 +189,11 @@ Result<Context> Context::create(const Options& o, bool server) {
   SSL_CTX_set_options(s.ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_TICKET);
   SSL_CTX_set_num_tickets(s.ctx, 0); // no resumption tickets: nothing to store, nothing to read mid-transfer
   SSL_CTX_set_mode(s.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  // Read several 16 KiB records per recv() instead of two syscalls per
-  // record. Not more: libssl moves the unread rest of this buffer to its
-  // front for every record it takes out (256 KiB cost 7.5 copies per byte;
-  // docs/PERFORMANCE.md).
+  // During the handshake, read several 16 KiB records per recv() instead of
+  // two syscalls per record. Not more: libssl moves the unread rest of this
+  // buffer to its front for every record it takes out (256 KiB cost 7.5
+  // copies per byte; docs/PERFORMANCE.md). After the handshake Conn puts its
+  // own buffered BIO in place and turns read-ahead off (core/conn.cpp).
   SSL_CTX_set_read_ahead(s.ctx, 1);
   SSL_CTX_set_default_read_buffer_len(s.ctx, 64 * 1024);
 
