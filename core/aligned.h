@@ -1,0 +1,48 @@
+// A heap buffer aligned for O_DIRECT I/O: its address is a multiple of 4 KiB.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <span>
+
+namespace sesscp {
+
+inline constexpr std::size_t k_direct_align = 4096;
+
+class AlignedBuffer {
+public:
+  // Keep the first min(size, n) bytes' storage only when no growth is needed;
+  // growing gives fresh (uninitialised) storage.
+  void resize(std::size_t n) {
+    if (n > m_capacity) {
+      std::size_t cap = (n + k_direct_align - 1) / k_direct_align * k_direct_align;
+      auto* p = static_cast<std::uint8_t*>(std::aligned_alloc(k_direct_align, cap));
+      if (!p) throw std::bad_alloc();
+      m_data.reset(p);
+      m_capacity = cap;
+    }
+    m_size = n;
+  }
+  std::uint8_t* data() { return m_data.get(); }
+  std::size_t size() const { return m_size; }
+  std::span<std::uint8_t> span(std::size_t n) { return {m_data.get(), n}; }
+
+private:
+  struct Free {
+    void operator()(std::uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::uint8_t, Free> m_data;
+  std::size_t m_capacity = 0;
+  std::size_t m_size = 0;
+};
+
+// True when a write of `data` at `offset` meets O_DIRECT's alignment.
+inline bool direct_aligned(std::span<const std::uint8_t> data, std::uint64_t offset) {
+  return reinterpret_cast<std::uintptr_t>(data.data()) % k_direct_align == 0 && offset % k_direct_align == 0 &&
+         data.size() % k_direct_align == 0;
+}
+
+} // namespace sesscp
