@@ -1,6 +1,7 @@
 #include "core/sender.h"
 
 #include "checkpoint/journal.h"
+#include "core/aligned.h"
 #include "core/conn.h"
 #include "core/duplex.h"
 #include "core/frame.h"
@@ -319,6 +320,95 @@ private:
 };
 
 // One file of this session, from its OFFER to its FILE_DONE.
+// Reads and hashes the active file's chunks ahead of the network thread, on
+// a thread of its own, so one chunk is read from the page cache (or disk)
+// and hashed while the one before is encrypted and sent. Chunks are taken
+// strictly in order; a few buffers cycle between the two threads, so the
+// read-ahead is bounded by them, not by the window.
+class ChunkReader {
+public:
+  ChunkReader(const SourceFile& source, std::uint32_t chunk_size, std::uint64_t first, std::uint64_t end,
+              std::size_t buffers)
+      : m_source(source), m_chunk_size(chunk_size), m_first(first), m_end(end), m_slots(buffers) {
+    for (auto& slot : m_slots) slot.buf.resize(chunk_size);
+    m_thread = std::thread([this] { loop(); });
+  }
+  ~ChunkReader() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+
+  struct Chunk {
+    std::span<const std::uint8_t> data;
+    Hash128 hash;
+  };
+  // Chunk `index`, the next in order after the last one taken; valid until done(index).
+  Result<Chunk> take(std::uint64_t index) {
+    if (index < m_first || index >= m_end) return make_error(ErrorKind::internal, "chunk read out of order");
+    Slot& slot = m_slots[index % m_slots.size()];
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return slot.full && slot.index == index; });
+    if (!slot.status) return slot.status.error();
+    return Chunk{{slot.buf.data(), slot.len}, slot.hash};
+  }
+  void done(std::uint64_t index) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_slots[index % m_slots.size()].full = false;
+    }
+    m_cv.notify_all();
+  }
+
+private:
+  struct Slot {
+    AlignedBuffer buf;
+    bool full = false;
+    std::uint64_t index = 0;
+    std::size_t len = 0;
+    Hash128 hash{};
+    Status status;
+  };
+
+  void loop() {
+    for (std::uint64_t i = m_first; i < m_end; ++i) {
+      Slot& slot = m_slots[i % m_slots.size()];
+      {
+        std::unique_lock lock(m_mutex);
+        m_cv.wait(lock, [&] { return m_quit || !slot.full; });
+        if (m_quit) return;
+      }
+      auto len = static_cast<std::size_t>(chunk_length(i, m_chunk_size, m_source.size()));
+      auto status = m_source.read_at(i * m_chunk_size, slot.buf.span(len));
+      Hash128 hash{};
+      if (status) hash = xxh3_128(slot.buf.span(len));
+      {
+        std::lock_guard lock(m_mutex);
+        slot.full = true;
+        slot.index = i;
+        slot.len = len;
+        slot.hash = hash;
+        slot.status = status;
+      }
+      m_cv.notify_all();
+      if (!status) return; // the network thread reports it when it gets there
+    }
+  }
+
+  const SourceFile& m_source;
+  std::uint32_t m_chunk_size;
+  std::uint64_t m_first;
+  std::uint64_t m_end;
+  std::vector<Slot> m_slots;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  bool m_quit = false;
+  std::thread m_thread; // last: starts after every member above exists
+};
+
 struct Job {
   std::size_t entry = 0;
   std::optional<SourceFile> source;
@@ -417,6 +507,9 @@ private:
   std::optional<frame::Cookie> m_cookie;
   std::map<std::uint64_t, Hash128> m_ahead;
   std::unique_ptr<StreamPool> m_pool;
+  // Without --streams: the active file's chunks read and hashed ahead
+  // (destroyed before m_active, whose source it reads).
+  std::unique_ptr<ChunkReader> m_reader;
 };
 
 Status Sender::establish(Conn& conn) {
@@ -618,6 +711,10 @@ void Sender::start_next() {
   m_session_root.emplace();
   if (m_buf.size() < m_chunk_size) m_buf.resize(m_chunk_size);
   m_ahead.clear();
+  m_reader.reset();
+  if (!m_pool && !m_active->small && m_sent < m_chunks)
+    m_reader = std::make_unique<ChunkReader>(*m_active->source, m_chunk_size, m_sent, m_chunks,
+                                             std::clamp<std::size_t>((8u << 20) / m_chunk_size, 2, 8));
   if (m_pool && !m_active->small)
     m_pool->start_file(&*m_active->source, m_chunk_size, m_sent,
                        std::min(m_chunks, m_confirmed + window_chunks(m_opt.window, m_chunk_size)));
@@ -627,9 +724,21 @@ void Sender::start_next() {
 Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
   auto& source = *m_active->source;
   auto len = chunk_length(index, m_chunk_size, source.size());
-  std::span<std::uint8_t> chunk(m_buf.data(), len);
-  SESSCP_TRY(source.read_at(index * m_chunk_size, chunk));
-  auto hash = xxh3_128(chunk);
+  std::span<const std::uint8_t> chunk;
+  Hash128 hash;
+  // In order, the reader's thread has read and hashed it already.
+  const bool ahead = !resend && m_reader;
+  if (ahead) {
+    auto taken = m_reader->take(index);
+    if (!taken) return taken.error();
+    chunk = taken->data;
+    hash = taken->hash;
+  } else {
+    std::span<std::uint8_t> buf(m_buf.data(), len);
+    SESSCP_TRY(source.read_at(index * m_chunk_size, buf));
+    chunk = buf;
+    hash = xxh3_128(chunk);
+  }
   if (resend) {
     // The receiver saw different bytes than we hashed: resend, unless our own
     // bytes changed, in which case the file is no longer the one we offered.
@@ -641,7 +750,12 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
     m_unconfirmed.push_back(hash);
     m_session_root->add(hash);
   }
-  SESSCP_TRY(conn.send_data({index, hash}, chunk));
+  auto sent = conn.send_data({index, hash}, chunk);
+  if (ahead) {
+    m_reader->done(index);
+    if (index + 1 == m_chunks) m_reader.reset(); // every chunk taken: its thread has ended
+  }
+  SESSCP_TRY(sent);
   report(*m_active).bytes += len;
   m_plan.bytes += len;
   throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
@@ -780,7 +894,10 @@ Status Sender::on_file_done(Conn& conn, std::span<const std::uint8_t> payload) {
   report(job).file_root = fd->file_root;
   m_events.progress(report(job).name, job.size, job.size);
   finish_report(job.entry, FileReport::State::complete);
-  if (active_done) m_active.reset();
+  if (active_done) {
+    m_reader.reset();
+    m_active.reset();
+  }
   else m_unfinished.pop_front();
   return {};
 }
