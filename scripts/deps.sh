@@ -10,7 +10,7 @@
 # names the packages to install and fails. Non-interactive (no stdin, CI=true).
 
 SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev doctest-dev
-  libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps
+  libssl-dev libcurl4-openssl-dev nlohmann-json3-dev libfmt-dev openssl time coreutils procps util-linux
   tmux jq)  # tmux, jq: the terminal and --json integration tests
 
 # Only for the URL integration tests and bench/get.sh (local servers and the
