@@ -344,6 +344,9 @@ Status Conn::flush_tls() {
 
 void Conn::flush_tls_nowait() {
   if (!m_io) return;
+  // Not while another thread is sending a batch: its bytes would interleave.
+  std::unique_lock writer(m_write_mutex, std::try_to_lock);
+  if (!writer) return;
   SslLock lock(m_ssl_mutex, m_shared);
   if (!m_io->out.empty()) (void)::send(m_fd.get(), m_io->out.data(), m_io->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   m_io->out.clear();
