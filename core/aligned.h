@@ -1,6 +1,7 @@
 // A heap buffer aligned for O_DIRECT I/O: its address is a multiple of 4 KiB.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -43,6 +44,12 @@ private:
 inline bool direct_aligned(std::span<const std::uint8_t> data, std::uint64_t offset) {
   return reinterpret_cast<std::uintptr_t>(data.data()) % k_direct_align == 0 && offset % k_direct_align == 0 &&
          data.size() % k_direct_align == 0;
+}
+
+// Chunk buffers cycling between two threads of one file (the sender's reader,
+// the receiver's writer): up to 8 MiB of chunks in flight, at least two.
+inline std::size_t pipeline_buffers(std::uint32_t chunk_size) {
+  return std::clamp<std::size_t>((8u << 20) / chunk_size, 2, 8);
 }
 
 } // namespace sesscp

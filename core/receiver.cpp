@@ -642,13 +642,12 @@ void IncomingFile::begin(const frame::Resume& resume) {
   // No chunk is longer than the file: a small file must not cost a
   // zero-filled megabyte (measured: page faults were a good part of the
   // receiver's system time on a tree of small files).
-  m_buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(m_chunk_size, m_offer.size)));
+  // (A journaled file's chunks go into its writer's buffers instead.)
+  if (m_small) m_buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(m_chunk_size, m_offer.size)));
   m_start = Clock::now();
   if (!m_small) {
     m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
-    // Up to 8 MiB of chunks between the network and the disk, at least two.
-    std::size_t buffers = std::clamp<std::size_t>((8u << 20) / m_chunk_size, 2, 8);
-    m_writer.emplace(buffers, m_chunk_size,
+    m_writer.emplace(pipeline_buffers(m_chunk_size), m_chunk_size,
                      ChunkWriter::Hooks{[this](std::span<const std::uint8_t> chunk, std::uint64_t offset) {
                                           return write_chunk(chunk, offset);
                                         },
@@ -806,22 +805,17 @@ Status IncomingFile::on_data(const frame::Header& header) {
 
 Status IncomingFile::write_chunk(std::span<const std::uint8_t> chunk, std::uint64_t offset) {
   if (m_direct && m_direct_ok.load(std::memory_order_relaxed) && direct_aligned(chunk, offset)) {
-    std::size_t done = 0;
-    while (done < chunk.size()) {
-      ssize_t n = pwrite(m_direct.get(), chunk.data() + done, chunk.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      // A short write leaves the rest unaligned: it goes through the cache.
-      if (n <= 0 || static_cast<std::size_t>(n) % k_direct_align != 0) {
-        if (n > 0) done += static_cast<std::size_t>(n);
-        else if (errno == EINVAL) m_direct_ok = false; // alignment or file system: not again
-        else if (errno != EAGAIN) return errno_error(ErrorKind::io, "write " + m_part_name, errno);
-        break;
-      }
-      done += static_cast<std::size_t>(n);
+    ssize_t n;
+    do n = pwrite(m_direct.get(), chunk.data(), chunk.size(), static_cast<off_t>(offset));
+    while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(chunk.size())) return {};
+    if (n < 0 && errno != EINVAL) return errno_error(ErrorKind::io, "write " + m_part_name, errno);
+    if (n < 0) {
+      m_direct_ok = false; // alignment or file system refused: through the cache from now on
+    } else {
+      chunk = chunk.subspan(static_cast<std::size_t>(n)); // a short write: the rest through the cache
+      offset += static_cast<std::uint64_t>(n);
     }
-    if (done == chunk.size()) return {};
-    chunk = chunk.subspan(done);
-    offset += done;
   }
   SESSCP_TRY(write_all_at(m_part.get(), chunk, offset, m_part_name));
   // Start writeback now rather than at the next sync point, so the disk works

@@ -714,7 +714,7 @@ void Sender::start_next() {
   m_reader.reset();
   if (!m_pool && !m_active->small && m_sent < m_chunks)
     m_reader = std::make_unique<ChunkReader>(*m_active->source, m_chunk_size, m_sent, m_chunks,
-                                             std::clamp<std::size_t>((8u << 20) / m_chunk_size, 2, 8));
+                                             pipeline_buffers(m_chunk_size));
   if (m_pool && !m_active->small)
     m_pool->start_file(&*m_active->source, m_chunk_size, m_sent,
                        std::min(m_chunks, m_confirmed + window_chunks(m_opt.window, m_chunk_size)));
