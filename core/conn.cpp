@@ -19,6 +19,8 @@ namespace sesscp {
 namespace {
 
 constexpr std::size_t k_read_buffer = 256 * 1024;
+// Bytes send_later queues before it sends them anyway.
+constexpr std::size_t k_later_limit = 128 * 1024;
 // After the handshake, TLS records go through these buffers instead of one
 // socket call each: libssl writes 16 KiB records, so a 1 MiB chunk cost 64
 // send() calls and the receiver woke for each (docs/PERFORMANCE.md).
@@ -147,6 +149,7 @@ Status Conn::wait_io(short events) {
 
 Result<bool> Conn::wait_readable(int wake_fd, int timeout_ms, int wake_fd2) {
   if (has_buffered()) return true;
+  if (timeout_ms > 0) SESSCP_TRY(flush()); // about to wait: the peer may be waiting for these
   if (wake_fd < 0) std::swap(wake_fd, wake_fd2);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
@@ -204,7 +207,11 @@ Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
         if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL) detail = tls::last_error();
       }
       if (err == SSL_ERROR_SSL) flush_tls_nowait(); // the alert telling the peer why
-      if (err == SSL_ERROR_WANT_READ) { SESSCP_TRY(wait_io(POLLIN)); continue; }
+      if (err == SSL_ERROR_WANT_READ) {
+        SESSCP_TRY(flush());
+        SESSCP_TRY(wait_io(POLLIN));
+        continue;
+      }
       if (err == SSL_ERROR_WANT_WRITE) { SESSCP_TRY(wait_io(POLLOUT)); continue; }
       if (err == SSL_ERROR_ZERO_RETURN) return make_error(ErrorKind::disconnected, "connection closed by peer");
       int saved = errno;
@@ -218,6 +225,7 @@ Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
     if (n == 0) return make_error(ErrorKind::disconnected, "connection closed by peer");
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) return lost("reading", errno);
+    SESSCP_TRY(flush());
     SESSCP_TRY(wait_io(POLLIN));
   }
 }
@@ -297,18 +305,57 @@ Error Conn::tls_write_failure(int err) {
 }
 
 Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
+  // Queued frames go first, in the same call (or TLS record) where possible.
   if (m_ssl && !m_io) {
-    SESSCP_TRY(write_tls(a));
+    if (!m_later.empty()) {
+      m_later.append(a.data(), a.size());
+      a = {m_later.data(), m_later.size()};
+    }
+    auto sent = write_tls(a);
+    m_later.clear();
+    SESSCP_TRY(sent);
     return write_tls(b);
   }
   if (m_ssl) {
     std::lock_guard writer(m_write_mutex);
-    SESSCP_TRY(encrypt(a));
+    if (!m_later.empty()) {
+      m_later.append(a.data(), a.size());
+      a = {m_later.data(), m_later.size()};
+    }
+    auto encrypted = encrypt(a);
+    m_later.clear();
+    SESSCP_TRY(encrypted);
     SESSCP_TRY(encrypt(b));
     return flush_tls();
   }
   int err = 0;
-  return send_raw(a, b, &err);
+  if (m_later.empty()) return send_raw(a, b, &err);
+  auto sent = send_raw({m_later.data(), m_later.size()}, a, &err, b);
+  m_later.clear();
+  return sent;
+}
+
+Status Conn::send_later(std::span<const std::uint8_t> frame) {
+  if (m_shared) return send(frame);
+  m_later.append(frame.data(), frame.size());
+  // Plenty to share a segment; more would only hold it back.
+  if (m_later.size() >= k_later_limit) return flush();
+  return {};
+}
+
+Status Conn::send_data_later(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk) {
+  if (m_shared) return send_data(prefix, chunk);
+  std::uint8_t head[frame::k_header_size + frame::k_data_prefix];
+  frame::encode_data_prefix(prefix, static_cast<std::uint32_t>(chunk.size()), head);
+  m_later.append(head, sizeof head);
+  m_later.append(chunk.data(), chunk.size());
+  if (m_later.size() >= k_later_limit) return flush();
+  return {};
+}
+
+Status Conn::flush() {
+  if (m_later.empty()) return {};
+  return write_all({}, {});
 }
 
 Status Conn::encrypt(std::span<const std::uint8_t> data) {
@@ -352,11 +399,13 @@ void Conn::flush_tls_nowait() {
   m_io->out.clear();
 }
 
-Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err) {
-  iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
-                  {const_cast<std::uint8_t*>(b.data()), b.size()}};
+Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err,
+                      std::span<const std::uint8_t> c) {
+  iovec iov[3] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
+                  {const_cast<std::uint8_t*>(b.data()), b.size()},
+                  {const_cast<std::uint8_t*>(c.data()), c.size()}};
   int first = 0;
-  int count = b.empty() ? 1 : 2;
+  int count = !c.empty() ? 3 : !b.empty() ? 2 : 1;
   while (first < count) {
     msghdr msg{};
     msg.msg_iov = iov + first;
@@ -441,6 +490,12 @@ void Conn::send_abort(frame::Reason reason, const std::string& message) {
 }
 
 void Conn::shutdown_write() {
+  {
+    int saved = m_timeout_ms;
+    m_timeout_ms = std::min(m_timeout_ms, 2000); // do not linger on a dead peer
+    (void)flush();
+    m_timeout_ms = saved;
+  }
   if (m_ssl) {
     {
       SslLock lock(m_ssl_mutex, m_shared);

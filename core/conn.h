@@ -58,8 +58,21 @@ public:
   Status start_tls(tls::SslPtr ssl, bool server);
   SSL* ssl() const { return m_ssl.get(); }
 
-  // Send one encoded frame within the timeout.
+  // Send one encoded frame within the timeout (after any queued by send_later).
   Status send(std::span<const std::uint8_t> frame);
+  // Queue a small frame: it leaves with the next frame sent, or before this
+  // side next waits for the peer (wait_readable with a timeout, or a read
+  // that finds nothing), whichever comes first. Answers to pipelined
+  // requests then share one system call and one TLS record instead of one
+  // each. Never lost by waiting for the peer, so no deadlock; a local wait
+  // (disk, another thread) may delay it. Sent at once on a connection shared
+  // between threads.
+  Status send_later(std::span<const std::uint8_t> frame);
+  // A small file's DATA frame, queued the same way (copied: for chunks of
+  // a few KiB, where a system call per frame costs more than the copy).
+  Status send_data_later(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk);
+  // Send what send_later queued, if anything.
+  Status flush();
   // Send a frame already split into its header and payload (a relay).
   Status send_frame(const frame::Header& header, std::span<const std::uint8_t> payload);
   // Send a DATA frame (header, prefix and chunk) with one writev.
@@ -115,8 +128,10 @@ private:
   Status write_tls(std::span<const std::uint8_t> data);
   Error tls_write_failure(int err);
   Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
-  // Plain bytes to the socket within the timeout; *err is the errno of a failure.
-  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err);
+  // Plain bytes (up to three pieces, in order) to the socket within the
+  // timeout; *err is the errno of a failure.
+  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err,
+                  std::span<const std::uint8_t> c = {});
   // Buffered TLS: encrypt into TlsIo::out, then send it with few calls.
   Status encrypt(std::span<const std::uint8_t> data);
   Status flush_tls();
@@ -138,6 +153,7 @@ private:
   bool m_shared = false;
   std::mutex m_ssl_mutex;
   OutBytes m_sending;
+  OutBytes m_later;               // frames queued by send_later (plaintext)
   std::mutex m_write_mutex;       // one writer at a time through m_sending
 };
 

@@ -32,6 +32,10 @@ void RootBuilder::add(const Hash128& hash) {
   XXH3_128bits_update(static_cast<XXH3_state_t*>(m_state), hash.data(), hash.size());
 }
 
+void RootBuilder::update(std::span<const std::uint8_t> bytes) {
+  XXH3_128bits_update(static_cast<XXH3_state_t*>(m_state), bytes.data(), bytes.size());
+}
+
 Hash128 RootBuilder::digest() const {
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits_digest(static_cast<XXH3_state_t*>(m_state)));

@@ -31,6 +31,9 @@ public:
   RootBuilder(const RootBuilder&) = delete;
   RootBuilder& operator=(const RootBuilder&) = delete;
   void add(const Hash128& hash);
+  // Any bytes, for a digest over pieces that are not chunk hashes (the
+  // source fingerprint streams its samples instead of copying them).
+  void update(std::span<const std::uint8_t> bytes);
   Hash128 digest() const;
 
 private:

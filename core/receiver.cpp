@@ -340,17 +340,24 @@ Status check_own_file(int fd, const std::string& name) {
   struct stat st{};
   if (fstat(fd, &st) != 0) return errno_error(ErrorKind::io, "stat " + name, errno);
   if (!S_ISREG(st.st_mode)) return make_error(ErrorKind::cannot_create, name + " is not a regular file");
-  if (st.st_uid != geteuid())
+  static const uid_t euid = geteuid();
+  if (st.st_uid != euid)
     return make_error(ErrorKind::cannot_create, name + " is owned by uid " + std::to_string(st.st_uid) +
-                                                    ", not by this receiver (uid " + std::to_string(geteuid()) + ")");
+                                                    ", not by this receiver (uid " + std::to_string(euid) + ")");
   return {};
 }
 
-Result<Fd> lock_destination(int dir_fd, const std::string& journal_name) {
+// `*created` (if given) says whether this call created the file (empty, ours).
+Result<Fd> lock_destination(int dir_fd, const std::string& journal_name, bool* created = nullptr) {
   for (int attempt = 0; attempt < 5; ++attempt) {
-    Fd fd(open_beneath(dir_fd, journal_name, O_RDWR | O_CREAT, 0600));
+    // Usually absent: creating it exclusively proves it is a new, empty
+    // regular file of ours without a stat.
+    Fd fd(open_beneath(dir_fd, journal_name, O_RDWR | O_CREAT | O_EXCL, 0600));
+    bool fresh = static_cast<bool>(fd);
+    if (!fd && errno == EEXIST) fd = Fd(open_beneath(dir_fd, journal_name, O_RDWR | O_CREAT, 0600));
     if (!fd) return errno_error(ErrorKind::cannot_create, "cannot create " + journal_name, errno);
-    SESSCP_TRY(check_own_file(fd.get(), journal_name));
+    if (!fresh) SESSCP_TRY(check_own_file(fd.get(), journal_name));
+    if (created) *created = fresh;
     if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK)
         return make_error(ErrorKind::busy, "destination is being written by another session");
@@ -377,10 +384,12 @@ class IncomingFile {
 public:
   // `dir_fd` is the file's parent directory (opened beneath --dir, no
   // symlinks), `dir_path` how to name that directory in paths and messages.
+  // `small_buf` receives the chunk of a file of one chunk; the session's
+  // files share it (such a chunk is written as soon as it is verified).
   IncomingFile(std::shared_ptr<const Fd> dir_fd, std::string dir_path, const ReceiveOptions& opt, unsigned umask,
-               Events& events, Conn& conn)
+               Events& events, Conn& conn, AlignedBuffer& small_buf)
       : m_dir(std::move(dir_fd)), m_dir_fd(m_dir->get()), m_dir_path(std::move(dir_path)), m_opt(opt),
-        m_umask(umask), m_events(events), m_conn(conn) {}
+        m_umask(umask), m_events(events), m_conn(conn), m_small_buf(small_buf) {}
 
   // Take the destination's lease and decide the resume point for an OFFER.
   Result<frame::Resume> open(const frame::Offer& offer);
@@ -490,7 +499,9 @@ private:
   std::optional<frame::FileEnd> m_file_end;
   RootBuilder m_file_root;
   RootBuilder m_session_root;
-  AlignedBuffer m_buf;                 // a small file's only chunk
+  AlignedBuffer& m_small_buf;          // a small file's only chunk (shared, see the constructor)
+  bool m_had_final = false;            // NAME existed when the file was offered
+  bool m_lease_created = false;        // open() created the lease file (so it was empty)
   Fd m_direct;                         // the part with O_DIRECT, if allowed
   std::atomic<bool> m_direct_ok{true}; // false after the file system refused a direct write
   // Last: its thread records chunks into the members above, so it stops first.
@@ -509,8 +520,9 @@ Status IncomingFile::start_fresh(frame::ResumeWhy why, const std::string& messag
 Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   m_identity = {offer.name, offer.size, offer.mtime_ns, offer.chunk_size, offer.fingerprint};
   frame::Resume resume;
-  struct stat jst{};
-  if (fstat(m_small ? m_part.get() : m_lock.get(), &jst) != 0) return errno_error(ErrorKind::io, "stat lease", errno);
+  struct stat jst{}; // only its size is used: a lease this session created is empty
+  if (!m_lease_created && fstat(m_small ? m_part.get() : m_lock.get(), &jst) != 0)
+    return errno_error(ErrorKind::io, "stat lease", errno);
   bool have_journal = !m_small && jst.st_size > 0;
 
   // Already complete: the final file is the offered one (size and mtime, as
@@ -519,6 +531,24 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
   bool have_final = fstatat(m_dir_fd, m_leaf.c_str(), &fst, AT_SYMLINK_NOFOLLOW) == 0;
   if (have_final && !S_ISREG(fst.st_mode))
     return make_error(ErrorKind::cannot_create, offer.name + " exists and is not a regular file");
+  m_had_final = have_final;
+  // A power cut between publishing NAME and removing the part leaves the
+  // part a second name of NAME's inode: not a partial file, and writing it
+  // would change NAME (and any other link to it) in place. Drop that name.
+  struct stat pst{};
+  if (have_final && fstatat(m_dir_fd, m_part_name.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0 &&
+      pst.st_ino == fst.st_ino && pst.st_dev == fst.st_dev) {
+    if (unlinkat(m_dir_fd, m_part_name.c_str(), 0) != 0)
+      return errno_error(ErrorKind::io, "remove " + m_part_name, errno);
+    if (m_small) {
+      // The lease was that inode: take it again on a part of our own.
+      auto lock = lock_destination(m_dir_fd, m_part_name);
+      if (!lock) return lock.error();
+      m_part = std::move(*lock);
+      if (fstat(m_part.get(), &jst) != 0) return errno_error(ErrorKind::io, "stat lease", errno);
+      m_lease_created = false;
+    }
+  }
   bool final_matches = have_final && static_cast<std::uint64_t>(fst.st_size) == offer.size &&
                        mtime_of(fst) == offer.mtime_ns;
   if (final_matches && (m_small || !have_journal || faccessat(m_dir_fd, m_part_name.c_str(), F_OK, 0) != 0)) {
@@ -614,7 +644,7 @@ Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
   // lease is its journal (and its part, below); a small file's is its part,
   // which saves creating and removing a journal per file.
   m_events.offered(offer.name, offer.size);
-  auto lock = lock_destination(m_dir_fd, m_small ? m_part_name : m_journal_name);
+  auto lock = lock_destination(m_dir_fd, m_small ? m_part_name : m_journal_name, &m_lease_created);
   if (!lock) return lock.error();
   (m_small ? m_part : m_lock) = std::move(*lock);
   auto resume = plan(offer);
@@ -643,7 +673,7 @@ void IncomingFile::begin(const frame::Resume& resume) {
   // zero-filled megabyte (measured: page faults were a good part of the
   // receiver's system time on a tree of small files).
   // (A journaled file's chunks go into its writer's buffers instead.)
-  if (m_small) m_buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(m_chunk_size, m_offer.size)));
+  if (m_small) m_small_buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(m_chunk_size, m_offer.size)));
   m_start = Clock::now();
   if (!m_small) {
     m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
@@ -772,7 +802,7 @@ Status IncomingFile::on_data(const frame::Header& header) {
   const auto index = claim->prefix.chunk;
   const auto len = claim->len;
   AlignedBuffer* slot = m_writer ? m_writer->acquire() : nullptr;
-  std::span<std::uint8_t> chunk(slot ? slot->data() : m_buf.data(), len);
+  std::span<std::uint8_t> chunk(slot ? slot->data() : m_small_buf.data(), len);
   auto read = m_conn.read_exact(chunk);
   // Hashed before taking the lock: stream readers claim chunks meanwhile.
   const bool good = read && xxh3_128(chunk) == claim->prefix.hash;
@@ -893,11 +923,29 @@ bool IncomingFile::part_path_is_ours() const {
 
 Status IncomingFile::publish() {
   // Publish the inode we wrote, not whatever the part's path names now (a
-  // local user could have swapped it for a symlink): link it by descriptor
-  // under a temporary name, then rename that over NAME atomically.
+  // local user could have swapped it for a symlink): link it by descriptor.
+  // NAME absent at the offer (the common case): link it as NAME directly; a
+  // link never replaces anything, so a NAME created meanwhile (EEXIST) is
+  // replaced below like an old one.
+  std::string self = "/proc/self/fd/" + std::to_string(m_part.get());
+  auto drop_part = [&] {
+    if (part_path_is_ours()) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
+    else m_events.info(m_part_name + " was replaced during the transfer; published the data received, left it alone");
+  };
+  if (!m_had_final) {
+    if (linkat(AT_FDCWD, self.c_str(), m_dir_fd, m_leaf.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      drop_part();
+      return {};
+    }
+    // Only "NAME appeared" and "no /proc or no hard links here" fall back.
+    int err = errno;
+    if (err != EEXIST && err != ENOENT && err != EPERM && err != EOPNOTSUPP && err != ENOSYS)
+      return errno_error(ErrorKind::io, "link " + m_part_name + " as " + m_offer.name, err);
+  }
+  // NAME exists: link under a temporary name, then rename that over NAME
+  // atomically.
   std::string tmp = m_leaf + ".sesscp.publish";
   unlinkat(m_dir_fd, tmp.c_str(), 0); // a leftover from a crash at this very step
-  std::string self = "/proc/self/fd/" + std::to_string(m_part.get());
   if (linkat(AT_FDCWD, self.c_str(), m_dir_fd, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0) {
     if (renameat(m_dir_fd, tmp.c_str(), m_dir_fd, m_leaf.c_str()) != 0)
       return errno_error(ErrorKind::io, "rename " + tmp + " to " + m_offer.name, errno);
@@ -905,8 +953,7 @@ Status IncomingFile::publish() {
     // the part are one inode; renaming a link over another link of the same
     // inode does nothing and succeeds (rename(2)), which would leave tmp.
     unlinkat(m_dir_fd, tmp.c_str(), 0);
-    if (part_path_is_ours()) unlinkat(m_dir_fd, m_part_name.c_str(), 0);
-    else m_events.info(m_part_name + " was replaced during the transfer; published the data received, left it alone");
+    drop_part();
     return {};
   }
   // No /proc: rename by path, after checking the path is still our file.
@@ -918,10 +965,12 @@ Status IncomingFile::publish() {
 }
 
 // Give the part its final size, permission bits and mtime (no sync).
-static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name) {
+// `sized`: the part is known to hold exactly the offered size already.
+static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name,
+                             bool sized = false) {
   // ftruncate costs a journal transaction on ext4 even to the same size.
   struct stat st{};
-  if ((fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != offer.size) &&
+  if (!sized && (fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != offer.size) &&
       ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
     return errno_error(ErrorKind::io, "truncate " + part_name, errno);
   fchmod(fd, offer.mode_bits & 0777 & ~umask);
@@ -964,7 +1013,8 @@ Status IncomingFile::prepare_small() {
   m_verified.clear();
   if (m_session_root.digest() != m_file_end->session_root)
     return make_error(ErrorKind::integrity, m_offer.name + ": digest over the chunk hashes differs from the sender's");
-  return apply_metadata(m_part.get(), m_offer, m_umask, m_part_name);
+  // Its one chunk (the whole file) was written at 0 to an empty part.
+  return apply_metadata(m_part.get(), m_offer, m_umask, m_part_name, true);
 }
 
 Status IncomingFile::publish_small() {
@@ -979,7 +1029,8 @@ Status IncomingFile::send_file_done() {
   m_report.file_root = m_file_root.digest();
   m_report.state = FileReport::State::complete;
   m_report.seconds = std::chrono::duration<double>(Clock::now() - m_start).count();
-  return m_conn.send(frame::encode(frame::FileDone{m_offer.size, m_report.file_root}));
+  // Queued: a batch's FILE_DONEs leave together (Conn::send_later).
+  return m_conn.send_later(frame::encode(frame::FileDone{m_offer.size, m_report.file_root}));
 }
 
 Status make_batch_durable(int root_fd, const std::string& root_path, std::vector<std::unique_ptr<IncomingFile>>& batch);
@@ -1319,6 +1370,8 @@ private:
   session::Machine& m_machine;
   // Files offered and planned, in order; the front one receives data.
   std::deque<std::unique_ptr<IncomingFile>> m_files;
+  // The chunk of the small file being received (IncomingFile's constructor).
+  AlignedBuffer m_small_buf;
   // Small files verified and set up, waiting for one commit (group commit).
   std::vector<std::unique_ptr<IncomingFile>> m_batch;
   Clock::time_point m_batch_start;
@@ -1516,7 +1569,7 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
     m_parent_path = parent;
   }
   std::string dir_path = parent.empty() ? m_opt.dir : "/proc/self/fd/" + std::to_string(m_parent->get());
-  auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn);
+  auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn, m_small_buf);
   auto resume = file->open(*offer);
   if (!resume) {
     file->report().name = offer->name;
@@ -1531,6 +1584,11 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
     update_target();
     return send_ctl(frame::Type::resume, frame::encode(*resume));
   }
+  // Sent at once, not queued (Conn::send_later): the sender waits for it to
+  // send the file's data, and holding RESUMEs until this side ran out of
+  // input made the two sides take turns; the receiver then found the socket
+  // quiet more often and committed small files in batches of a few, at
+  // 15-20x the disk writes (measured with bench/manyfiles.sh).
   SESSCP_TRY(send_ctl(frame::Type::resume, frame::encode(*resume)));
   if (resume->status == frame::ResumeStatus::complete) {
     m_events.file_report(false, file->report());

@@ -415,6 +415,7 @@ struct Job {
   frame::Resume resume;
   std::uint64_t size = 0;
   bool small = false; // at most one chunk: no minor sync, the next file may follow before FILE_DONE
+  std::vector<std::uint8_t> bytes; // a file within one fingerprint sample, as read for it (sent from here)
 };
 
 class Sender {
@@ -611,11 +612,11 @@ Status Sender::top_up(Conn& conn) {
     auto index = m_todo[m_next++];
     const auto& e = m_plan.entries[index];
     if (e.kind == SourceEntry::Kind::directory) {
-      SESSCP_TRY(conn.send(frame::encode(frame::Mkdir{e.name, e.mode_bits, e.mtime_ns})));
+      SESSCP_TRY(conn.send_later(frame::encode(frame::Mkdir{e.name, e.mode_bits, e.mtime_ns})));
       continue;
     }
     if (e.kind == SourceEntry::Kind::symlink) {
-      SESSCP_TRY(conn.send(frame::encode(frame::Symlink{e.name, e.target, e.mtime_ns})));
+      SESSCP_TRY(conn.send_later(frame::encode(frame::Symlink{e.name, e.target, e.mtime_ns})));
       continue;
     }
     bool beneath = index < m_plan.beneath_fd.size() && m_plan.beneath_fd[index] >= 0;
@@ -637,14 +638,16 @@ Status Sender::top_up(Conn& conn) {
     offer.mtime_ns = source->mtime_ns();
     offer.chunk_size = m_opt.chunk_size;
     offer.mode_bits = source->mode_bits();
-    auto fp = source->fingerprint();
+    auto fp = source->fingerprint(&job.bytes);
     if (!fp) return fp.error();
     offer.fingerprint = *fp;
     job.source.emplace(std::move(*source));
     if (!m_plan.offered[index]) m_plan.first_offer[index] = Clock::now();
     m_plan.offered[index] = 1;
     report(job).size = job.size;
-    SESSCP_TRY(conn.send(frame::encode(offer)));
+    // Offers, like the FILE_END of a small file, leave with the next DATA or
+    // before this side waits (Conn::send_later): one send per small file.
+    SESSCP_TRY(conn.send_later(frame::encode(offer)));
     m_events.offered(e.name, offer.size);
     // Only the next file to send waits for its answer: a journaled one may
     // wait while the receiver re-verifies its partial file. Files offered
@@ -733,6 +736,10 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
     if (!taken) return taken.error();
     chunk = taken->data;
     hash = taken->hash;
+  } else if (!resend && index == 0 && m_active->bytes.size() == len && len == source.size()) {
+    // The whole file was read for its fingerprint a moment ago: no second read.
+    chunk = m_active->bytes;
+    hash = xxh3_128(chunk);
   } else {
     std::span<std::uint8_t> buf(m_buf.data(), len);
     SESSCP_TRY(source.read_at(index * m_chunk_size, buf));
@@ -750,14 +757,19 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
     m_unconfirmed.push_back(hash);
     m_session_root->add(hash);
   }
-  auto sent = conn.send_data({index, hash}, chunk);
+  // A small file's only chunk of up to 64 KiB waits for company
+  // (Conn::send_data_later): several such files then leave in one send.
+  auto sent = m_active->small && !resend && len <= 64 * 1024 ? conn.send_data_later({index, hash}, chunk)
+                                                            : conn.send_data({index, hash}, chunk);
   if (ahead) {
     m_reader->done(index);
     if (index + 1 == m_chunks) m_reader.reset(); // every chunk taken: its thread has ended
   }
   SESSCP_TRY(sent);
+  if (!m_active->bytes.empty() && index + 1 == m_chunks) std::vector<std::uint8_t>().swap(m_active->bytes);
   report(*m_active).bytes += len;
   m_plan.bytes += len;
+  if (m_opt.bwlimit) SESSCP_TRY(conn.flush()); // nothing held back while pacing sleeps
   throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
   return {};
 }
@@ -789,7 +801,7 @@ Status Sender::pump(Conn& conn) {
   // Major sync point: the source must still be the file we offered.
   if (!m_active->small) m_events.phase(report(*m_active).name, Events::Phase::finalising, "");
   SESSCP_TRY(m_active->source->check_unchanged());
-  SESSCP_TRY(conn.send(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root->digest()})));
+  SESSCP_TRY(conn.send_later(frame::encode(frame::FileEnd{m_first, m_chunks, m_session_root->digest()})));
   m_file_end_sent = true;
   if (m_active->small) {
     // Nothing of it can be asked for again: the next file may start now.

@@ -74,28 +74,34 @@ Status SourceFile::read_at(std::uint64_t offset, std::span<std::uint8_t> out) co
   return {};
 }
 
-Result<Hash128> SourceFile::fingerprint() const {
+Result<Hash128> SourceFile::fingerprint(std::vector<std::uint8_t>* whole) const {
   constexpr std::uint64_t k_sample = 64 * 1024;
+  // XXH3-128 of size + the samples, streamed: no copy of the samples (a copy
+  // of up to 160 KiB per file made malloc grow and trim the heap every file).
+  RootBuilder hash;
   ByteWriter w;
   w.u64(m_size);
+  hash.update(w.buffer());
   std::vector<std::uint8_t> buf;
   std::uint64_t starts[3] = {0, m_size / 2, m_size > k_sample ? m_size - k_sample : 0};
   if (m_size <= k_sample) {
     // One read covers all three samples (the same bytes, so the same fingerprint).
     buf.resize(m_size);
     SESSCP_TRY(read_at(0, buf));
-    w.bytes(buf);
-    w.bytes(std::span<const std::uint8_t>(buf).subspan(m_size / 2));
-    w.bytes(buf);
-    return xxh3_128(w.buffer());
+    hash.update(buf);
+    hash.update(std::span<const std::uint8_t>(buf).subspan(m_size / 2));
+    hash.update(buf);
+    if (whole) *whole = std::move(buf);
+    return hash.digest();
   }
+  buf.resize(k_sample);
   for (auto start : starts) {
     auto len = std::min(k_sample, m_size - std::min(start, m_size));
-    buf.resize(len);
-    SESSCP_TRY(read_at(start, buf));
-    w.bytes(buf);
+    std::span<std::uint8_t> sample(buf.data(), len);
+    SESSCP_TRY(read_at(start, sample));
+    hash.update(sample);
   }
-  return xxh3_128(w.buffer());
+  return hash.digest();
 }
 
 Status SourceFile::check_unchanged() const {

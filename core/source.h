@@ -24,8 +24,9 @@ public:
   // Return a fingerprint of the content that does not depend on the chunk
   // size: XXH3-128 over the size and three 64 KiB samples (start, middle,
   // end). It catches a file rewritten in place with the same size and mtime
-  // in most practical cases without reading the whole file.
-  Result<Hash128> fingerprint() const;
+  // in most practical cases without reading the whole file. A file within
+  // one sample is read whole: its bytes are moved to `*whole` if given.
+  Result<Hash128> fingerprint(std::vector<std::uint8_t>* whole = nullptr) const;
 
   // Read `out.size()` bytes at `offset` (all of them, or an error).
   Status read_at(std::uint64_t offset, std::span<std::uint8_t> out) const;

@@ -139,6 +139,34 @@ TEST_CASE("the fingerprint of a file within one sample is the three samples' byt
   CHECK(*fp == xxh3_128(w.buffer()));
 }
 
+TEST_CASE("the fingerprint of a larger file is the size and its start, middle and end samples") {
+  Scratch s;
+  std::string text;
+  for (int i = 0; i < 200 * 1024 + 7; ++i) text += static_cast<char>((i * 7919) % 251);
+  s.file("f", text);
+  auto f = SourceFile::open(s / "f");
+  REQUIRE(f.ok());
+  auto fp = f->fingerprint();
+  REQUIRE(fp.ok());
+  const std::size_t sample = 64 * 1024;
+  ByteWriter w;
+  w.u64(text.size());
+  auto bytes = [&](std::string_view v) { w.bytes({reinterpret_cast<const std::uint8_t*>(v.data()), v.size()}); };
+  bytes(std::string_view(text).substr(0, sample));
+  bytes(std::string_view(text).substr(text.size() / 2, sample));
+  bytes(std::string_view(text).substr(text.size() - sample));
+  CHECK(*fp == xxh3_128(w.buffer()));
+  // A change in the middle sample changes it; one outside every sample does not.
+  std::string mid = text;
+  mid[text.size() / 2 + 10] ^= 1;
+  s.file("g", mid);
+  std::string outside = text;
+  outside[sample + 10] ^= 1;
+  s.file("h", outside);
+  CHECK(*SourceFile::open(s / "g")->fingerprint() != *fp);
+  CHECK(*SourceFile::open(s / "h")->fingerprint() == *fp);
+}
+
 TEST_CASE("open_beneath: a file beneath the directory, never through a symlink or out of it") {
   Scratch s;
   s.dir("export/real");

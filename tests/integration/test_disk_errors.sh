@@ -6,13 +6,15 @@
 #   b) write, EIO once, the 20th write of the part
 #   c) fdatasync of the part, EIO, the 3rd (in the syncer)
 #   d) fdatasync of the journal, ENOSPC, the 2nd (the first checkpoint)
-#   e) rename NAME.sesscp.publish -> NAME, EIO (the major sync point)
-#   f) rename, ENOSPC
-#   g) directory fsync, EIO, the 2nd (right after the publishing rename)
+#   e) link of the part as NAME, EIO (the major sync point, NAME absent)
+#   f) that link, ENOSPC
+#   g) directory fsync, EIO, the 2nd (right after the publishing link)
+#   h) NAME exists (an older file): rename NAME.sesscp.publish -> NAME, EIO
 # For each, on an 8 MiB file: the receiver (--once) exits 74, the sender
 # exits 75 and prints "receiver: <reason>: <the receiver's error>",
 # journalcheck proves the journal confirms only data that is there, NAME
-# does not exist (g: NAME is already the whole file), and a re-run without
+# does not exist (g: NAME is already the whole file; h: NAME is still the
+# older file, byte for byte), and a re-run without
 # the fault completes with an identical NAME and nothing else left behind.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -24,6 +26,7 @@ name=data.bin
 size=$((8 * MiB))
 opts=(--chunk-size 64K --window 1M --timeout 30)
 gen_file "$T/$name" "$size" disk-errors
+gen_file "$T/old.bin" $((1 * MiB)) disk-errors-old
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 
 # fault TAG RULE REASON STRERROR PUBLISHED
@@ -31,6 +34,7 @@ fault() {
   local tag=$1 rule=$2 reason=$3 strerror=$4 published=$5 dest="$T/$1"
   mkdir "$dest"
   check "[$tag] CRASHSIM_FAIL=$rule: receiver exits 74, sender 75 with the reason, journal consistent"
+  [[ $published != old ]] || cp -p "$T/old.bin" "$dest/$name"
   RECV_ENV=(LD_PRELOAD="$crashsim" CRASHSIM_DIR="$dest" CRASHSIM_FAIL="$rule")
   start_recv "$dest" "$T/$tag.recv.log" --once
   RECV_ENV=()
@@ -45,6 +49,8 @@ fault() {
   assert_contains "$T/$tag.send.log" "$strerror" "[$tag] sender shows the receiver's error"
   if [[ $published == yes ]]; then
     assert_same "$T/$name" "$dest/$name"
+  elif [[ $published == old ]]; then
+    assert_same "$T/old.bin" "$dest/$name"
   else
     [[ ! -e $dest/$name ]] || fail "[$tag] $name exists after a failed transfer"
     ok "[$tag] no $name"
@@ -75,7 +81,8 @@ fault a "write:ENOSPC:20+" "no space left" "No space left on device" no
 fault b "write:EIO:20:$name.sesscp.part" "I/O error" "Input/output error" no
 fault c "fdatasync:EIO:3:$name.sesscp.part" "I/O error" "Input/output error" no
 fault d "fdatasync:ENOSPC:2:$name.sesscp.journal" "no space left" "No space left on device" no
-fault e "rename:EIO:1" "I/O error" "Input/output error" no
-fault f "rename:ENOSPC:1" "no space left" "No space left on device" no
+fault e "link:EIO:1" "I/O error" "Input/output error" no
+fault f "link:ENOSPC:1" "no space left" "No space left on device" no
 fault g "dirsync:EIO:2" "I/O error" "Input/output error" yes
+fault h "rename:EIO:1" "I/O error" "Input/output error" old
 log "PASS"

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Scenario: re-running a send after a complete transfer is a no-op: exit 0,
 # "already complete", 0 bytes sent, destination untouched (digest, mtime).
+# Then the state a power cut leaves between publishing NAME and removing its
+# part (the part a second name of NAME's inode), for a journaled and a small
+# file, and a changed source: NAME becomes the new file and the old inode
+# (seen through a third link) is never written in place.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
@@ -53,6 +57,27 @@ log "destination after re-run: mtime $mtime_after, inode $inode_after"
 [[ $inode_after == "$inode_before" ]] || fail "destination was replaced by the re-run (inode $inode_before -> $inode_after)"
 assert_no_leftovers "$dest" data.bin
 ok "digest, mtime and inode unchanged"
+
+check "a part left as a second name of NAME is not written in place"
+mkdir -p "$T/new"
+gen_file "$T/new/big.bin" $((3 * MiB)) rerun-new-big
+gen_file "$T/new/small.bin" 10000 rerun-new-small
+for f in big.bin small.bin; do
+  gen_file "$dest/$f" $((2 * MiB)) "rerun-old-$f"
+  ln "$dest/$f" "$dest/$f.sesscp.part" # the crash leftover
+  ln "$dest/$f" "$T/keep-$f"             # what must not change
+  cp "$dest/$f" "$T/old-$f"
+done
+run_send "$T/send3.log" "$T/new/" "127.0.0.1:$RECV_PORT" --chunk-size 1M
+assert_rc 0 "$SEND_RC" "send over the leftovers" "$T/send3.log" "$T/recv.log"
+for f in big.bin small.bin; do
+  assert_same "$T/new/$f" "$dest/$f"
+  assert_same "$T/old-$f" "$T/keep-$f"
+done
+assert_no_leftovers "$dest" big.bin
+assert_no_leftovers "$dest" small.bin
+[[ -z $(find "$dest" -name '*.sesscp.*') ]] || fail "left behind: $(find "$dest" -name '*.sesscp.*')"
+ok "both names are the new files; the old inode kept its bytes; no part left"
 
 is_running "$RECV_PID" || fail_with_logs "receiver died" "$T/recv.log"
 log "PASS"
