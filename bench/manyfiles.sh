@@ -75,18 +75,14 @@ run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with
   local dst=$1 log port t0 t1 rpid
   shift
   [ $# -gt 0 ] || set -- --key-file "$work/key"
-  # A fresh, empty log per run: reading a reused one could find the last
-  # receiver's port before this receiver's shell truncates it.
+  # -q: no line per file, as the rsync daemon here logs no transfers
+  # (its default); the port is chosen here since -q does not print it.
   log=$(mktemp "$work/recv.XXXXXX.log")
-  "$bin" recv --listen 127.0.0.1:0 --dir "$dst" --once "$@" 2>"$log" &
+  port=$(free_port)
+  "$bin" recv --listen "127.0.0.1:$port" --dir "$dst" --once -q "$@" 2>"$log" &
   rpid=$!
   pids+=("$rpid")
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
-    [ -n "$port" ] && break
-    sleep 0.05
-  done
-  [ -n "$port" ] || { echo "bench: receiver did not start" >&2; cat "$log" >&2; exit 1; }
+  wait_port "$port" || { echo "bench: receiver did not start" >&2; cat "$log" >&2; exit 1; }
   t0=$(now)
   # (set -e does not reach into this $(...) subshell: fail explicitly.)
   if ! "$bin" send "$src/" "127.0.0.1:$port" -q "$@"; then
