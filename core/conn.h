@@ -30,6 +30,7 @@ public:
     m_cap = n;
   }
   void append(const void* p, std::size_t n) {
+    if (n == 0) return; // p may be null (an empty span); memcpy must not see it
     if (m_size + n > m_cap) reserve(std::max(m_size + n, m_cap * 2));
     std::memcpy(m_data.get() + m_size, p, n);
     m_size += n;
