@@ -305,34 +305,29 @@ Error Conn::tls_write_failure(int err) {
 }
 
 Status Conn::write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
-  // Queued frames go first, in the same call (or TLS record) where possible.
+  // Queued frames go first, in the same system call or TLS record: `a` (a
+  // header or a control frame, never long) joins them, and the queue is
+  // empty again whatever the outcome.
+  if (m_later.empty()) return write_now(a, b);
+  m_later.append(a.data(), a.size());
+  auto sent = write_now({m_later.data(), m_later.size()}, b);
+  m_later.clear();
+  return sent;
+}
+
+Status Conn::write_now(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) {
   if (m_ssl && !m_io) {
-    if (!m_later.empty()) {
-      m_later.append(a.data(), a.size());
-      a = {m_later.data(), m_later.size()};
-    }
-    auto sent = write_tls(a);
-    m_later.clear();
-    SESSCP_TRY(sent);
+    SESSCP_TRY(write_tls(a));
     return write_tls(b);
   }
   if (m_ssl) {
     std::lock_guard writer(m_write_mutex);
-    if (!m_later.empty()) {
-      m_later.append(a.data(), a.size());
-      a = {m_later.data(), m_later.size()};
-    }
-    auto encrypted = encrypt(a);
-    m_later.clear();
-    SESSCP_TRY(encrypted);
+    SESSCP_TRY(encrypt(a));
     SESSCP_TRY(encrypt(b));
     return flush_tls();
   }
   int err = 0;
-  if (m_later.empty()) return send_raw(a, b, &err);
-  auto sent = send_raw({m_later.data(), m_later.size()}, a, &err, b);
-  m_later.clear();
-  return sent;
+  return send_raw(a, b, &err);
 }
 
 Status Conn::send_later(std::span<const std::uint8_t> frame) {
@@ -399,13 +394,11 @@ void Conn::flush_tls_nowait() {
   m_io->out.clear();
 }
 
-Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err,
-                      std::span<const std::uint8_t> c) {
-  iovec iov[3] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
-                  {const_cast<std::uint8_t*>(b.data()), b.size()},
-                  {const_cast<std::uint8_t*>(c.data()), c.size()}};
+Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err) {
+  iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
+                  {const_cast<std::uint8_t*>(b.data()), b.size()}};
   int first = 0;
-  int count = !c.empty() ? 3 : !b.empty() ? 2 : 1;
+  int count = b.empty() ? 1 : 2;
   while (first < count) {
     msghdr msg{};
     msg.msg_iov = iov + first;

@@ -128,11 +128,12 @@ private:
   Result<std::size_t> read_some(std::span<std::uint8_t> out);
   Status write_tls(std::span<const std::uint8_t> data);
   Error tls_write_failure(int err);
+  // Queued frames (send_later), then a, then b.
   Status write_all(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
-  // Plain bytes (up to three pieces, in order) to the socket within the
-  // timeout; *err is the errno of a failure.
-  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err,
-                  std::span<const std::uint8_t> c = {});
+  // a, then b, through TLS or straight to the socket.
+  Status write_now(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
+  // Plain bytes to the socket within the timeout; *err is the errno of a failure.
+  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err);
   // Buffered TLS: encrypt into TlsIo::out, then send it with few calls.
   Status encrypt(std::span<const std::uint8_t> data);
   Status flush_tls();

@@ -649,8 +649,8 @@ Status Sender::top_up(Conn& conn) {
     if (!m_plan.offered[index]) m_plan.first_offer[index] = Clock::now();
     m_plan.offered[index] = 1;
     report(job).size = job.size;
-    // Offers, like the FILE_END of a small file, leave with the next DATA or
-    // before this side waits (Conn::send_later): one send per small file.
+    // Offers, like FILE_END and a small file's DATA, leave with the next
+    // frame sent or before this side waits (Conn::send_later).
     SESSCP_TRY(conn.send_later(frame::encode(offer)));
     m_events.offered(e.name, offer.size);
     // Only the next file to send waits for its answer: a journaled one may
