@@ -29,6 +29,7 @@ public:
   }
   std::uint8_t* data() { return m_data.get(); }
   std::size_t size() const { return m_size; }
+  std::size_t capacity() const { return m_capacity; }
   std::span<std::uint8_t> span(std::size_t n) { return {m_data.get(), n}; }
 
 private:

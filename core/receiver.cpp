@@ -323,6 +323,113 @@ private:
   std::thread m_thread; // last: starts after every member above exists
 };
 
+// Writes small files (each one chunk, docs/PROTOCOL.md) on a thread of its
+// own, in the order they arrived, so the session thread goes on reading
+// and creating the next files: copying the data into the page cache was
+// half of that thread's time on a tree of small files. The session thread
+// takes a buffer (waiting while k_budget bytes of buffers are queued), reads
+// and verifies the chunk into it, and submits it with the work to do; the
+// group commit waits for a file's work before making it durable. The thread
+// starts with the first submission.
+class SmallWriter {
+public:
+  using Buffer = std::unique_ptr<AlignedBuffer>;
+  using Work = std::function<void(std::span<const std::uint8_t>)>;
+  static constexpr std::size_t k_budget = 16u << 20;
+
+  ~SmallWriter() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    if (m_thread.joinable()) m_thread.join();
+  }
+  // A buffer of `len` bytes (recycled: fresh pages are slow to fault in).
+  Buffer acquire(std::size_t len) {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_held == 0 || m_held + len <= k_budget; });
+    Buffer b;
+    if (!m_free.empty()) {
+      b = std::move(m_free.back());
+      m_free.pop_back();
+      m_free_bytes -= b->capacity();
+    } else {
+      b = std::make_unique<AlignedBuffer>();
+    }
+    lock.unlock();
+    b->resize(len);
+    lock.lock();
+    m_held += b->capacity();
+    return b;
+  }
+  // A buffer not submitted after all (its chunk failed its hash).
+  void give_back(Buffer buf) {
+    {
+      std::lock_guard lock(m_mutex);
+      recycle(std::move(buf));
+    }
+    m_cv.notify_all();
+  }
+  // Queue `work` on `buf`'s first `len` bytes; returns its ticket for wait().
+  std::uint64_t submit(Buffer buf, std::size_t len, Work work) {
+    std::uint64_t ticket;
+    {
+      std::lock_guard lock(m_mutex);
+      if (!m_thread.joinable()) m_thread = std::thread([this] { loop(); });
+      m_queue.push_back({std::move(buf), len, std::move(work)});
+      ticket = ++m_submitted;
+    }
+    m_cv.notify_all();
+    return ticket;
+  }
+  // Until the work with `ticket` (and all before it) has run.
+  void wait(std::uint64_t ticket) {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_done >= ticket; });
+  }
+
+private:
+  struct Item {
+    Buffer buf;
+    std::size_t len;
+    Work work;
+  };
+  void loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_cv.wait(lock, [&] { return m_quit || !m_queue.empty(); });
+      if (m_queue.empty()) return; // quit, once nothing waits to be written
+      Item item = std::move(m_queue.front());
+      m_queue.pop_front();
+      lock.unlock();
+      item.work(item.buf->span(item.len));
+      lock.lock();
+      ++m_done;
+      recycle(std::move(item.buf));
+      m_cv.notify_all();
+    }
+  }
+  // Under m_mutex: a buffer is free again; at most a budget's worth is kept.
+  void recycle(Buffer buf) {
+    m_held -= buf->capacity();
+    if (m_free_bytes + buf->capacity() > k_budget) return;
+    m_free_bytes += buf->capacity();
+    m_free.push_back(std::move(buf));
+  }
+
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Item> m_queue;
+  std::vector<Buffer> m_free;
+  std::size_t m_free_bytes = 0; // capacity of m_free
+  std::size_t m_held = 0;       // capacity of the buffers acquired and not yet free
+  std::uint64_t m_submitted = 0;
+  std::uint64_t m_done = 0;
+  bool m_quit = false;
+  std::thread m_thread;
+};
+
 // Exclusive right to write one destination name, held for the whole file.
 // It is an flock on the journal path; the inode check closes the race with a
 // session that unlinks the journal at completion.
@@ -375,6 +482,24 @@ std::int64_t mtime_of(const struct stat& st) {
   return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
+// Give the part its final size, permission bits and mtime (no sync).
+// `sized`: the part is known to hold exactly the offered size already.
+static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name,
+                             bool sized = false) {
+  // ftruncate costs a journal transaction on ext4 even to the same size.
+  struct stat st{};
+  if (!sized && (fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != offer.size) &&
+      ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
+    return errno_error(ErrorKind::io, "truncate " + part_name, errno);
+  fchmod(fd, offer.mode_bits & 0777 & ~umask);
+  timespec times[2] = {{0, UTIME_OMIT},
+                       {static_cast<time_t>(offer.mtime_ns / 1'000'000'000),
+                        static_cast<long>(offer.mtime_ns % 1'000'000'000)}};
+  if (offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
+  if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + part_name, errno);
+  return {};
+}
+
 // The receiving half of one file (an activity): resume planning, the data
 // path, minor sync points, and the major sync point. The session drives it
 // frame by frame. A file of at most one chunk is never journaled (there is
@@ -384,12 +509,14 @@ class IncomingFile {
 public:
   // `dir_fd` is the file's parent directory (opened beneath --dir, no
   // symlinks), `dir_path` how to name that directory in paths and messages.
-  // `small_buf` receives the chunk of a file of one chunk; the session's
-  // files share it (such a chunk is written as soon as it is verified).
+  // `small_writer` writes the chunk of a file of one chunk, with its
+  // metadata, once verified (the session's files share it).
   IncomingFile(std::shared_ptr<const Fd> dir_fd, std::string dir_path, const ReceiveOptions& opt, unsigned umask,
-               Events& events, Conn& conn, AlignedBuffer& small_buf)
+               Events& events, Conn& conn, SmallWriter& small_writer)
       : m_dir(std::move(dir_fd)), m_dir_fd(m_dir->get()), m_dir_path(std::move(dir_path)), m_opt(opt),
-        m_umask(umask), m_events(events), m_conn(conn), m_small_buf(small_buf) {}
+        m_umask(umask), m_events(events), m_conn(conn), m_small_writer(small_writer) {}
+  // (Its part may still be being written by the small-file writer.)
+  ~IncomingFile() { (void)written(); }
 
   // Take the destination's lease and decide the resume point for an OFFER.
   Result<frame::Resume> open(const frame::Offer& offer);
@@ -416,6 +543,12 @@ public:
   Status finish_file();
   // Small file: verify and set size and metadata (no sync yet) ...
   Status prepare_small();
+  // ... wait until the small-file writer wrote it (any thread) ...
+  Status written() {
+    if (m_write_ticket == 0) return {};
+    m_small_writer.wait(m_write_ticket);
+    return m_write_status;
+  }
   // ... make its data durable (any thread) ...
   Status sync_data() {
     if (fdatasync(m_part.get()) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_name, errno);
@@ -499,7 +632,9 @@ private:
   std::optional<frame::FileEnd> m_file_end;
   RootBuilder m_file_root;
   RootBuilder m_session_root;
-  AlignedBuffer& m_small_buf;          // a small file's only chunk (shared, see the constructor)
+  SmallWriter& m_small_writer;         // writes a small file's only chunk (see the constructor)
+  std::uint64_t m_write_ticket = 0;    // its ticket there, once submitted
+  Status m_write_status;               // set on the writer's thread, read after written() waited
   bool m_had_final = false;            // NAME existed when the file was offered
   bool m_lease_created = false;        // open() created the lease file (so it was empty)
   Fd m_direct;                         // the part with O_DIRECT, if allowed
@@ -669,11 +804,6 @@ void IncomingFile::begin(const frame::Resume& resume) {
   if (m_report.resumed_at > 0) m_events.resumed(m_offer.name, m_report.resumed_at, m_offer.size);
   // A small file is one write and a batch commit: no phases of its own.
   if (!m_small) m_events.phase(m_offer.name, Events::Phase::transferring, "");
-  // No chunk is longer than the file: a small file must not cost a
-  // zero-filled megabyte (measured: page faults were a good part of the
-  // receiver's system time on a tree of small files).
-  // (A journaled file's chunks go into its writer's buffers instead.)
-  if (m_small) m_small_buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(m_chunk_size, m_offer.size)));
   m_start = Clock::now();
   if (!m_small) {
     m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
@@ -801,12 +931,19 @@ Status IncomingFile::on_data(const frame::Header& header) {
   if (!claim) return claim.error();
   const auto index = claim->prefix.chunk;
   const auto len = claim->len;
+  // A journaled file's chunk goes into one of its writer's buffers, a small
+  // file's into one of the small-file writer's, no longer than the file
+  // (a zero-filled megabyte per small file was measured to cost page faults).
   AlignedBuffer* slot = m_writer ? m_writer->acquire() : nullptr;
-  std::span<std::uint8_t> chunk(slot ? slot->data() : m_small_buf.data(), len);
+  SmallWriter::Buffer small = slot ? nullptr : m_small_writer.acquire(len);
+  std::span<std::uint8_t> chunk(slot ? slot->data() : small->data(), len);
   auto read = m_conn.read_exact(chunk);
   // Hashed before taking the lock: stream readers claim chunks meanwhile.
   const bool good = read && xxh3_128(chunk) == claim->prefix.hash;
-  if (slot && !good) m_writer->give_back(slot);
+  if (!good) {
+    if (slot) m_writer->give_back(slot);
+    else m_small_writer.give_back(std::move(small));
+  }
   if (!read) return read.error();
   std::unique_lock lock(m_mx);
   m_report.bytes += len;
@@ -827,9 +964,16 @@ Status IncomingFile::on_data(const frame::Header& header) {
     m_writer->submit(slot, len, index, index * m_chunk_size, claim->prefix.hash);
     return {};
   }
-  SESSCP_TRY(write_all_at(m_part.get(), chunk, index * m_chunk_size, m_part_name));
+  // A small file's only chunk (claim_chunk refuses a second): written with
+  // its metadata on the small-file writer's thread; its group commit waits
+  // for that (written()).
   lock.lock();
   record_chunk(index, claim->prefix.hash);
+  lock.unlock();
+  m_write_ticket = m_small_writer.submit(std::move(small), len, [this, offset = index * m_chunk_size](auto data) {
+    m_write_status = write_all_at(m_part.get(), data, offset, m_part_name);
+    if (m_write_status) m_write_status = apply_metadata(m_part.get(), m_offer, m_umask, m_part_name, true);
+  });
   return {};
 }
 
@@ -964,24 +1108,6 @@ Status IncomingFile::publish() {
   return {};
 }
 
-// Give the part its final size, permission bits and mtime (no sync).
-// `sized`: the part is known to hold exactly the offered size already.
-static Status apply_metadata(int fd, const frame::Offer& offer, unsigned umask, const std::string& part_name,
-                             bool sized = false) {
-  // ftruncate costs a journal transaction on ext4 even to the same size.
-  struct stat st{};
-  if (!sized && (fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != offer.size) &&
-      ftruncate(fd, static_cast<off_t>(offer.size)) != 0)
-    return errno_error(ErrorKind::io, "truncate " + part_name, errno);
-  fchmod(fd, offer.mode_bits & 0777 & ~umask);
-  timespec times[2] = {{0, UTIME_OMIT},
-                       {static_cast<time_t>(offer.mtime_ns / 1'000'000'000),
-                        static_cast<long>(offer.mtime_ns % 1'000'000'000)}};
-  if (offer.mtime_ns < 0) times[1] = {0, UTIME_OMIT};
-  if (futimens(fd, times) != 0) return errno_error(ErrorKind::io, "set mtime of " + part_name, errno);
-  return {};
-}
-
 Status IncomingFile::finish_file() {
   m_events.phase(m_offer.name, Events::Phase::finalising, "");
   auto session_root = m_session_root.digest();
@@ -1013,7 +1139,9 @@ Status IncomingFile::prepare_small() {
   m_verified.clear();
   if (m_session_root.digest() != m_file_end->session_root)
     return make_error(ErrorKind::integrity, m_offer.name + ": digest over the chunk hashes differs from the sender's");
-  // Its one chunk (the whole file) was written at 0 to an empty part.
+  // Its one chunk (the whole file) is written at 0 to an empty part, with
+  // the metadata, by the small-file writer (on_data); an empty file has none.
+  if (m_write_ticket != 0) return {};
   return apply_metadata(m_part.get(), m_offer, m_umask, m_part_name, true);
 }
 
@@ -1094,13 +1222,27 @@ private:
       m_todo.pop_front();
       m_busy = true;
       lock.unlock();
+      // A file the small-file writer could not write fails the batch from
+      // there on; the files before it are committed.
+      Batch rest;
+      Status written;
+      for (std::size_t i = 0; i < batch.size() && written; ++i) {
+        written = batch[i]->written();
+        if (!written) {
+          rest.assign(std::make_move_iterator(batch.begin() + static_cast<std::ptrdiff_t>(i)),
+                      std::make_move_iterator(batch.end()));
+          batch.resize(i);
+        }
+      }
       // After a failure nothing later is committed: the files stay partial.
-      Status status = m_failed ? Status(make_error(ErrorKind::io, "an earlier batch failed"))
-                               : make_batch_durable(m_root_fd, m_root_path, batch);
+      Status status = m_failed        ? Status(make_error(ErrorKind::io, "an earlier batch failed"))
+                      : batch.empty() ? Status{}
+                                      : make_batch_durable(m_root_fd, m_root_path, batch);
       lock.lock();
-      m_failed = m_failed || !status;
+      m_failed = m_failed || !status || !written;
       m_busy = false;
       m_done.emplace_back(std::move(batch), status);
+      if (!rest.empty()) m_done.emplace_back(std::move(rest), written);
       std::uint64_t one = 1;
       (void)!write(m_wake.get(), &one, sizeof one);
       m_cv.notify_all();
@@ -1368,10 +1510,11 @@ private:
   Conn& m_conn;
   session::Machine m_own_machine{session::Role::responder};
   session::Machine& m_machine;
+  // Writes small files' chunks (IncomingFile's constructor); before the
+  // files, which wait for it when they go.
+  SmallWriter m_small_writer;
   // Files offered and planned, in order; the front one receives data.
   std::deque<std::unique_ptr<IncomingFile>> m_files;
-  // The chunk of the small file being received (IncomingFile's constructor).
-  AlignedBuffer m_small_buf;
   // Small files verified and set up, waiting for one commit (group commit).
   std::vector<std::unique_ptr<IncomingFile>> m_batch;
   Clock::time_point m_batch_start;
@@ -1569,7 +1712,7 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
     m_parent_path = parent;
   }
   std::string dir_path = parent.empty() ? m_opt.dir : "/proc/self/fd/" + std::to_string(m_parent->get());
-  auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn, m_small_buf);
+  auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn, m_small_writer);
   auto resume = file->open(*offer);
   if (!resume) {
     file->report().name = offer->name;
@@ -1654,6 +1797,7 @@ Status Session::on_symlink(std::span<const std::uint8_t> payload) {
 // per directory. Measured on this project's shared disk: syncfs ~50 ms a
 // call, fdatasync ~2.4 ms each with 8 in parallel; committing whenever the
 // socket was momentarily empty cost two flushes per file.
+// Every file of the batch was written (Committer waits for it).
 Status make_batch_durable(int root_fd, const std::string& root_path, std::vector<std::unique_ptr<IncomingFile>>& batch) {
   bool whole_fs = batch.size() >= k_syncfs_batch;
   if (whole_fs) {

@@ -10,6 +10,11 @@
 #   f) that link, ENOSPC
 #   g) directory fsync, EIO, the 2nd (right after the publishing link)
 #   h) NAME exists (an older file): rename NAME.sesscp.publish -> NAME, EIO
+#   i) a directory of 300 small files (one chunk each, written on the
+#      receiver's small-file writer thread and committed in batches): write,
+#      ENOSPC from the 100th on; j) the same, EIO once, the 150th write.
+#      Every file written before the failure is kept (published, identical),
+#      none after it.
 # For each, on an 8 MiB file: the receiver (--once) exits 74, the sender
 # exits 75 and prints "receiver: <reason>: <the receiver's error>",
 # journalcheck proves the journal confirms only data that is there, NAME
@@ -85,4 +90,47 @@ fault e "link:EIO:1" "I/O error" "Input/output error" no
 fault f "link:ENOSPC:1" "no space left" "No space left on device" no
 fault g "dirsync:EIO:2" "I/O error" "Input/output error" yes
 fault h "rename:EIO:1" "I/O error" "Input/output error" old
+
+# small_fault TAG RULE REASON STRERROR KEPT: the small files of $T/small;
+# exactly KEPT names are published, each its source byte for byte, and a
+# re-run completes the directory (diff -r) with nothing else left behind.
+mkdir "$T/small"
+gen_file "$T/small.pool" $((300 * 10 * 1024)) disk-errors-small
+(cd "$T/small" && split -b 10K -a 3 ../small.pool f)
+small_fault() {
+  local tag=$1 rule=$2 reason=$3 strerror=$4 kept=$5 dest="$T/$1" f n=0
+  mkdir "$dest"
+  check "[$tag] 300 small files, CRASHSIM_FAIL=$rule: receiver exits 74, sender 75, no wrong file published"
+  RECV_ENV=(LD_PRELOAD="$crashsim" CRASHSIM_DIR="$dest" CRASHSIM_FAIL="$rule")
+  start_recv "$dest" "$T/$tag.recv.log" --once
+  RECV_ENV=()
+  run_send "$T/$tag.send.log" "$T/small/" "127.0.0.1:$RECV_PORT" --timeout 30
+  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the sender exited" "$T/$tag.recv.log"
+  unregister "$RECV_PID"
+  grep -q "^crashsim: injected" "$T/$tag.recv.log" ||
+    fail_with_logs "[$tag] the fault was never injected (is LD_PRELOAD honoured?)" "$T/$tag.recv.log"
+  assert_rc 74 "$WAIT_RC" "[$tag] receiver --once" "$T/$tag.recv.log" "$T/$tag.send.log"
+  assert_rc 75 "$SEND_RC" "[$tag] sender" "$T/$tag.send.log" "$T/$tag.recv.log"
+  assert_contains "$T/$tag.send.log" "sesscp: error: receiver: $reason: " "[$tag] sender names the receiver's reason"
+  assert_contains "$T/$tag.send.log" "$strerror" "[$tag] sender shows the receiver's error"
+  for f in "$T/small"/f*; do
+    [[ -e $dest/${f##*/} ]] || continue
+    cmp -s "$f" "$dest/${f##*/}" || fail "[$tag] ${f##*/} was published but differs from its source"
+    n=$((n + 1))
+  done
+  ((n == kept)) || fail "[$tag] $n files published, expected the $kept written before the failure"
+  ok "[$tag] $n of 300 files published (those written before the failure), each identical to its source"
+
+  check "[$tag] a re-run without the fault completes the directory"
+  start_recv "$dest" "$T/$tag.recv2.log" --once
+  run_send "$T/$tag.send2.log" "$T/small/" "127.0.0.1:$RECV_PORT" --timeout 30
+  assert_rc 0 "$SEND_RC" "[$tag] re-run sender" "$T/$tag.send2.log" "$T/$tag.recv2.log"
+  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the re-run" "$T/$tag.recv2.log"
+  unregister "$RECV_PID"
+  assert_rc 0 "$WAIT_RC" "[$tag] re-run receiver" "$T/$tag.recv2.log"
+  diff -r "$T/small" "$dest" >"$T/$tag.diff" 2>&1 || fail_with_logs "[$tag] the directory differs after the re-run" "$T/$tag.diff"
+  ok "[$tag] diff -r: identical, nothing else in the directory"
+}
+small_fault i "write:ENOSPC:100+" "no space left" "No space left on device" 99
+small_fault j "write:EIO:150" "I/O error" "Input/output error" 149
 log "PASS"
