@@ -7,7 +7,10 @@
 #     warning; links are created as links and the receiver never follows them;
 #  b) the same command again sends 0 bytes: every file is already complete;
 #  c) --follow-links sends what links point to;
-#  d) --name with several sources is a usage error (64).
+#  d) --name with several sources is a usage error (64);
+#  e) files of one chunk larger than the receiver's small-file writer
+#     holds at once (--chunk-size 16M, five of 9-10 MiB: it waits for its
+#     16 MiB budget) arrive identical with their modes and mtimes.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
@@ -130,4 +133,22 @@ check "d) --name with several sources is a usage error"
 run_send "$T/d.send.log" "$src/" "$extra" "127.0.0.1:$RECV_PORT" --name x
 assert_rc 64 "$SEND_RC" "--name with a directory" "$T/d.send.log"
 assert_contains "$T/d.send.log" "--name applies only to a single-file send" "usage message"
+
+check "e) five one-chunk files of 9-10 MiB (--chunk-size 16M): beyond the small-file writer's 16 MiB budget"
+new_dest onechunk
+kill9 "$RECV_PID"
+start_recv "$DEST" "$T/recv3.log"
+mkdir "$T/onechunk-src"
+for i in 1 2 3 4 5; do
+  gen_file "$T/onechunk-src/f$i" $((9 * MiB + i * 262147)) "tree-big-$i"
+  chmod 0640 "$T/onechunk-src/f$i"
+  touch -d "2020-01-0$i 12:00:00" "$T/onechunk-src/f$i"
+done
+run_send "$T/e.send.log" "$T/onechunk-src/" "127.0.0.1:$RECV_PORT" --chunk-size 16M
+assert_rc 0 "$SEND_RC" "--chunk-size 16M" "$T/e.send.log" "$T/recv3.log"
+diff -r "$T/onechunk-src" "$DEST" >"$T/e.diff" 2>&1 || fail_with_logs "the five files differ" "$T/e.diff"
+for i in 1 2 3 4 5; do
+  [[ $(stat -c '%a %Y' "$T/onechunk-src/f$i") == $(stat -c '%a %Y' "$DEST/f$i") ]] || fail "f$i: mode or mtime not kept"
+done
+ok "diff -r identical; modes and mtimes kept"
 log "PASS"
