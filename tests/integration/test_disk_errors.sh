@@ -34,16 +34,16 @@ gen_file "$T/$name" "$size" disk-errors
 gen_file "$T/old.bin" $((1 * MiB)) disk-errors-old
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 
-# fault TAG RULE REASON STRERROR PUBLISHED
-fault() {
-  local tag=$1 rule=$2 reason=$3 strerror=$4 published=$5 dest="$T/$1"
-  mkdir "$dest"
-  check "[$tag] CRASHSIM_FAIL=$rule: receiver exits 74, sender 75 with the reason, journal consistent"
-  [[ $published != old ]] || cp -p "$T/old.bin" "$dest/$name"
+# faulted_run TAG RULE REASON STRERROR SEND-ARGS...: into $T/TAG, a --once
+# receiver with CRASHSIM_FAIL=RULE and the sender; the fault was injected,
+# the receiver exits 74, the sender 75 naming REASON and STRERROR.
+faulted_run() {
+  local tag=$1 rule=$2 reason=$3 strerror=$4 dest="$T/$1"
+  shift 4
   RECV_ENV=(LD_PRELOAD="$crashsim" CRASHSIM_DIR="$dest" CRASHSIM_FAIL="$rule")
   start_recv "$dest" "$T/$tag.recv.log" --once
   RECV_ENV=()
-  run_send "$T/$tag.send.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}"
+  run_send "$T/$tag.send.log" "$@" "127.0.0.1:$RECV_PORT"
   wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the sender exited" "$T/$tag.recv.log"
   unregister "$RECV_PID"
   grep -q "^crashsim: injected" "$T/$tag.recv.log" ||
@@ -52,6 +52,28 @@ fault() {
   assert_rc 75 "$SEND_RC" "[$tag] sender" "$T/$tag.send.log" "$T/$tag.recv.log"
   assert_contains "$T/$tag.send.log" "sesscp: error: receiver: $reason: " "[$tag] sender names the receiver's reason"
   assert_contains "$T/$tag.send.log" "$strerror" "[$tag] sender shows the receiver's error"
+}
+
+# clean_rerun TAG SEND-ARGS...: the same transfer into $T/TAG without the
+# fault; sender and --once receiver exit 0.
+clean_rerun() {
+  local tag=$1 dest="$T/$1"
+  shift
+  start_recv "$dest" "$T/$tag.recv2.log" --once
+  run_send "$T/$tag.send2.log" "$@" "127.0.0.1:$RECV_PORT"
+  assert_rc 0 "$SEND_RC" "[$tag] re-run sender" "$T/$tag.send2.log" "$T/$tag.recv2.log"
+  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the re-run" "$T/$tag.recv2.log"
+  unregister "$RECV_PID"
+  assert_rc 0 "$WAIT_RC" "[$tag] re-run receiver" "$T/$tag.recv2.log"
+}
+
+# fault TAG RULE REASON STRERROR PUBLISHED
+fault() {
+  local tag=$1 rule=$2 reason=$3 strerror=$4 published=$5 dest="$T/$1"
+  mkdir "$dest"
+  check "[$tag] CRASHSIM_FAIL=$rule: receiver exits 74, sender 75 with the reason, journal consistent"
+  [[ $published != old ]] || cp -p "$T/old.bin" "$dest/$name"
+  faulted_run "$tag" "$rule" "$reason" "$strerror" "$T/$name" "${opts[@]}"
   if [[ $published == yes ]]; then
     assert_same "$T/$name" "$dest/$name"
   elif [[ $published == old ]]; then
@@ -68,12 +90,7 @@ fault() {
   ok "[$tag] $(cat "$T/$tag.jc.txt")"
 
   check "[$tag] a re-run without the fault completes identical"
-  start_recv "$dest" "$T/$tag.recv2.log" --once
-  run_send "$T/$tag.send2.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${opts[@]}"
-  assert_rc 0 "$SEND_RC" "[$tag] re-run sender" "$T/$tag.send2.log" "$T/$tag.recv2.log"
-  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the re-run" "$T/$tag.recv2.log"
-  unregister "$RECV_PID"
-  assert_rc 0 "$WAIT_RC" "[$tag] re-run receiver" "$T/$tag.recv2.log"
+  clean_rerun "$tag" "$T/$name" "${opts[@]}"
   log "[$tag] $(grep -oE 'resuming [^ ]+ at [0-9]+|already complete' "$T/$tag.send2.log" | head -n 1 || echo 'started from 0')"
   assert_same "$T/$name" "$dest/$name"
   local left
@@ -101,18 +118,7 @@ small_fault() {
   local tag=$1 rule=$2 reason=$3 strerror=$4 kept=$5 dest="$T/$1" f n=0
   mkdir "$dest"
   check "[$tag] 300 small files, CRASHSIM_FAIL=$rule: receiver exits 74, sender 75, no wrong file published"
-  RECV_ENV=(LD_PRELOAD="$crashsim" CRASHSIM_DIR="$dest" CRASHSIM_FAIL="$rule")
-  start_recv "$dest" "$T/$tag.recv.log" --once
-  RECV_ENV=()
-  run_send "$T/$tag.send.log" "$T/small/" "127.0.0.1:$RECV_PORT" --timeout 30
-  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the sender exited" "$T/$tag.recv.log"
-  unregister "$RECV_PID"
-  grep -q "^crashsim: injected" "$T/$tag.recv.log" ||
-    fail_with_logs "[$tag] the fault was never injected (is LD_PRELOAD honoured?)" "$T/$tag.recv.log"
-  assert_rc 74 "$WAIT_RC" "[$tag] receiver --once" "$T/$tag.recv.log" "$T/$tag.send.log"
-  assert_rc 75 "$SEND_RC" "[$tag] sender" "$T/$tag.send.log" "$T/$tag.recv.log"
-  assert_contains "$T/$tag.send.log" "sesscp: error: receiver: $reason: " "[$tag] sender names the receiver's reason"
-  assert_contains "$T/$tag.send.log" "$strerror" "[$tag] sender shows the receiver's error"
+  faulted_run "$tag" "$rule" "$reason" "$strerror" "$T/small/" --timeout 30
   for f in "$T/small"/f*; do
     [[ -e $dest/${f##*/} ]] || continue
     cmp -s "$f" "$dest/${f##*/}" || fail "[$tag] ${f##*/} was published but differs from its source"
@@ -122,12 +128,7 @@ small_fault() {
   ok "[$tag] $n of 300 files published (those written before the failure), each identical to its source"
 
   check "[$tag] a re-run without the fault completes the directory"
-  start_recv "$dest" "$T/$tag.recv2.log" --once
-  run_send "$T/$tag.send2.log" "$T/small/" "127.0.0.1:$RECV_PORT" --timeout 30
-  assert_rc 0 "$SEND_RC" "[$tag] re-run sender" "$T/$tag.send2.log" "$T/$tag.recv2.log"
-  wait_exit "$RECV_PID" 30 || fail_with_logs "[$tag] receiver still running 30 s after the re-run" "$T/$tag.recv2.log"
-  unregister "$RECV_PID"
-  assert_rc 0 "$WAIT_RC" "[$tag] re-run receiver" "$T/$tag.recv2.log"
+  clean_rerun "$tag" "$T/small/" --timeout 30
   diff -r "$T/small" "$dest" >"$T/$tag.diff" 2>&1 || fail_with_logs "[$tag] the directory differs after the re-run" "$T/$tag.diff"
   ok "[$tag] diff -r: identical, nothing else in the directory"
 }
