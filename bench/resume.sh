@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # What a resume costs: the sender is killed (kill -9) when 50% and 90% of the
 # file has landed at the destination, then the same command is run again.
-# sesscp (plaintext) against rsync --partial --append-verify (to an rsync
-# daemon), same file, same kill points, on loopback. Medians over RUNS rounds.
+# sesscp (plaintext; "sesscp" re-verifies the whole partial in the background,
+# the default; "sesscp-tail" is recv --verify-resume tail) against rsync
+# --partial --append-verify (to an rsync daemon), same file, same kill
+# points, on loopback. Medians over RUNS rounds.
 #
 #   bench/resume.sh                       # 1 GiB, kills at 50 and 90 %, 3 rounds
 #   SIZE=4GiB RUNS=1 POINTS="50" bench/resume.sh
@@ -22,6 +24,13 @@
 #   bytes re-sent    data carried twice: bytes received in both runs minus the
 #                    file size (sesscp: the receiver's per-session counts;
 #                    rsync: partial kept + "Literal data" of the re-run)
+#   bytes re-read    sesscp: the partial's bytes the receiver read back and
+#                    re-hashed ("re-verified N bytes"); rsync --append-verify
+#                    re-reads the whole kept prefix on both sides
+#   prefix read s    dd iflag=direct of the confirmed prefix of the partial,
+#                    right before the re-run: the disk's own time to read it
+#   goal ratio       completing run / max(uninterrupted x share not yet
+#                    confirmed, prefix read s): issue 16's goal is <= 1.1
 #
 # Environment: SIZE (1GiB), RUNS (3), POINTS (percent, "50 90"), TOOLS
 # ("sesscp rsync"), INSTALL, SESSCP_BIN, BENCH_DIR, OUT_DIR as in compare.sh.
@@ -31,7 +40,7 @@
 SIZE=${SIZE:-1GiB}
 RUNS=${RUNS:-3}
 POINTS=${POINTS:-50 90}
-TOOLS=${TOOLS:-sesscp rsync}
+TOOLS=${TOOLS:-sesscp sesscp-tail rsync}
 OUT_DIR=${OUT_DIR:-$BENCH_ROOT/bench/results}
 bytes=$(size_bytes "$SIZE")
 
@@ -57,9 +66,11 @@ wchar() { awk '/^wchar/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
 
 # Receivers live across the kill, as they would in use. Sets $rp (and $port).
 start_receiver() { # TOOL LOG
-  if [[ $1 == sesscp ]]; then
+  if [[ $1 == sesscp* ]]; then
     : >"$2" # empty before the receiver starts: never read the last run's port
-    "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --insecure 2>"$2" &
+    local check=full
+    [[ $1 == sesscp-tail ]] && check=tail
+    "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --insecure --verify-resume "$check" 2>"$2" &
     rp=$!; bench_track "$rp"
     port=$(sesscp_port "$2")
   else
@@ -76,7 +87,7 @@ stop_receiver() {
   wait "$rp" 2>/dev/null || true
 }
 send_cmd() { # TOOL -> the sender's command line in $cmd
-  if [[ $1 == sesscp ]]; then cmd=("$BIN" send "$src" "127.0.0.1:$port" --insecure)
+  if [[ $1 == sesscp* ]]; then cmd=("$BIN" send "$src" "127.0.0.1:$port" --insecure)
   else cmd=(rsync "${rsync_opts[@]}" "$src" "rsync://127.0.0.1:$port/bench/"); fi
 }
 
@@ -95,9 +106,9 @@ full() {
   elapsed "$t0" "$t1"
 }
 
-# interrupted TOOL PERCENT -> "landed_at_kill wall first_byte resent resumed_at release"
+# interrupted TOOL PERCENT -> "landed_at_kill wall first_byte resent resumed_at release reread prefix_read"
 interrupted() {
-  local tool=$1 pct=$2 sp t0 t1 first="-" base have target resent resumed="-"
+  local tool=$1 pct=$2 sp t0 t1 first="-" base have target resent resumed="-" reread=0 prefix_read
   rm -rf "${dstdir:?}"/* "$dstdir"/.src* 2>/dev/null || true
   sync; warm "$src"
   start_receiver "$tool" "$W/recv.log"
@@ -120,21 +131,29 @@ interrupted() {
   local k0 release
   k0=$(now)
   for _ in $(seq 1200); do
-    if [[ $tool == sesscp ]]; then grep -q 'recv src\.bin: ' "$W/recv.log" && break
+    if [[ $tool == sesscp* ]]; then grep -q 'recv src\.bin: ' "$W/recv.log" && break
     else [[ -z $(pgrep -P "$rp") ]] && break; fi
     sleep 0.02
   done
   release=$(elapsed "$k0" "$(now)")
-  local kept
+  local kept part
   kept=$(stat -c %s "$dstdir/src.bin" 2>/dev/null || echo 0)
+  # What the disk needs to read the kept prefix back (no cache: iflag=direct).
+  part=$dstdir/src.bin.sesscp.part
+  [[ -f $part ]] || part=$dstdir/src.bin
+  [[ -f $part ]] || part=$(find "$dstdir" -type f -name '.src.bin*' | head -1)
+  local p0
+  p0=$(now)
+  dd if="$part" of=/dev/null bs=8M iflag=direct status=none 2>/dev/null || dd if="$part" of=/dev/null bs=8M status=none
+  prefix_read=$(elapsed "$p0" "$(now)")
   # The re-run, with the destination watched for new data.
-  if [[ $tool == sesscp ]]; then base=$(wchar "$rp"); else base=$kept; fi
+  if [[ $tool == sesscp* ]]; then base=$(wchar "$rp"); else base=$kept; fi
   t0=$(now)
   "${cmd[@]}" >"$W/run2.out" 2>&1 &
   sp=$!; bench_track "$sp"
   for _ in $(seq 60000); do
     if [[ $first == - ]]; then
-      if [[ $tool == sesscp ]]; then
+      if [[ $tool == sesscp* ]]; then
         (($(wchar "$rp") - base >= 65536)) && first=$(elapsed "$t0" "$(now)")
       else
         (($(stat -c %s "$dstdir/src.bin" 2>/dev/null || echo 0) > base)) && first=$(elapsed "$t0" "$(now)")
@@ -147,7 +166,9 @@ interrupted() {
   t1=$(now)
   stop_receiver
   cmp -s "$src" "$dstdir/src.bin" || { bench_log "$tool: resumed result differs"; return 1; }
-  if [[ $tool == sesscp ]]; then
+  if [[ $tool == sesscp* ]]; then
+    reread=$(sed -n 's/.*recv src\.bin: complete.*re-verified \([0-9]*\) bytes.*/\1/p' "$W/recv.log" | tail -1)
+    reread=${reread:-0}
     resent=$(sed -n 's/.*recv src\.bin: .*, \([0-9]*\) bytes received.*/\1/p' "$W/recv.log" |
       awk -v s="$bytes" '{t += $1} END {printf "%.0f", t - s}')
     resumed=$(sed -n 's/.*resumed at \([0-9]*\),.*/\1/p' "$W/run2.out" | tail -1)
@@ -156,11 +177,12 @@ interrupted() {
     literal=$(sed -n 's/^Literal data: \([0-9,]*\) bytes.*/\1/p' "$W/run2.out" | tr -d , | tail -1)
     resent=$((kept + ${literal:-0} - bytes))
     resumed=$kept
+    reread=$kept
   fi
-  echo "$have $(elapsed "$t0" "$t1") $first $resent $resumed $release"
+  echo "$have $(elapsed "$t0" "$t1") $first $resent $resumed $release $reread $prefix_read"
 }
 
-# One line per run in $W/runs: tool point round landed wall first resent resumed release full_wall
+# One line per run in $W/runs: tool point round landed wall first resent resumed release reread prefix_read full_wall
 : >"$W/runs"
 for round in $(seq "$RUNS"); do
   for t in "${tools[@]}"; do
@@ -186,20 +208,24 @@ md=$W/resume.md
   echo "The re-run starts when the receiver is ready again (sesscp: it has logged the end of the killed session, before"
   echo "which it answers busy; rsync: the daemon's connection processes have exited): that wait is \"receiver ready\"."
   echo
-  echo "| tool | killed at | landed at kill | resumed at | receiver ready after kill s | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| tool | killed at | landed at kill | resumed at | receiver ready after kill s | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent | bytes re-read | prefix read s | goal ratio (min-max) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
     for p in $POINTS; do
-      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s | %s MiB |\n' "$t" "$p" \
+      goals=$(awk -v t="$t" -v p="$p" -v s="$bytes" '$1 == t && $2 == p {
+        rest = $12 * (1 - $8 / s); g = rest > $11 ? rest : $11; printf "%.3f\n", $5 / g}' "$W/runs")
+      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s | %s MiB | %s MiB | %s | %s (%s-%s) |\n' "$t" "$p" \
         "$(awk -v b="$(col "$t" "$p" 4)" 'BEGIN {printf "%.0f", b / 2^20}')" \
         "$(awk -v b="$(col "$t" "$p" 8)" 'BEGIN {printf "%.0f", b / 2^20}')" \
-        "$(col "$t" "$p" 9)" "$(col "$t" "$p" 5)" "$(col "$t" "$p" 10)" \
-        "$(awk -v t="$t" -v p="$p" '$1 == t && $2 == p {printf "%.3f\n", $5 / $10}' "$W/runs" | median)" \
-        "$(col "$t" "$p" 6)" "$(awk -v b="$(col "$t" "$p" 7)" 'BEGIN {printf "%.1f", b / 2^20}')"
+        "$(col "$t" "$p" 9)" "$(col "$t" "$p" 5)" "$(col "$t" "$p" 12)" \
+        "$(awk -v t="$t" -v p="$p" '$1 == t && $2 == p {printf "%.3f\n", $5 / $12}' "$W/runs" | median)" \
+        "$(col "$t" "$p" 6)" "$(awk -v b="$(col "$t" "$p" 7)" 'BEGIN {printf "%.1f", b / 2^20}')" \
+        "$(awk -v b="$(col "$t" "$p" 10)" 'BEGIN {printf "%.0f", b / 2^20}')" "$(col "$t" "$p" 11)" \
+        "$(echo "$goals" | median)" "$(echo "$goals" | sort -g | head -1)" "$(echo "$goals" | sort -g | tail -1)"
     done
   done
   echo
-  echo "Every run (tool, kill %, round, bytes landed at kill, completing s, first new byte s, bytes re-sent, resumed at, receiver ready s, uninterrupted s):"
+  echo "Every run (tool, kill %, round, bytes landed at kill, completing s, first new byte s, bytes re-sent, resumed at, receiver ready s, bytes re-read, prefix read s, uninterrupted s):"
   echo
   echo '```'
   cat "$W/runs"

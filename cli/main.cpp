@@ -113,7 +113,24 @@ struct SendArgs {
   std::vector<std::string> fetch; // paths to fetch from the receiver's --serve export (half- or full-duplex)
   std::string fetch_dir = ".";
   std::string duplex;             // --duplex half|full ("" = half with --fetch)
+  bool checksum = false;          // --checksum: re-hash the source's chunks confirmed before
+  std::string verify_resume = "full"; // what --fetch receives: --verify-resume full|tail
 };
+
+sesscp::checkpoint::ResumeCheck resume_check(const std::string& word) {
+  return word == "tail" ? sesscp::checkpoint::ResumeCheck::tail : sesscp::checkpoint::ResumeCheck::full;
+}
+
+// The --verify-resume option of recv and send (CLI11 checks the word).
+void add_verify_resume(CLI::App* cmd, std::string& word, const char* what) {
+  cmd->add_option("--verify-resume", word,
+                  std::string("On resume, read back ") + what +
+                      ": 'full' (default) re-hashes every confirmed chunk of the partial file\n"
+                      "in the background while the rest arrives, and has damaged ones sent again;\n"
+                      "'tail' re-hashes only the last 64 MiB and trusts the rest to the journal:\n"
+                      "damage at rest before that is NOT detected (for storage you trust)")
+      ->check(CLI::IsMember({"full", "tail"}));
+}
 
 int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
   if (auto log = out.open_log(); !log) return fail(out, log.error());
@@ -160,6 +177,8 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   if (!a.duplex.empty() && a.fetch.empty())
     return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--duplex applies only with --fetch PATH"));
   o.full_duplex = a.duplex == "full";
+  o.checksum = a.checksum;
+  o.verify_resume = resume_check(a.verify_resume);
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
   if (!endpoint) return fail(out, endpoint.error());
   o.endpoint = *endpoint;
@@ -211,6 +230,7 @@ struct RecvArgs {
   bool once = false;
   int max_sessions = 16;
   std::string max_size = "0", bwlimit = "0";
+  std::string verify_resume = "full";
 };
 
 int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
@@ -228,6 +248,7 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   if (!max_size) return fail(out, max_size.error());
   o.max_size = *max_size;
   o.serve_dir = a.serve;
+  o.verify_resume = resume_check(a.verify_resume);
   auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
   if (!bwlimit) return fail(out, bwlimit.error());
   o.serve_bwlimit = *bwlimit;
@@ -330,6 +351,11 @@ int main(int argc, char** argv) {
                    "With --fetch: 'half' (default) sends, then fetches, taking turns with the data token;\n"
                    "'full' sends and fetches at once over the one connection")
       ->check(CLI::IsMember({"half", "full"}));
+  send->add_flag("--checksum", send_args.checksum,
+                 "On resume, re-hash the source's chunks that the receiver confirmed before (overlapped\n"
+                 "with sending the rest) and send again any that differ: catches a source changed in\n"
+                 "place without a new size or mtime, which the default quick check can miss");
+  add_verify_resume(send, send_args.verify_resume, "what --fetch receives");
   add_common(send, send_flags);
   sesscp::cli::SftpSendFlags sftp_flags;
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
@@ -359,6 +385,7 @@ int main(int argc, char** argv) {
                    "Export DIR read-only to senders that --fetch from it (half- and full-duplex sessions); paths stay\n"
                    "beneath DIR and symlinks are never followed out of it");
   recv->add_option("--bwlimit", recv_args.bwlimit, "Limit the rate of files sent from --serve, e.g. 50M (default: none)");
+  add_verify_resume(recv, recv_args.verify_resume, "a partial file");
   add_common(recv, recv_flags);
   recv->footer("Examples:\n  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file /etc/sesscp.key\n"
                "  sesscp recv --listen 127.0.0.1:0 --dir /tmp/in --once\n"

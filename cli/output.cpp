@@ -235,6 +235,9 @@ Json file_done_fields(bool sending, const FileReport& r) {
   j["seconds"] = std::round(r.seconds * 1000) / 1000;
   j["rate_bps"] = r.seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(r.bytes) / r.seconds) : 0;
   j["reconnects"] = r.reconnects;
+  j["reverified_bytes"] = r.reverified_bytes;
+  j["damaged_chunks"] = r.damaged_chunks;
+  j["repaired_bytes"] = r.repaired_bytes;
   if (r.state == FileReport::State::complete)
     j["digest"] = "xxh3-128-list:" + to_hex(r.file_root);
   else
@@ -527,6 +530,10 @@ void Output::file_report(bool sending, const FileReport& r) {
                 static_cast<unsigned long long>(r.bytes), sending ? "sent" : "received", r.seconds, rate);
   std::string text = buf;
   if (r.reconnects > 0) text += ", " + std::to_string(r.reconnects) + (r.reconnects == 1 ? " reconnect" : " reconnects");
+  if (r.reverified_bytes > 0) text += ", re-verified " + std::to_string(r.reverified_bytes) + " bytes";
+  if (r.damaged_chunks > 0)
+    text += ", " + std::to_string(r.damaged_chunks) + " chunks damaged at rest, " + std::to_string(r.repaired_bytes) +
+            " bytes re-sent";
   log("summary", text);
   if (!m_opt.quiet) line(text);
   else clear();

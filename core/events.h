@@ -17,6 +17,13 @@ struct FileReport {
   std::uint64_t bytes = 0;      // file bytes carried in DATA frames this run (sent or received)
   double seconds = 0;
   int reconnects = 0;           // sessions re-established after a failure (send --retry)
+  // Resume re-verification (docs/JOURNAL.md): bytes of the partial read back
+  // and re-hashed this run (receiving side), chunks found damaged or missing
+  // at rest, or changed at the source (--checksum), and the bytes of `bytes`
+  // that were sent again for them (both sides).
+  std::uint64_t reverified_bytes = 0;
+  std::uint64_t damaged_chunks = 0;
+  std::uint64_t repaired_bytes = 0;
   Hash128 file_root{};          // set when complete
 };
 

@@ -49,6 +49,9 @@ const char* to_string(Type type) {
   case Type::sync: return "SYNC";
   case Type::checkpoint: return "CHECKPOINT";
   case Type::resend: return "RESEND";
+  case Type::repair: return "REPAIR";
+  case Type::verified: return "VERIFIED";
+  case Type::source_hashes: return "SOURCE_HASHES";
   case Type::file_end: return "FILE_END";
   case Type::file_done: return "FILE_DONE";
   case Type::mkdir: return "MKDIR";
@@ -71,6 +74,7 @@ bool is_known(std::uint8_t t) {
   case Type::resend: case Type::file_end: case Type::file_done: case Type::mkdir:
   case Type::symlink: case Type::release: case Type::release_ack: case Type::not_finished:
   case Type::give_token: case Type::please_token: case Type::fetch: case Type::abort: case Type::join:
+  case Type::repair: case Type::verified: case Type::source_hashes:
     return true;
   }
   return false;
@@ -370,6 +374,59 @@ Result<Resend> decode_resend(std::span<const std::uint8_t> p) {
   Resend m;
   m.chunk = r.u64();
   return done(r, m, "RESEND: bad length");
+}
+
+std::vector<std::uint8_t> encode(const Repair& m) {
+  ByteWriter w;
+  w.u64(m.chunk);
+  return finish(Type::repair, w);
+}
+
+Result<Repair> decode_repair(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  Repair m;
+  m.chunk = r.u64();
+  return done(r, m, "REPAIR: bad length");
+}
+
+std::vector<std::uint8_t> encode(const Verified& m) {
+  ByteWriter w;
+  w.u64(m.checked);
+  w.u64(m.total);
+  w.u64(m.damaged);
+  return finish(Type::verified, w);
+}
+
+Result<Verified> decode_verified(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  Verified m;
+  m.checked = r.u64();
+  m.total = r.u64();
+  m.damaged = r.u64();
+  if (!r.done()) return bad("VERIFIED: bad length");
+  if (m.checked > m.total || m.damaged > m.checked) return bad("VERIFIED: counts out of range");
+  return m;
+}
+
+std::vector<std::uint8_t> encode(const SourceHashes& m) {
+  ByteWriter w;
+  w.u64(m.first_chunk);
+  w.u16(static_cast<std::uint16_t>(m.hashes.size()));
+  for (const auto& h : m.hashes) put_hash(w, h);
+  return finish(Type::source_hashes, w);
+}
+
+Result<SourceHashes> decode_source_hashes(std::span<const std::uint8_t> p) {
+  ByteReader r(p);
+  SourceHashes m;
+  m.first_chunk = r.u64();
+  std::uint16_t n = r.u16();
+  if (n == 0 || n > k_max_source_hashes) return bad("SOURCE_HASHES: count out of range");
+  if (p.size() != 10 + std::size_t{n} * 16) return bad("SOURCE_HASHES: bad length");
+  m.hashes.reserve(n);
+  for (std::uint16_t i = 0; i < n; ++i) m.hashes.push_back(get_hash(r));
+  if (!r.done()) return bad("SOURCE_HASHES: bad length");
+  return m;
 }
 
 std::vector<std::uint8_t> encode(const FileEnd& m) {

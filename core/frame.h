@@ -44,6 +44,9 @@ enum class Type : std::uint8_t {
   symlink = 0x19,
   give_token = 0x1A,   // half-duplex: the data token passes to the peer
   please_token = 0x1B, // half-duplex: ask the holder for the data token
+  repair = 0x1C,       // a chunk confirmed earlier is damaged in the partial file: send it again
+  verified = 0x1D,     // how far the receiver's re-verification of the partial file has got
+  source_hashes = 0x1F, // --checksum: the source's hashes of the chunks confirmed earlier
   fetch = 0x1E,        // full-duplex: what the initiator receives while it sends
   release = 0x20,
   release_ack = 0x21,
@@ -60,7 +63,15 @@ inline constexpr std::uint64_t k_minor_sync = 1u << 0;
 inline constexpr std::uint64_t k_major_sync = 1u << 1;
 inline constexpr std::uint64_t k_resend = 1u << 2;     // in-session resync of one chunk
 inline constexpr std::uint64_t k_activities = 1u << 3; // resume a file on a later connection
-inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | k_activities;
+// Verified resume: the receiver re-reads the chunks confirmed in earlier
+// sessions while the rest arrives, reports its progress (VERIFIED) and asks
+// for each damaged one again (REPAIR). Without it (an older peer) the
+// receiver checks them all before it answers the OFFER.
+inline constexpr std::uint64_t k_repair = 1u << 5;
+inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | k_activities | k_repair;
+// --checksum: the sender re-hashes the chunks confirmed earlier and sends
+// their hashes (SOURCE_HASHES); offered only when asked for.
+inline constexpr std::uint64_t k_checksum = 1u << 6;
 // Several connections for one session (send --streams N): offered only when
 // N > 1, with N in bits 8-15 of the same field (k_streams_shift); a receiver
 // that accepts answers with the bit set and a session cookie in ACCEPT. A
@@ -192,6 +203,26 @@ struct Checkpoint {
 struct Resend {
   std::uint64_t chunk = 0;
 };
+// A chunk below the resume point that the partial file no longer holds as
+// confirmed (or, --checksum, that differs at the source): send it again.
+struct Repair {
+  std::uint64_t chunk = 0;
+};
+// Re-verification progress of the open file, and the receiver's heartbeat
+// while it re-reads: `checked` of `total` earlier chunks read back so far,
+// `damaged` of them found damaged or missing.
+struct Verified {
+  std::uint64_t checked = 0;
+  std::uint64_t total = 0;
+  std::uint64_t damaged = 0;
+};
+// --checksum: the source's hashes of chunks [first_chunk, first_chunk + n)
+// of the open file, hashed now; n is 1..k_max_source_hashes.
+inline constexpr std::size_t k_max_source_hashes = 2048;
+struct SourceHashes {
+  std::uint64_t first_chunk = 0;
+  std::vector<Hash128> hashes;
+};
 struct FileEnd {
   std::uint64_t first_chunk = 0; // first chunk sent in this session
   std::uint64_t chunk_count = 0; // chunks in the file
@@ -252,6 +283,9 @@ std::vector<std::uint8_t> encode(const Resume& m);
 std::vector<std::uint8_t> encode(const Sync& m);
 std::vector<std::uint8_t> encode(const Checkpoint& m);
 std::vector<std::uint8_t> encode(const Resend& m);
+std::vector<std::uint8_t> encode(const Repair& m);
+std::vector<std::uint8_t> encode(const Verified& m);
+std::vector<std::uint8_t> encode(const SourceHashes& m);
 std::vector<std::uint8_t> encode(const FileEnd& m);
 std::vector<std::uint8_t> encode(const FileDone& m);
 std::vector<std::uint8_t> encode(const Abort& m);
@@ -277,6 +311,9 @@ Result<DataPrefix> decode_data_prefix(std::span<const std::uint8_t> p);
 Result<Sync> decode_sync(std::span<const std::uint8_t> p);
 Result<Checkpoint> decode_checkpoint(std::span<const std::uint8_t> p);
 Result<Resend> decode_resend(std::span<const std::uint8_t> p);
+Result<Repair> decode_repair(std::span<const std::uint8_t> p);
+Result<Verified> decode_verified(std::span<const std::uint8_t> p);
+Result<SourceHashes> decode_source_hashes(std::span<const std::uint8_t> p);
 Result<FileEnd> decode_file_end(std::span<const std::uint8_t> p);
 Result<FileDone> decode_file_done(std::span<const std::uint8_t> p);
 Result<Abort> decode_abort(std::span<const std::uint8_t> p);

@@ -1,6 +1,7 @@
 #include "core/receiver.h"
 
 #include "checkpoint/journal.h"
+#include "checkpoint/verify.h"
 #include "core/aligned.h"
 #include "core/conn.h"
 #include "core/duplex.h"
@@ -50,6 +51,12 @@ using checkpoint::chunk_length;
 constexpr std::size_t k_max_pending_chunks = checkpoint::k_max_record_hashes;
 // A chunk that arrives corrupt this many times is not a transient fault.
 constexpr int k_max_resends_per_chunk = 3;
+// REPAIRs awaiting their DATA at once: enough to keep a link busy when a
+// whole partial was replaced, few enough that the sender is never flooded.
+constexpr std::size_t k_max_repairs_out = 64;
+// A VERIFIED at least this often while the partial is being read back: the
+// sender shows it, and it is the receiver's heartbeat after FILE_END.
+constexpr auto k_verified_period = std::chrono::milliseconds(500);
 
 std::string part_suffix(const std::string& name) { return name + ".sesscp.part"; }
 std::string journal_suffix(const std::string& name) { return name + ".sesscp.journal"; }
@@ -143,6 +150,14 @@ public:
   std::optional<Error> error() {
     std::lock_guard lock(m_mutex);
     return m_error;
+  }
+
+  // Another stage of the same file has news for the network thread (the
+  // re-verification of the partial, a repaired chunk written): wake it.
+  void poke() {
+    m_news.store(true, std::memory_order_release);
+    std::uint64_t one = 1;
+    (void)!write(m_wake.get(), &one, sizeof one);
   }
 
   // Another stage of the same file failed: report it as this one's failure
@@ -268,6 +283,12 @@ public:
       m_queue.push_back({b, len, index, offset, hash});
     }
     m_cv.notify_all();
+  }
+  // True while at least half the buffers wait for the disk: the partial's
+  // re-verification then lets the writer have it (checkpoint::Reverifier).
+  bool backlogged() {
+    std::lock_guard lock(m_mutex);
+    return 2 * (m_queue.size() + (m_busy ? 1 : 0)) >= m_buffers.size();
   }
   // Wait until every submitted chunk is written and recorded (or dropped
   // after a failure).
@@ -534,7 +555,16 @@ public:
   bool streamable() const { return !m_small && m_syncer.has_value(); }
   Status on_sync(std::span<const std::uint8_t> payload);
   Status on_file_end(std::span<const std::uint8_t> payload);
-  // Send CHECKPOINT for sync points the syncer made durable.
+  // --checksum: the source's hashes of chunks confirmed in earlier sessions.
+  Status on_source_hashes(std::span<const std::uint8_t> payload);
+  // What the session negotiated: REPAIR/VERIFIED (background re-verification)
+  // and SOURCE_HASHES (--checksum). Set before open().
+  void set_features(bool repair, bool checksum) {
+    m_peer_repairs = repair;
+    m_checksum = checksum;
+  }
+  // Send CHECKPOINT for sync points the syncer made durable, and REPAIR and
+  // VERIFIED for what the re-verification of the partial found.
   Status flush_confirmed();
   // True once FILE_END arrived and everything before it is verified (and, for
   // a journaled file, durable).
@@ -569,6 +599,9 @@ public:
   FileReport& report() { return m_report; }
 
 private:
+  // A chunk confirmed in an earlier session, until this run proved it.
+  enum class Earlier : std::uint8_t { unchecked, good, wanted, asked };
+
   Result<frame::Resume> plan(const frame::Offer& offer);
   // Under m_mx: chunk `index` may arrive now with a DATA payload of `length`
   // bytes; it is marked in flight. Returns the chunk's length.
@@ -585,6 +618,27 @@ private:
   // Under m_mx: a claimed chunk failed its hash (or could not be read).
   Status chunk_failed(std::uint64_t index);
   Status start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume);
+  // Resume from a journal: check the confirmed chunks now (tail, or an
+  // older peer) or plan their check in the background; the resume point.
+  Result<frame::Resume> resume_from(checkpoint::Replay& replay, Result<checkpoint::Journal>& journal);
+  // Rewrite the journal so it claims only the first `proven` chunks.
+  Status truncate_journal(checkpoint::Replay& replay, std::uint64_t proven, Result<checkpoint::Journal>& journal);
+  // Re-verification of the chunks confirmed in earlier sessions.
+  bool background_check() const {
+    return m_peer_repairs && m_opt.verify_resume == checkpoint::ResumeCheck::full;
+  }
+  void start_reverifier();
+  // Under m_mx: what the re-verification found; REPAIRs to send.
+  void take_reverified();
+  Status send_repairs();
+  // Under m_mx: chunk `index` (< m_first) must be sent again.
+  void want_repair(std::uint64_t index);
+  // Under m_mx: a repaired chunk's DATA matches what it must hold.
+  Status check_repair(std::uint64_t index, const Hash128& hash);
+  // Under m_mx: every chunk below the resume point is proven this run.
+  bool earlier_proven() const {
+    return m_earlier_good == m_first && (!m_checksum || m_source_next == m_first);
+  }
   // Write a verified chunk of a journaled file: O_DIRECT when it can, else
   // through the page cache with writeback started at once.
   Status write_chunk(std::span<const std::uint8_t> chunk, std::uint64_t offset);
@@ -630,8 +684,28 @@ private:
   // the extra streams (--streams); without them it is never contended.
   std::mutex m_mx;
   std::optional<frame::FileEnd> m_file_end;
-  RootBuilder m_file_root;
+  RootBuilder m_file_root;             // a small file's (its one chunk)
   RootBuilder m_session_root;
+  // Verified resume (docs/JOURNAL.md, "Re-verification on resume"). Chunks
+  // below m_first were confirmed in an earlier session: each is read back
+  // from the part and matched against the journal, or sent again (REPAIR),
+  // before the file may be published; m_hashes holds every chunk's hash,
+  // and a chunk's entry counts only once this run has checked it against
+  // the bytes in the file. The file root is built from it.
+  bool m_peer_repairs = false;         // the session negotiated REPAIR and VERIFIED
+  bool m_checksum = false;             // ... and SOURCE_HASHES (send --checksum)
+  bool m_trust_earlier = true;         // earlier chunks already proven (or trusted: tail)
+  std::vector<Hash128> m_hashes;       // every chunk: the journal's, then this run's
+  std::vector<Earlier> m_earlier;      // per chunk below m_first
+  std::uint64_t m_earlier_good = 0;    // of them, proven
+  std::uint64_t m_source_next = 0;     // --checksum: source hashes received for chunks below this
+  std::map<std::uint64_t, Hash128> m_expect; // --checksum: what the source holds where it differs
+  std::deque<std::uint64_t> m_repair_queue; // wanted, REPAIR not sent yet
+  std::size_t m_repairs_out = 0;       // REPAIR sent, DATA not yet written
+  std::uint64_t m_verify_checked = 0, m_verify_total = 0; // the reverifier's progress
+  std::uint64_t m_verify_damaged = 0;  // of m_verify_checked, found damaged
+  bool m_verify_done = true;
+  Clock::time_point m_last_verified{}; // last VERIFIED sent
   SmallWriter& m_small_writer;         // writes a small file's only chunk (see the constructor)
   std::uint64_t m_write_ticket = 0;    // its ticket there, once submitted
   Status m_write_status;               // set on the writer's thread, read after written() waited
@@ -639,8 +713,10 @@ private:
   bool m_lease_created = false;        // open() created the lease file (so it was empty)
   Fd m_direct;                         // the part with O_DIRECT, if allowed
   std::atomic<bool> m_direct_ok{true}; // false after the file system refused a direct write
-  // Last: its thread records chunks into the members above, so it stops first.
+  // Its thread records chunks into the members above, so it stops first ...
   std::optional<ChunkWriter> m_writer;
+  // ... after this one, which asks the writer and the syncer (poke).
+  std::unique_ptr<checkpoint::Reverifier> m_reverifier;
 };
 
 Status IncomingFile::start_fresh(frame::ResumeWhy why, const std::string& message, frame::Resume& resume) {
@@ -733,37 +809,69 @@ Result<frame::Resume> IncomingFile::plan(const frame::Offer& offer) {
                            "source changed since the partial transfer (" + diff + "); restarting from zero", resume));
     return resume;
   }
-  // The journal proves everything but what a lying disk might have lost:
-  // re-read only the last window of confirmed chunks, never the whole file.
+  return resume_from(replay, journal);
+}
+
+Result<frame::Resume> IncomingFile::resume_from(checkpoint::Replay& replay, Result<checkpoint::Journal>& journal) {
   m_identity.chunk_size = replay.identity.chunk_size;
-  m_events.phase(offer.name, Events::Phase::verifying, "");
-  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, offer.size, replay.chunk_hashes,
-                                        m_opt.verify_tail_bytes, [&](std::uint64_t done, std::uint64_t total) {
-                                          m_events.verify_progress(offer.name, done, total);
-                                        });
-  if (!proven) return proven.error();
+  const auto& name = m_offer.name;
   std::string note = "journal confirms " + std::to_string(replay.chunk_hashes.size()) + " chunks";
   if (!replay.tail_problem.empty()) note += "; ignored a damaged journal tail";
-  if (*proven < replay.chunk_hashes.size()) {
-    // Rewrite the journal so it claims only what was proven.
-    note += "; " + std::to_string(replay.chunk_hashes.size() - *proven) + " chunks failed re-verification";
-    replay.chunk_hashes.resize(*proven);
-    auto fresh = checkpoint::Journal::create(path(m_journal_name), m_identity);
-    if (!fresh) return fresh.error();
-    std::uint64_t serial = 0;
-    for (std::uint64_t first = 0; first < *proven; first += checkpoint::k_max_record_hashes) {
-      auto end = std::min<std::uint64_t>(*proven, first + checkpoint::k_max_record_hashes);
-      SESSCP_TRY(fresh->append({++serial, first, {replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(first),
-                                                  replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
-    }
-    replay.last_serial = serial;
-    journal = std::move(fresh);
+  std::uint64_t proven = replay.chunk_hashes.size();
+  m_trust_earlier = !background_check() || proven == 0;
+  if (!m_trust_earlier) {
+    // Read back in the background while the rest arrives (start_reverifier):
+    // the resume point stays where the journal says, the first new byte
+    // leaves at once, and only what proves damaged is sent again.
+    note += "; re-verifying them against the partial file while the rest arrives";
+  } else if (proven > 0) {
+    // Before answering: the last 64 MiB only (--verify-resume tail: the
+    // earlier chunks are trusted), or every chunk when the sender cannot
+    // be asked for chunks below the resume point (an older sesscp).
+    m_events.phase(name, Events::Phase::verifying, "");
+    auto progress = [&](std::uint64_t done, std::uint64_t total) { m_events.verify_progress(name, done, total); };
+    const bool tail = m_opt.verify_resume == checkpoint::ResumeCheck::tail;
+    auto checked = tail ? checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, m_offer.size,
+                                                  replay.chunk_hashes, m_opt.verify_tail_bytes,
+                                                  [&](std::uint64_t done, std::uint64_t total) {
+                                                    m_report.reverified_bytes = done;
+                                                    progress(done, total);
+                                                  })
+                        : [&]() -> Result<std::uint64_t> {
+                            auto damaged = checkpoint::verify_chunks(m_part.get(), m_identity.chunk_size,
+                                                                     m_offer.size, replay.chunk_hashes, progress);
+                            if (!damaged) return damaged.error();
+                            m_report.reverified_bytes = replay.confirmed_bytes();
+                            m_report.damaged_chunks = damaged->size();
+                            return damaged->empty() ? replay.chunk_hashes.size() : damaged->front();
+                          }();
+    if (!checked) return checked.error();
+    proven = *checked;
+  }
+  if (proven < replay.chunk_hashes.size()) {
+    note += "; " + std::to_string(replay.chunk_hashes.size() - proven) + " chunks failed re-verification";
+    SESSCP_TRY(truncate_journal(replay, proven, journal));
   }
   m_journal.emplace(std::move(*journal));
-  for (const auto& h : replay.chunk_hashes) m_file_root.add(h);
-  resume = {frame::ResumeStatus::transfer, frame::ResumeWhy::journal, m_identity.chunk_size,
-            replay.chunk_hashes.size(), replay.last_serial + 1, note};
-  return resume;
+  m_hashes = std::move(replay.chunk_hashes);
+  return frame::Resume{frame::ResumeStatus::transfer, frame::ResumeWhy::journal, m_identity.chunk_size,
+                       m_hashes.size(), replay.last_serial + 1, note};
+}
+
+Status IncomingFile::truncate_journal(checkpoint::Replay& replay, std::uint64_t proven,
+                                      Result<checkpoint::Journal>& journal) {
+  replay.chunk_hashes.resize(proven);
+  auto fresh = checkpoint::Journal::create(path(m_journal_name), m_identity);
+  if (!fresh) return fresh.error();
+  std::uint64_t serial = 0;
+  for (std::uint64_t first = 0; first < proven; first += checkpoint::k_max_record_hashes) {
+    auto end = std::min<std::uint64_t>(proven, first + checkpoint::k_max_record_hashes);
+    SESSCP_TRY(fresh->append({++serial, first, {replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(first),
+                                                replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
+  }
+  replay.last_serial = serial;
+  journal = std::move(fresh);
+  return {};
 }
 
 Result<frame::Resume> IncomingFile::open(const frame::Offer& offer) {
@@ -816,14 +924,135 @@ void IncomingFile::begin(const frame::Resume& resume) {
                                           record_chunk(index, hash);
                                         },
                                         [this](Error error) { m_syncer->fail(std::move(error)); }});
+    m_hashes.resize(m_chunks);
+    m_earlier.assign(m_first, m_trust_earlier ? Earlier::good : Earlier::unchecked);
+    m_earlier_good = m_trust_earlier ? m_first : 0;
+    if (!m_trust_earlier) start_reverifier();
   }
+}
+
+void IncomingFile::start_reverifier() {
+  m_verify_total = m_first;
+  m_verify_done = false;
+  m_events.phase(m_offer.name, Events::Phase::verifying, "in the background");
+  m_reverifier = std::make_unique<checkpoint::Reverifier>(
+      m_part.get(), m_chunk_size, m_offer.size, std::vector<Hash128>(m_hashes.begin(), m_hashes.begin() + m_first),
+      [this] { m_syncer->poke(); }, [this] { return m_writer->backlogged(); });
+}
+
+void IncomingFile::want_repair(std::uint64_t index) {
+  auto& state = m_earlier[index];
+  if (state == Earlier::wanted || state == Earlier::asked) return;
+  if (state == Earlier::good) --m_earlier_good;
+  state = Earlier::wanted;
+  m_repair_queue.push_back(index);
+  ++m_report.damaged_chunks;
+}
+
+void IncomingFile::take_reverified() {
+  if (!m_reverifier) return;
+  auto news = m_reverifier->take();
+  if (news.error) {
+    m_syncer->fail(make_error(news.error->kind, m_offer.name + ": " + news.error->message));
+    return;
+  }
+  const std::uint64_t before = m_verify_checked;
+  std::size_t damaged = 0;
+  auto it = news.damaged.begin();
+  for (std::uint64_t i = before; i < news.checked; ++i) {
+    bool bad = it != news.damaged.end() && *it == i;
+    if (bad) ++it;
+    // A chunk already wanted (--checksum) or repaired is not the reader's to judge.
+    if (m_earlier[i] != Earlier::unchecked) continue;
+    if (bad) {
+      want_repair(i);
+      ++damaged;
+      ++m_verify_damaged;
+    } else {
+      m_earlier[i] = Earlier::good;
+      ++m_earlier_good;
+    }
+  }
+  m_report.reverified_bytes = std::min(news.checked * m_chunk_size, m_offer.size);
+  m_verify_checked = news.checked;
+  m_verify_done = news.done;
+  if (damaged > 0)
+    m_events.info(m_offer.name + ": " + std::to_string(damaged) + " chunk(s) of the partial file damaged at rest " +
+                  "(from chunk " + std::to_string(news.damaged.front()) + "); asking for them again");
+}
+
+Status IncomingFile::send_repairs() {
+  std::vector<std::uint64_t> ask;
+  bool verified = false;
+  frame::Verified progress;
+  {
+    std::lock_guard lock(m_mx);
+    take_reverified();
+    while (!m_repair_queue.empty() && m_repairs_out < k_max_repairs_out) {
+      auto index = m_repair_queue.front();
+      m_repair_queue.pop_front();
+      m_earlier[index] = Earlier::asked;
+      ++m_repairs_out;
+      ask.push_back(index);
+    }
+    auto now = Clock::now();
+    if (m_reverifier && (now - m_last_verified >= k_verified_period || (m_verify_done && m_reverifier))) {
+      m_last_verified = now;
+      verified = true;
+      progress = {m_verify_checked, m_verify_total, m_verify_damaged};
+      if (m_verify_done) m_reverifier.reset(); // its thread has ended
+    }
+  }
+  for (auto index : ask) {
+    m_events.debug(m_offer.name + ": chunk " + std::to_string(index) + " damaged in the partial file; REPAIR");
+    SESSCP_TRY(m_conn.send(frame::encode(frame::Repair{index})));
+  }
+  if (verified) {
+    m_events.verify_progress(m_offer.name, std::min(progress.checked * m_chunk_size, m_offer.size),
+                             std::min(progress.total * m_chunk_size, m_offer.size));
+    SESSCP_TRY(m_conn.send(frame::encode(progress)));
+  }
+  return {};
+}
+
+Status IncomingFile::check_repair(std::uint64_t index, const Hash128& hash) {
+  // The source's hash now (--checksum, where it differs from the journal),
+  // else the journal's. With --checksum a chunk whose source hash has not
+  // arrived yet is taken as sent; SOURCE_HASHES checks it when it comes.
+  auto it = m_expect.find(index);
+  const Hash128& want = it != m_expect.end() ? it->second : m_hashes[index];
+  if (hash == want || (m_checksum && index >= m_source_next)) return {};
+  return make_error(ErrorKind::integrity,
+                    m_offer.name + ": chunk " + std::to_string(index) + " of the source no longer matches the copy " +
+                        "sent before the interruption: the source changed without changing its size or mtime; " +
+                        "re-run the send with --checksum to find and re-send every changed chunk");
+}
+
+Status IncomingFile::on_source_hashes(std::span<const std::uint8_t> payload) {
+  auto sh = frame::decode_source_hashes(payload);
+  if (!sh) return sh.error();
+  std::lock_guard lock(m_mx);
+  if (!m_checksum || m_small || sh->first_chunk != m_source_next || sh->first_chunk + sh->hashes.size() > m_first)
+    return make_error(ErrorKind::protocol, "SOURCE_HASHES out of order or beyond the resume point");
+  for (std::size_t k = 0; k < sh->hashes.size(); ++k) {
+    const auto index = sh->first_chunk + k;
+    const auto& source = sh->hashes[k];
+    if (source == m_hashes[index]) continue;
+    // The source differs from what the part holds (or is to hold): send again.
+    m_expect[index] = source;
+    if (m_earlier[index] == Earlier::asked) continue; // its DATA is on the way; checked against `source` then
+    want_repair(index);
+  }
+  m_source_next += sh->hashes.size();
+  if (m_syncer) m_syncer->poke();
+  return {};
 }
 
 bool IncomingFile::ready_to_finish() {
   if (!m_file_end) return false;
   if (m_small) return true;
   std::lock_guard lock(m_mx);
-  return m_dispatched == m_chunks && m_syncer->idle();
+  return m_dispatched == m_chunks && m_syncer->idle() && earlier_proven();
 }
 
 Status IncomingFile::check_free_space(const frame::Resume& resume) const {
@@ -867,7 +1096,7 @@ void IncomingFile::dispatch() {
     job.hashes.reserve(sync.end_chunk - m_dispatched);
     for (auto it = m_verified.begin(); it != m_verified.end() && it->first < sync.end_chunk;) {
       job.hashes.push_back(it->second);
-      m_file_root.add(it->second);
+      m_hashes[it->first] = it->second;
       m_session_root.add(it->second);
       it = m_verified.erase(it);
     }
@@ -880,6 +1109,7 @@ void IncomingFile::dispatch() {
 Status IncomingFile::flush_confirmed() {
   if (!m_syncer || !m_syncer->take_news()) return {};
   if (auto err = m_syncer->error()) return *err;
+  if (!m_trust_earlier) SESSCP_TRY(send_repairs());
   if (auto confirmed = m_syncer->take_confirmed()) {
     SESSCP_TRY(m_conn.send(frame::encode(frame::Checkpoint{confirmed->first, confirmed->second})));
     m_events.progress(m_report.name, std::min(confirmed->second * m_chunk_size, m_offer.size), m_offer.size);
@@ -888,7 +1118,8 @@ Status IncomingFile::flush_confirmed() {
 }
 
 Result<std::uint64_t> IncomingFile::claim_chunk(std::uint64_t index, std::uint32_t length) {
-  if (index < m_dispatched || index >= m_chunks || m_verified.count(index) || m_inflight.count(index))
+  const bool repair = index < m_first && !m_small && m_earlier[index] == Earlier::asked;
+  if ((index < m_dispatched && !repair) || index >= m_chunks || m_verified.count(index) || m_inflight.count(index))
     return make_error(ErrorKind::protocol, "DATA for chunk " + std::to_string(index) + " that is not outstanding");
   if (m_verified.size() + m_inflight.size() >= k_max_pending_chunks)
     return make_error(ErrorKind::protocol, "sender exceeded the unconfirmed-chunk limit");
@@ -901,6 +1132,16 @@ Result<std::uint64_t> IncomingFile::claim_chunk(std::uint64_t index, std::uint32
 
 void IncomingFile::record_chunk(std::uint64_t index, const Hash128& hash) {
   m_inflight.erase(index);
+  if (index < m_first) {
+    // A repaired chunk, written: proven by the buffer it was written from.
+    m_hashes[index] = hash;
+    m_earlier[index] = Earlier::good;
+    ++m_earlier_good;
+    --m_repairs_out;
+    m_report.repaired_bytes += chunk_length(index, m_chunk_size, m_offer.size);
+    m_syncer->poke(); // room for more REPAIRs
+    return;
+  }
   m_verified.emplace(index, hash);
   while (m_contiguous < m_chunks && m_verified.count(m_contiguous)) ++m_contiguous;
   dispatch();
@@ -908,6 +1149,12 @@ void IncomingFile::record_chunk(std::uint64_t index, const Hash128& hash) {
 
 Status IncomingFile::chunk_failed(std::uint64_t index) {
   m_inflight.erase(index);
+  if (index < m_first) {
+    // A repair that arrived corrupt: asked for again, like any chunk.
+    m_earlier[index] = Earlier::wanted;
+    --m_repairs_out;
+    m_repair_queue.push_front(index);
+  }
   if (++m_resends[index] > k_max_resends_per_chunk)
     return make_error(ErrorKind::integrity, "chunk " + std::to_string(index) + " arrived corrupt " +
                                                 std::to_string(k_max_resends_per_chunk + 1) + " times");
@@ -956,7 +1203,16 @@ Status IncomingFile::on_data(const frame::Header& header) {
     SESSCP_TRY(chunk_failed(index));
     lock.unlock();
     m_events.debug(m_report.name + ": chunk " + std::to_string(index) + " failed its hash; asking again");
+    if (index < m_first) return send_repairs(); // a repair: REPAIR again, not RESEND
     return m_conn.send(frame::encode(frame::Resend{index}));
+  }
+  if (index < m_first) {
+    if (auto wrong = check_repair(index, claim->prefix.hash); !wrong) {
+      m_inflight.erase(index);
+      lock.unlock();
+      m_writer->give_back(slot);
+      return wrong;
+    }
   }
   lock.unlock();
   if (slot) {
@@ -1113,8 +1369,16 @@ Status IncomingFile::finish_file() {
   auto session_root = m_session_root.digest();
   if (session_root != m_file_end->session_root)
     return make_error(ErrorKind::integrity, "digest over this session's chunk hashes differs from the sender's");
-  m_writer.reset(); // idle: every chunk is recorded and durable
+  {
+    std::lock_guard lock(m_mx);
+    if (!earlier_proven()) return make_error(ErrorKind::internal, "file end before every chunk was proven");
+  }
+  m_reverifier.reset(); // done: every earlier chunk is proven
+  m_writer.reset();     // idle: every chunk is recorded and durable
   m_syncer.reset();
+  // The file root: every entry was checked against the bytes in the file in
+  // this run (read back and matched, or hashed from the buffer written).
+  m_report.file_root = hash_list_root(m_hashes);
   // Major sync point: exact size, metadata, fsync, atomic rename, directory
   // fsync, and only then drop the journal. A crash before the rename leaves
   // a resumable partial; after it, the final file and a stale journal that
@@ -1154,7 +1418,7 @@ Status IncomingFile::publish_small() {
 }
 
 Status IncomingFile::send_file_done() {
-  m_report.file_root = m_file_root.digest();
+  if (m_small) m_report.file_root = m_file_root.digest();
   m_report.state = FileReport::State::complete;
   m_report.seconds = std::chrono::duration<double>(Clock::now() - m_start).count();
   // Queued: a batch's FILE_DONEs leave together (Conn::send_later).
@@ -1459,7 +1723,7 @@ public:
   Session(int dir_fd, const ReceiveOptions& opt, unsigned umask, Events& events, Conn& conn,
           session::Machine& machine)
       : m_dir_fd(dir_fd), m_opt(opt), m_umask(umask), m_events(events), m_tls(nullptr), m_peer("fetch"),
-        m_conn(conn), m_machine(machine) {}
+        m_conn(conn), m_machine(machine), m_features(opt.turn_features) {}
 
   Status run();
   // Receive until the peer gives the data token back.
@@ -1510,6 +1774,7 @@ private:
   Conn& m_conn;
   session::Machine m_own_machine{session::Role::responder};
   session::Machine& m_machine;
+  std::uint64_t m_features = 0; // negotiated at establishment (frame::feature)
   // Writes small files' chunks (IncomingFile's constructor); before the
   // files, which wait for it when they go.
   SmallWriter m_small_writer;
@@ -1628,7 +1893,8 @@ Status Session::establish() {
   }
   SESSCP_TRY(m_machine.set_mode(hello->mode));
   frame::Accept accept;
-  accept.features = hello->features & frame::feature::k_all;
+  // --checksum is taken whenever it is offered.
+  accept.features = hello->features & (frame::feature::k_all | frame::feature::k_checksum);
   accept.mode = hello->mode;
   accept.identity = "sesscp/" SESSCP_VERSION;
   // Several connections (--streams): a simplex session may have them; the
@@ -1646,6 +1912,7 @@ Status Session::establish() {
     accept.cookie = m_cookie;
   }
   SESSCP_TRY(send_ctl(frame::Type::accept, frame::encode(accept)));
+  m_features = accept.features;
   m_events.debug(m_peer + ": session established with " + hello->identity + " (" + frame::to_string(accept.mode) +
                  (m_hub ? ", " + std::to_string(streams) + " streams" : std::string()) + ")");
   m_conn.set_timeout(m_opt.timeout_ms);
@@ -1713,6 +1980,7 @@ Status Session::on_offer(std::span<const std::uint8_t> payload) {
   }
   std::string dir_path = parent.empty() ? m_opt.dir : "/proc/self/fd/" + std::to_string(m_parent->get());
   auto file = std::make_unique<IncomingFile>(m_parent, dir_path, m_opt, m_umask, m_events, m_conn, m_small_writer);
+  file->set_features(m_features & frame::feature::k_repair, m_features & frame::feature::k_checksum);
   auto resume = file->open(*offer);
   if (!resume) {
     file->report().name = offer->name;
@@ -1986,6 +2254,9 @@ Status Session::next_step() {
   case frame::Type::file_end:
     if (!cur) return make_error(ErrorKind::protocol, std::string(frame::to_string(header->type)) + " with no file open");
     return header->type == frame::Type::sync ? cur->on_sync(*payload) : cur->on_file_end(*payload);
+  case frame::Type::source_hashes:
+    if (!cur) return make_error(ErrorKind::protocol, "SOURCE_HASHES with no file open");
+    return cur->on_source_hashes(*payload);
   case frame::Type::offer: return on_offer(*payload);
   case frame::Type::mkdir: return on_mkdir(*payload);
   case frame::Type::symlink: return on_symlink(*payload);

@@ -1,6 +1,7 @@
 // The accepting side: listen, serve sessions, write files into one directory.
 #pragma once
 
+#include "checkpoint/verify.h"
 #include "core/events.h"
 #include "core/fd.h"
 #include "core/net.h"
@@ -25,7 +26,14 @@ struct ReceiveOptions {
   int handshake_timeout_ms = 10'000; // a connection must say HELLO within this
   int max_sessions = 16;             // concurrent sessions; more are refused (busy)
   std::uint64_t max_size = 0;        // largest file accepted, 0 = no limit
-  std::uint64_t verify_tail_bytes = 64u << 20; // re-verified on resume (default window + chunk)
+  // Resume: how much of a partial file is read back (--verify-resume): all
+  // of it in the background (full), or the last verify_tail_bytes of the
+  // confirmed chunks before resuming (tail; the default window + a chunk).
+  checkpoint::ResumeCheck verify_resume = checkpoint::ResumeCheck::full;
+  std::uint64_t verify_tail_bytes = 64u << 20;
+  // receive_turn only: the feature bits (frame::feature) its session
+  // negotiated, which say whether the peer can repair (REPAIR/VERIFIED).
+  std::uint64_t turn_features = 0;
   tls::Options tls;                  // how to encrypt and authenticate
   const std::atomic<bool>* stop = nullptr;
 };

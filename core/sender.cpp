@@ -1,6 +1,7 @@
 #include "core/sender.h"
 
 #include "checkpoint/journal.h"
+#include "checkpoint/verify.h"
 #include "core/aligned.h"
 #include "core/conn.h"
 #include "core/duplex.h"
@@ -413,6 +414,79 @@ private:
   std::thread m_thread; // last: starts after every member above exists
 };
 
+// --checksum: hashes the source's chunks [0, end), the ones the receiver
+// confirmed in earlier sessions, on a thread of its own while the rest is
+// sent, for SOURCE_HASHES. Read like the receiver's re-verification of its
+// partial (checkpoint::PartReader: no page cache), so an old source file of
+// many GiB does not push the chunks being sent out of the cache.
+class SourceHasher {
+public:
+  SourceHasher(const SourceFile& source, std::uint32_t chunk_size, std::uint64_t end)
+      : m_reader(source.fd(), chunk_size, source.size()), m_path(source.path()), m_end(end),
+        m_wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), m_thread([this] { loop(); }) {}
+  ~SourceHasher() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_thread.join();
+  }
+
+  // The next hashes ready (at most one frame's worth), if any.
+  Result<std::optional<frame::SourceHashes>> take() {
+    std::uint64_t v;
+    (void)!read(m_wake.get(), &v, sizeof v);
+    std::lock_guard lock(m_mutex);
+    if (m_error) return *m_error;
+    if (m_ready.empty()) return std::optional<frame::SourceHashes>();
+    frame::SourceHashes out;
+    out.first_chunk = m_taken;
+    auto n = std::min(m_ready.size(), frame::k_max_source_hashes);
+    out.hashes.assign(m_ready.begin(), m_ready.begin() + static_cast<std::ptrdiff_t>(n));
+    m_ready.erase(m_ready.begin(), m_ready.begin() + static_cast<std::ptrdiff_t>(n));
+    m_taken += n;
+    return std::optional(std::move(out));
+  }
+  bool all_taken() {
+    std::lock_guard lock(m_mutex);
+    return m_taken == m_end;
+  }
+  int wake_fd() const { return m_wake.get(); }
+
+private:
+  void loop() {
+    for (std::uint64_t first = 0; first < m_end;) {
+      const auto n = std::min(m_reader.batch(), m_end - first);
+      auto hashes = m_reader.hash_chunks(first, n);
+      std::lock_guard lock(m_mutex);
+      if (m_quit) return;
+      if (hashes) {
+        for (const auto& h : *hashes) {
+          if (h) m_ready.push_back(*h);
+          else if (!m_error) m_error = make_error(ErrorKind::source_changed, m_path + " is shorter than when it was offered");
+        }
+      } else {
+        m_error = hashes.error();
+      }
+      std::uint64_t one = 1;
+      (void)!write(m_wake.get(), &one, sizeof one);
+      if (m_error) return;
+      first += n;
+    }
+  }
+
+  checkpoint::PartReader m_reader;
+  std::string m_path;
+  std::uint64_t m_end;
+  Fd m_wake;
+  std::mutex m_mutex;
+  std::deque<Hash128> m_ready;
+  std::uint64_t m_taken = 0;
+  std::optional<Error> m_error;
+  bool m_quit = false;
+  std::thread m_thread; // last: starts after every member above exists
+};
+
 struct Job {
   std::size_t entry = 0;
   std::optional<SourceFile> source;
@@ -461,6 +535,12 @@ private:
   Status pump_streams(Conn& conn);
   Status collect_streams(Conn& conn);
   Status send_chunk(Conn& conn, std::uint64_t index, bool resend);
+  // A chunk confirmed in an earlier session that the receiver's partial no
+  // longer holds (REPAIR): read it from the source and send it again.
+  Status send_repair(Conn& conn, std::uint64_t index);
+  // --checksum: send the source hashes the hasher has ready.
+  Status send_source_hashes(Conn& conn);
+  int hasher_fd() const { return m_hasher ? m_hasher->wake_fd() : -1; }
   Result<frame::Header> next_frame(Conn& conn, std::span<const std::uint8_t>& payload);
   Status handle(Conn& conn, const frame::Header& header, std::span<const std::uint8_t> payload);
   Status on_resume(Conn& conn, std::span<const std::uint8_t> payload);
@@ -515,6 +595,12 @@ private:
   // Without --streams: the active file's chunks read and hashed ahead
   // (destroyed before m_active, whose source it reads).
   std::unique_ptr<ChunkReader> m_reader;
+  // What the session negotiated (frame::feature), and with --checksum the
+  // active file's source hashes of earlier chunks, read on their own thread,
+  // and every chunk's hash, for the whole-file root that FILE_DONE returns.
+  std::uint64_t m_features = 0;
+  std::unique_ptr<SourceHasher> m_hasher;
+  std::vector<Hash128> m_all_hashes;
 };
 
 Status Sender::establish(Conn& conn) {
@@ -566,6 +652,7 @@ Status Sender::exchange_hello(Conn& conn) {
   // (one stream is the version-1 HELLO, byte for byte).
   if (m_opt.streams > 1 && !m_turn && hello.mode == frame::DialogMode::simplex)
     hello.features = frame::feature::with_streams(hello.features, m_opt.streams);
+  if (m_opt.checksum) hello.features |= frame::feature::k_checksum;
   SESSCP_TRY(m_machine.set_mode(hello.mode));
   SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));
@@ -591,6 +678,10 @@ Status Sender::exchange_hello(Conn& conn) {
   if (accept->mode != hello.mode)
     return unexpected(conn, h->type,
                       (std::string("an ACCEPT confirming the ") + frame::to_string(hello.mode) + " dialog mode").c_str());
+  m_features = accept->features;
+  if (m_opt.checksum && !(m_features & frame::feature::k_checksum))
+    m_events.info("the receiver does not take --checksum (an older sesscp?); chunks confirmed before are bound to "
+                  "the source by size, mtime and fingerprint only");
   if (frame::feature::streams_of(hello.features) > 1) {
     if (accept->features & frame::feature::k_streams)
       m_cookie = accept->cookie;
@@ -719,6 +810,12 @@ void Sender::start_next() {
   if (m_buf.size() < m_chunk_size) m_buf.resize(m_chunk_size);
   m_ahead.clear();
   m_reader.reset();
+  m_hasher.reset();
+  m_all_hashes.clear();
+  if ((m_features & frame::feature::k_checksum) && !m_active->small) {
+    m_all_hashes.resize(m_chunks);
+    if (m_first > 0) m_hasher = std::make_unique<SourceHasher>(*m_active->source, m_chunk_size, m_first);
+  }
   if (!m_pool && !m_active->small && m_sent < m_chunks)
     m_reader = std::make_unique<ChunkReader>(*m_active->source, m_chunk_size, m_sent, m_chunks,
                                              pipeline_buffers(m_chunk_size));
@@ -760,6 +857,7 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
   } else {
     m_unconfirmed.push_back(hash);
     m_session_root->add(hash);
+    if (!m_all_hashes.empty()) m_all_hashes[index] = hash;
   }
   // A small file's only chunk of up to 64 KiB waits for company
   // (Conn::send_data_later): several such files then leave in one send.
@@ -776,6 +874,36 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
   if (m_opt.bwlimit) SESSCP_TRY(conn.flush()); // nothing held back while pacing sleeps
   throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
   return {};
+}
+
+Status Sender::send_repair(Conn& conn, std::uint64_t index) {
+  auto& source = *m_active->source;
+  auto len = chunk_length(index, m_chunk_size, source.size());
+  std::span<std::uint8_t> buf(m_buf.data(), len);
+  SESSCP_TRY(source.read_at(index * m_chunk_size, buf));
+  auto hash = xxh3_128(buf);
+  m_events.debug("sending chunk " + std::to_string(index) + " again: the " + m_peer + "'s partial file lost it");
+  SESSCP_TRY(conn.send_data({index, hash}, buf));
+  auto& r = report(*m_active);
+  ++r.damaged_chunks;
+  r.repaired_bytes += len;
+  r.bytes += len;
+  m_plan.bytes += len;
+  if (m_opt.bwlimit) SESSCP_TRY(conn.flush());
+  throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
+  return {};
+}
+
+Status Sender::send_source_hashes(Conn& conn) {
+  for (;;) {
+    auto batch = m_hasher->take();
+    if (!batch) return batch.error();
+    if (!*batch) return {};
+    for (std::size_t k = 0; k < (*batch)->hashes.size(); ++k)
+      m_all_hashes[(*batch)->first_chunk + k] = (*batch)->hashes[k];
+    SESSCP_TRY(m_machine.on_send(frame::Type::source_hashes));
+    SESSCP_TRY(conn.send(frame::encode(**batch)));
+  }
 }
 
 // Send the active file's data while the window has room; acknowledgements
@@ -863,6 +991,7 @@ Status Sender::collect_streams(Conn& conn) {
   for (auto it = m_ahead.begin(); it != m_ahead.end() && it->first == m_sent; it = m_ahead.erase(it)) {
     m_unconfirmed.push_back(it->second);
     m_session_root->add(it->second);
+    if (!m_all_hashes.empty()) m_all_hashes[it->first] = it->second;
     ++m_sent;
   }
   std::uint64_t sync_every = sync_interval_chunks(m_opt.window, m_chunk_size);
@@ -907,11 +1036,17 @@ Status Sender::on_file_done(Conn& conn, std::span<const std::uint8_t> payload) {
   // A major sync point confirms every chunk before it.
   if (fd->size != job.size)
     return unexpected(conn, frame::Type::file_done, "FILE_DONE for the file sent");
+  // --checksum: every chunk's hash is known here too (the earlier ones
+  // re-hashed from the source), so the whole file is compared end to end.
+  if (active_done && !m_all_hashes.empty() && hash_list_root(m_all_hashes) != fd->file_root)
+    return make_error(ErrorKind::integrity, report(job).name + ": the receiver's digest over the whole file differs "
+                                                              "from the source's; the receiver kept its partial file");
   report(job).file_root = fd->file_root;
   m_events.progress(report(job).name, job.size, job.size);
   finish_report(job.entry, FileReport::State::complete);
   if (active_done) {
     m_reader.reset();
+    m_hasher.reset();
     m_active.reset();
   }
   else m_unfinished.pop_front();
@@ -943,6 +1078,26 @@ Status Sender::handle(Conn& conn, const frame::Header& header, std::span<const s
     if (!multi_chunk_active || rs->chunk < m_confirmed || (rs->chunk >= m_sent && !m_ahead.count(rs->chunk)))
       return unexpected(conn, header.type, "a RESEND of an unconfirmed chunk");
     return send_chunk(conn, rs->chunk, true);
+  }
+  case frame::Type::repair: {
+    auto rp = frame::decode_repair(payload);
+    if (!rp) return rp.error();
+    if (!multi_chunk_active || rp->chunk >= m_first)
+      return unexpected(conn, header.type, "a REPAIR of a chunk confirmed before this session");
+    return send_repair(conn, rp->chunk);
+  }
+  case frame::Type::verified: {
+    auto v = frame::decode_verified(payload);
+    if (!v) return v.error();
+    if (!multi_chunk_active || v->total != m_first)
+      return unexpected(conn, header.type, "a VERIFIED of the chunks confirmed before this session");
+    const auto& name = report(*m_active).name;
+    m_events.verify_progress(name, std::min(v->checked * m_chunk_size, m_active->size),
+                             std::min(v->total * m_chunk_size, m_active->size));
+    if (v->checked == v->total)
+      m_events.debug(name + ": the " + std::string(m_peer) + " re-verified " + std::to_string(v->total) +
+                     " chunks of its partial file, " + std::to_string(v->damaged) + " damaged");
+    return {};
   }
   case frame::Type::please_token:
     // The machine recorded the request (or ignored one that crossed our GIVE_TOKEN).
@@ -1010,6 +1165,8 @@ Status Sender::give_token(Conn& conn) {
   receive.dir = m_opt.fetch_dir;
   receive.timeout_ms = m_opt.timeout_ms;
   receive.stop = m_opt.stop;
+  receive.verify_resume = m_opt.verify_resume;
+  receive.turn_features = m_features;
   FetchEvents events(m_events, m_plan);
   SESSCP_TRY(receive_turn(conn, m_machine, receive, events));
   m_plan.fetched = true;
@@ -1061,6 +1218,7 @@ Status Sender::run_full_duplex(Conn& conn) {
   auto send = [&](Conn& c) -> Status {
     auto machine = session::Machine::direction(session::Role::initiator);
     Sender direction(m_opt, m_events, m_plan, machine, "receiver");
+    direction.m_features = m_features;
     return direction.run_direction(c);
   };
   auto receive = [&](Conn& c) -> Status {
@@ -1069,6 +1227,8 @@ Status Sender::run_full_duplex(Conn& conn) {
     options.dir = m_opt.fetch_dir;
     options.timeout_ms = m_opt.timeout_ms;
     options.stop = m_opt.stop;
+    options.verify_resume = m_opt.verify_resume;
+    options.turn_features = m_features;
     FetchEvents events(m_events, m_plan);
     SESSCP_TRY(receive_turn(c, machine, options, events, true));
     m_plan.fetched = true;
@@ -1088,6 +1248,7 @@ Status Sender::push(Conn& conn) {
     if (!m_turn && m_machine.token_asked() && all_confirmed()) SESSCP_TRY(give_token(conn));
     SESSCP_TRY(top_up(conn));
     if (!m_active && !m_ready.empty()) start_next();
+    if (m_hasher) SESSCP_TRY(send_source_hashes(conn));
     if (streaming()) {
       // Several connections: the writers send most chunks; this thread sends
       // one at a time on the first connection while the window has room,
@@ -1095,7 +1256,7 @@ Status Sender::push(Conn& conn) {
       SESSCP_TRY(pump_streams(conn));
       if (streaming()) {
         bool more = m_pool->claimable();
-        auto ready = conn.wait_readable(m_pool->wake_fd(), more ? 0 : m_opt.timeout_ms);
+        auto ready = conn.wait_readable(m_pool->wake_fd(), more ? 0 : m_opt.timeout_ms, hasher_fd());
         if (!ready && (!more || ready.error().kind != ErrorKind::timeout)) return ready.error();
         if (!ready || !*ready) continue;
         auto h = next_frame(conn, payload);
@@ -1112,8 +1273,10 @@ Status Sender::push(Conn& conn) {
     bool busy = (m_active && !m_file_end_sent &&
                  m_sent - m_confirmed < window_chunks(m_opt.window, m_chunk_size)) ||
                 (!m_active && !m_ready.empty()) || can_top_up();
-    if (busy && !std::exchange(m_peer_ready, false)) {
-      auto ready = conn.wait_readable(-1, 0);
+    // --checksum: hashes still to come wake the wait too.
+    const bool hashing = m_hasher && !m_hasher->all_taken();
+    if ((busy || hashing) && !std::exchange(m_peer_ready, false)) {
+      auto ready = conn.wait_readable(hasher_fd(), busy ? 0 : m_opt.timeout_ms);
       if (!ready && ready.error().kind != ErrorKind::timeout) return ready.error();
       if (!ready || !*ready) continue;
     }

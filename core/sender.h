@@ -1,6 +1,7 @@
 // The initiating side of a session: push one file to a receiver.
 #pragma once
 
+#include "checkpoint/verify.h"
 #include "core/events.h"
 #include "core/frame.h"
 #include "core/net.h"
@@ -41,6 +42,12 @@ struct SendOptions {
   // Full-duplex (--duplex full): fetch while sending, both at once over the
   // one connection, instead of taking turns.
   bool full_duplex = false;
+  // --checksum: re-hash the source's chunks that the receiver confirmed in
+  // earlier sessions (overlapped with sending the rest); a chunk that
+  // differs from the receiver's journal is sent again.
+  bool checksum = false;
+  // What --fetch receives: how much of a partial file is read back on resume.
+  checkpoint::ResumeCheck verify_resume = checkpoint::ResumeCheck::full;
   const std::atomic<bool>* stop = nullptr;
 };
 

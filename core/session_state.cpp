@@ -23,6 +23,7 @@ bool initiator_frame(Type type) {
   switch (type) {
   case Type::hello: case Type::offer: case Type::data: case Type::sync: case Type::file_end:
   case Type::mkdir: case Type::symlink: case Type::release: case Type::fetch: case Type::join:
+  case Type::source_hashes:
     return true;
   default: return false;
   }
@@ -31,6 +32,7 @@ bool initiator_frame(Type type) {
 bool data_frame(Type type) {
   switch (type) {
   case Type::offer: case Type::data: case Type::sync: case Type::file_end: case Type::mkdir: case Type::symlink:
+  case Type::source_hashes:
     return true;
   default: return false;
   }
@@ -38,7 +40,9 @@ bool data_frame(Type type) {
 
 bool confirmation_frame(Type type) {
   switch (type) {
-  case Type::resume: case Type::checkpoint: case Type::resend: case Type::file_done: return true;
+  case Type::resume: case Type::checkpoint: case Type::resend: case Type::file_done: case Type::repair:
+  case Type::verified:
+    return true;
   default: return false;
   }
 }
@@ -109,6 +113,7 @@ Result<State> Machine::step(Type type, bool sent) {
     switch (type) {
     case Type::offer: case Type::data: case Type::sync: case Type::file_end: case Type::mkdir:
     case Type::symlink: case Type::resume: case Type::checkpoint: case Type::resend: case Type::file_done:
+    case Type::repair: case Type::verified: case Type::source_hashes:
       return m_state;
     case Type::release: return m_state = m_role == Role::initiator ? State::releasing : State::release_requested;
     case Type::fetch: return m_state; // full-duplex: from here each direction runs its own machine

@@ -35,6 +35,7 @@ public:
   Status check_unchanged() const;
 
   const std::string& path() const { return m_path; }
+  int fd() const { return m_fd.get(); }
   std::uint64_t size() const { return m_size; }
   std::int64_t mtime_ns() const { return m_mtime_ns; }
   std::uint32_t mode_bits() const { return m_mode; }

@@ -377,8 +377,36 @@ TEST_CASE("GIVE_TOKEN and PLEASE_TOKEN (half-duplex) round-trip and reject bad p
   CHECK(std::string(to_string(Type::give_token)) == "GIVE_TOKEN");
   CHECK(std::string(to_string(Type::please_token)) == "PLEASE_TOKEN");
   for (auto t : {Type::give_token, Type::please_token}) CHECK(is_known(static_cast<std::uint8_t>(t)));
-  // The numbers next to them stay unknown.
-  for (int t : {0x1C, 0x1F, 0x23}) CHECK_FALSE(is_known(static_cast<std::uint8_t>(t)));
+  // Numbers not assigned stay unknown (0x1C, 0x1D and 0x1F are REPAIR,
+  // VERIFIED and SOURCE_HASHES since verified resume).
+  for (int t : {0x05, 0x23, 0x30}) CHECK_FALSE(is_known(static_cast<std::uint8_t>(t)));
+}
+
+TEST_CASE("REPAIR, VERIFIED and SOURCE_HASHES round-trip and reject bad payloads") {
+  auto [hr, pr] = split(encode(Repair{12345}));
+  CHECK(static_cast<std::uint8_t>(hr.type) == 0x1C);
+  CHECK(decode_repair(pr)->chunk == 12345);
+  check_length_strict(pr, decode_repair);
+
+  auto [hv, pv] = split(encode(Verified{40, 100, 3}));
+  CHECK(static_cast<std::uint8_t>(hv.type) == 0x1D);
+  auto v = decode_verified(pv);
+  REQUIRE(v.ok());
+  CHECK((v->checked == 40 && v->total == 100 && v->damaged == 3));
+  check_length_strict(pv, decode_verified);
+  CHECK_FALSE(decode_verified(split(encode(Verified{101, 100, 0})).second).ok()); // checked > total
+  CHECK_FALSE(decode_verified(split(encode(Verified{10, 100, 11})).second).ok()); // damaged > checked
+
+  SourceHashes sh{7, {pattern_hash(1), pattern_hash(2)}};
+  auto [hs, ps] = split(encode(sh));
+  CHECK(static_cast<std::uint8_t>(hs.type) == 0x1F);
+  auto back = decode_source_hashes(ps);
+  REQUIRE(back.ok());
+  CHECK(back->first_chunk == 7);
+  CHECK(back->hashes == sh.hashes);
+  check_length_strict(ps, decode_source_hashes);
+  CHECK_FALSE(decode_source_hashes(split(encode(SourceHashes{0, {}})).second).ok()); // count 0
+  for (auto t : {Type::repair, Type::verified, Type::source_hashes}) CHECK(is_known(static_cast<std::uint8_t>(t)));
 }
 
 TEST_CASE("hash list root is order sensitive and incremental") {

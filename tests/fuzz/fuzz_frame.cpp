@@ -77,6 +77,13 @@ bool same(const Checkpoint& a, const Checkpoint& b) {
   return a.serial == b.serial && a.end_chunk == b.end_chunk;
 }
 bool same(const Resend& a, const Resend& b) { return a.chunk == b.chunk; }
+bool same(const Repair& a, const Repair& b) { return a.chunk == b.chunk; }
+bool same(const Verified& a, const Verified& b) {
+  return a.checked == b.checked && a.total == b.total && a.damaged == b.damaged;
+}
+bool same(const SourceHashes& a, const SourceHashes& b) {
+  return a.first_chunk == b.first_chunk && a.hashes == b.hashes;
+}
 bool same(const FileEnd& a, const FileEnd& b) {
   return a.first_chunk == b.first_chunk && a.chunk_count == b.chunk_count && a.session_root == b.session_root;
 }
@@ -154,6 +161,9 @@ void fuzz_payload(Type type, Bytes p) {
   case Type::sync: round_trip(type, p, decode_sync, "SYNC"); break;
   case Type::checkpoint: round_trip(type, p, decode_checkpoint, "CHECKPOINT"); break;
   case Type::resend: round_trip(type, p, decode_resend, "RESEND"); break;
+  case Type::repair: round_trip(type, p, decode_repair, "REPAIR"); break;
+  case Type::verified: round_trip(type, p, decode_verified, "VERIFIED"); break;
+  case Type::source_hashes: round_trip(type, p, decode_source_hashes, "SOURCE_HASHES"); break;
   case Type::file_end: round_trip(type, p, decode_file_end, "FILE_END"); break;
   case Type::file_done: round_trip(type, p, decode_file_done, "FILE_DONE"); break;
   case Type::abort: round_trip(type, p, decode_abort, "ABORT"); break;

@@ -1,0 +1,174 @@
+#include "checkpoint/verify.h"
+
+#include "checkpoint/journal.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+namespace sesscp::checkpoint {
+
+namespace {
+
+// Bytes read per system call: one 1 MiB read at a time left this machine's
+// disk idle between reads; 8 MiB reads keep it streaming (docs/JOURNAL.md).
+constexpr std::uint64_t k_read_bytes = 8u << 20;
+
+Fd open_direct(int fd) {
+  if (const char* env = std::getenv("SESSCP_DIRECT_IO"); env && std::string_view(env) == "0") return Fd();
+  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return Fd(::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+}
+
+} // namespace
+
+PartReader::PartReader(int fd, std::uint32_t chunk_size, std::uint64_t file_size)
+    : m_fd(fd), m_direct(open_direct(fd)), m_chunk_size(chunk_size), m_file_size(file_size),
+      m_batch(std::max<std::uint64_t>(1, k_read_bytes / std::max<std::uint32_t>(chunk_size, 1))) {}
+
+Result<std::size_t> PartReader::read_at(std::uint64_t offset, std::size_t len) {
+  // Rounded up for O_DIRECT; a read at the end of the file returns less.
+  const std::size_t want = (len + k_direct_align - 1) / k_direct_align * k_direct_align;
+  if (m_buf.size() < want) m_buf.resize(want);
+  std::size_t got = 0;
+  int fd = m_direct ? m_direct.get() : m_fd;
+  while (got < len) {
+    ssize_t n = ::pread(fd, m_buf.data() + got, want - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINVAL && fd == m_direct.get()) {
+      m_direct.reset(); // the file system refused a direct read: through the cache from now on
+      fd = m_fd;
+      continue;
+    }
+    if (n < 0) return errno_error(ErrorKind::io, "read back the partial file", errno);
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+    // A direct read of a part of a 4 KiB block at the end returns the bytes
+    // up to the end: the next offset would be unaligned, and there is nothing.
+    if (fd == m_direct.get() && got % k_direct_align != 0) break;
+  }
+  if (fd == m_fd) posix_fadvise(m_fd, static_cast<off_t>(offset), static_cast<off_t>(got), POSIX_FADV_DONTNEED);
+  return std::min(got, len);
+}
+
+Result<std::vector<std::optional<Hash128>>> PartReader::hash_chunks(std::uint64_t first, std::uint64_t n) {
+  std::vector<std::optional<Hash128>> out;
+  if (n == 0) return out;
+  const std::uint64_t start = first * m_chunk_size;
+  std::uint64_t end = std::min(m_file_size, (first + n) * m_chunk_size);
+  if (start >= end) return make_error(ErrorKind::internal, "hash_chunks beyond the end of the file");
+  auto got = read_at(start, static_cast<std::size_t>(end - start));
+  if (!got) return got.error();
+  out.reserve(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const std::uint64_t off = i * m_chunk_size;
+    const std::uint64_t len = chunk_length(first + i, m_chunk_size, m_file_size);
+    if (off + len > *got) out.emplace_back(std::nullopt);
+    else out.emplace_back(xxh3_128({m_buf.data() + off, static_cast<std::size_t>(len)}));
+  }
+  return out;
+}
+
+std::vector<ChunkRange> to_ranges(std::span<const std::uint64_t> sorted) {
+  std::vector<ChunkRange> ranges;
+  for (auto i : sorted) {
+    if (!ranges.empty() && ranges.back().first + ranges.back().count == i) ++ranges.back().count;
+    else ranges.push_back({i, 1});
+  }
+  return ranges;
+}
+
+Result<std::vector<std::uint64_t>> verify_chunks(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size,
+                                                 std::span<const Hash128> expected,
+                                                 const VerifyProgress& on_progress) {
+  if (chunk_size == 0 || expected.size() > chunk_count(chunk_size, file_size))
+    return make_error(ErrorKind::internal, "verify_chunks: " + std::to_string(expected.size()) +
+                                               " hashes for a file of " + std::to_string(file_size) + " bytes");
+  PartReader reader(part_fd, chunk_size, file_size);
+  std::vector<std::uint64_t> damaged;
+  const std::uint64_t total = expected.size();
+  for (std::uint64_t first = 0; first < total;) {
+    const std::uint64_t n = std::min(reader.batch(), total - first);
+    auto hashes = reader.hash_chunks(first, n);
+    if (!hashes) return hashes.error();
+    for (std::uint64_t i = 0; i < n; ++i)
+      if (!(*hashes)[i] || *(*hashes)[i] != expected[first + i]) damaged.push_back(first + i);
+    first += n;
+    if (on_progress) on_progress(first, total);
+  }
+  return damaged;
+}
+
+Reverifier::Reverifier(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size, std::vector<Hash128> expected,
+                       std::function<void()> notify, std::function<bool()> writer_busy)
+    : m_reader(part_fd, chunk_size, file_size), m_expected(std::move(expected)), m_notify(std::move(notify)),
+      m_writer_busy(std::move(writer_busy)) {
+  m_news.total = m_expected.size();
+  m_news.done = m_expected.empty();
+  m_thread = std::thread([this] { loop(); });
+}
+
+Reverifier::~Reverifier() {
+  {
+    std::lock_guard lock(m_mutex);
+    m_quit = true;
+  }
+  m_cv.notify_all();
+  m_thread.join();
+}
+
+Reverifier::News Reverifier::take() {
+  std::lock_guard lock(m_mutex);
+  News out;
+  out.damaged.swap(m_news.damaged);
+  out.checked = m_news.checked;
+  out.total = m_news.total;
+  out.done = m_news.done;
+  out.error = m_news.error;
+  return out;
+}
+
+void Reverifier::loop() {
+  using namespace std::chrono_literals;
+  const std::uint64_t total = m_expected.size();
+  for (std::uint64_t first = 0; first < total;) {
+    {
+      // Pacing: while the writer has a backlog, give it the disk for a
+      // moment (at most 20 ms per read, so the check always moves on).
+      std::unique_lock lock(m_mutex);
+      for (int waits = 0; m_writer_busy && waits < 20 && !m_quit; ++waits) {
+        lock.unlock();
+        bool busy = m_writer_busy();
+        lock.lock();
+        if (!busy) break;
+        m_cv.wait_for(lock, 1ms, [&] { return m_quit; });
+      }
+      if (m_quit) return;
+    }
+    const std::uint64_t n = std::min(m_reader.batch(), total - first);
+    auto hashes = m_reader.hash_chunks(first, n);
+    {
+      std::lock_guard lock(m_mutex);
+      if (!hashes) {
+        m_news.error = hashes.error();
+        m_news.done = true;
+      } else {
+        for (std::uint64_t i = 0; i < n; ++i)
+          if (!(*hashes)[i] || *(*hashes)[i] != m_expected[first + i]) m_news.damaged.push_back(first + i);
+        first += n;
+        m_news.checked = first;
+        m_news.done = first == total;
+      }
+    }
+    if (m_notify) m_notify();
+    if (!hashes) return;
+  }
+}
+
+} // namespace sesscp::checkpoint
