@@ -138,8 +138,13 @@ std::string state_text(const FileProgress& f, Clock::time_point now) {
   case Events::Phase::verifying:
     if (f.verify_total > 0) return "verifying resume point " + percent(f.verify_done, f.verify_total);
     return "verifying resume point";
-  case Events::Phase::transferring:
-    return f.resumed_at > 0 ? "resumed from " + human_bytes(f.resumed_at) : "transferring";
+  case Events::Phase::transferring: {
+    std::string text = f.resumed_at > 0 ? "resumed from " + human_bytes(f.resumed_at) : "transferring";
+    // The partial being read back meanwhile (docs/JOURNAL.md): how far.
+    if (f.verify_total > 0 && f.verify_done < f.verify_total)
+      text += ", re-verified " + percent(f.verify_done, f.verify_total);
+    return text;
+  }
   case Events::Phase::finalising: return "finalising";
   case Events::Phase::reconnecting: {
     double left = std::max(0.0, seconds_between(now, f.retry_at));

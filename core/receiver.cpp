@@ -911,6 +911,8 @@ void IncomingFile::begin(const frame::Resume& resume) {
   if (!resume.message.empty()) m_events.info(m_offer.name + ": " + resume.message);
   if (m_report.resumed_at > 0) m_events.resumed(m_offer.name, m_report.resumed_at, m_offer.size);
   // A small file is one write and a batch commit: no phases of its own.
+  // A resumed file's earlier chunks are read back while it transfers.
+  if (!m_small && !m_trust_earlier) m_events.phase(m_offer.name, Events::Phase::verifying, "in the background");
   if (!m_small) m_events.phase(m_offer.name, Events::Phase::transferring, "");
   m_start = Clock::now();
   if (!m_small) {
@@ -934,7 +936,6 @@ void IncomingFile::begin(const frame::Resume& resume) {
 void IncomingFile::start_reverifier() {
   m_verify_total = m_first;
   m_verify_done = false;
-  m_events.phase(m_offer.name, Events::Phase::verifying, "in the background");
   m_reverifier = std::make_unique<checkpoint::Reverifier>(
       m_part.get(), m_chunk_size, m_offer.size, std::vector<Hash128>(m_hashes.begin(), m_hashes.begin() + m_first),
       [this] { m_syncer->poke(); }, [this] { return m_writer->backlogged(); });
