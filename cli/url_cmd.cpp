@@ -48,6 +48,11 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   get->add_option("--bwlimit", a.bwlimit, "Limit the rate to RATE bytes/s over all connections, e.g. 50M");
   get->add_option("--sha256", a.sha256, "Expected SHA-256 of the whole file (hex); exit 65 if it differs");
   get->add_option("--xxh128", a.xxh128, "Expected XXH128 of the whole file (hex, as xxhsum -H2 prints)");
+  get->add_option("--verify-resume", a.verify_resume,
+                  "On a resume, re-read the partial file: full (default) re-hashes every confirmed chunk in the "
+                  "background while the rest arrives and fetches damaged ones again; tail re-hashes only the last "
+                  "64 MiB before resuming: damage at rest before the last 64 MiB is not detected and is published")
+      ->check(CLI::IsMember({"full", "tail"}));
   get->add_option("--retry", a.retry, "Reconnect up to N times after a network failure (default 0)")
       ->check(CLI::Range(0, 1000000));
   get->add_option("--retry-for", a.retry_for, "Keep reconnecting for this long, e.g. 90s, 15m, 2h");
@@ -78,6 +83,7 @@ int get_session(const GetArgs& a, const std::atomic<bool>* stop, Output& out) {
   o.url = a.url;
   o.output = a.output;
   o.connections = a.connections;
+  o.resume_check = a.verify_resume == "tail" ? checkpoint::ResumeCheck::tail : checkpoint::ResumeCheck::full;
   if (!a.bwlimit.empty()) {
     auto rate = parse_size(a.bwlimit, "--bwlimit");
     if (!rate) return fail(out, rate.error());

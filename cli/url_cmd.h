@@ -13,6 +13,7 @@ namespace sesscp::cli {
 
 struct GetArgs {
   std::string url, output, bwlimit, sha256, xxh128, cacert, ssh_key, known_hosts, retry_for;
+  std::string verify_resume = "full";
   int connections = 1;
   int retry = 0;
   double timeout_s = 30;

@@ -1,6 +1,7 @@
 #include "url/get.h"
 
 #include "checkpoint/journal.h"
+#include "checkpoint/verify.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -17,6 +18,7 @@
 #include <ctime>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -181,9 +183,20 @@ public:
 private:
   Result<Remote> probe();
   Status plan(const Remote& remote);
+  Status plan_tail(checkpoint::Replay& replay);
+  void reset_chunks();
   Status start_fresh(const std::string& why);
   Status fetch();
+  bool fetch_pending() const { return m_journaled < m_chunks || m_reverifier || m_repairs_pending > 0; }
   Status start_transfer(CURLM* multi, std::list<Transfer>& active);
+  std::uint64_t unit_chunks(std::uint64_t first, int connections) const;
+  void release(CURLM* multi, Transfer& t);
+  Status reap(CURLM* multi, std::list<Transfer>& active);
+  Status check_silence(const std::list<Transfer>& active) const;
+  void start_reverifier(CURLM* multi);
+  Status poll_reverifier();
+  void report_damage(const std::vector<std::uint64_t>& damaged);
+  Result<Hash128> file_root() const;
   Status check_response(Transfer& t);
   Status store_chunk(Transfer& t);
   Status commit(bool force);
@@ -206,6 +219,18 @@ private:
   std::vector<Hash128> m_hashes;        // per chunk, valid when written
   std::vector<Hash128> m_prefix;        // hashes of the chunks journaled before this attempt
   std::uint64_t m_journaled = 0;        // chunks [0, m_journaled) are durable and journaled
+  // Per chunk: its hash may go into the file root, because it was computed
+  // in this run from the bytes in the part (read back and matched, or hashed
+  // from the buffer written), or because --verify-resume tail trusts it.
+  std::vector<std::uint8_t> m_checked;
+  // --verify-resume full: chunks [0, m_verify_total) came from an earlier
+  // run and are read back by m_reverifier while the rest arrives.
+  std::unique_ptr<checkpoint::Reverifier> m_reverifier;
+  std::uint64_t m_verify_total = 0;
+  std::uint64_t m_verify_checked = 0;   // of them, checked so far
+  std::uint64_t m_repairs_pending = 0;  // found damaged, not yet rewritten
+  bool m_repairs_unsynced = false;      // rewritten below m_journaled since the last fdatasync
+  std::uint64_t m_free_from = 0;        // no free chunk below min(this, m_journaled)
   std::uint64_t m_serial = 0;
   Clock::time_point m_last_commit{};
   bool m_ranges_ignored = false;
@@ -278,6 +303,7 @@ Status Download::start_fresh(const std::string& why) {
   m_journaled = 0;
   m_serial = 0;
   m_prefix.clear();
+  m_verify_total = 0;
   return {};
 }
 
@@ -311,8 +337,28 @@ Status Download::plan(const Remote& remote) {
   // Same chunking as the journal, whatever --chunk-size says now.
   m_identity.chunk_size = replay.identity.chunk_size;
   m_chunks = chunk_count(m_identity.chunk_size, remote.size);
+  if (replay.chunk_hashes.size() > m_chunks)
+    return start_fresh("journal confirms more chunks than the file has; restarting from zero");
+  if (m_opt.resume_check == checkpoint::ResumeCheck::full) {
+    // Nothing is read before resuming: fetch() re-reads every confirmed
+    // chunk in the background and fetches again whatever differs.
+    m_serial = replay.last_serial;
+    m_journaled = replay.chunk_hashes.size();
+    m_verify_total = m_journaled;
+    m_prefix = std::move(replay.chunk_hashes);
+    return {};
+  }
+  return plan_tail(replay);
+}
+
+// --verify-resume tail: re-hash the last verify_tail_bytes of confirmed data
+// now, trust the journal for the chunks before them, resume after the last
+// proven chunk.
+Status Download::plan_tail(checkpoint::Replay& replay) {
+  const std::uint64_t size = m_identity.size;
+  m_verify_total = 0;
   m_events.phase(m_identity.name, Events::Phase::verifying, "");
-  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, remote.size, replay.chunk_hashes,
+  auto proven = checkpoint::verify_tail(m_part.get(), m_identity.chunk_size, size, replay.chunk_hashes,
                                         m_opt.verify_tail_bytes);
   if (!proven) return proven.error();
   if (*proven < replay.chunk_hashes.size()) {
@@ -466,8 +512,17 @@ Status Download::store_chunk(Transfer& t) {
     // Already have it (a full-file response runs over it): it must not differ.
     if (m_hashes[t.chunk] != h) return changed("chunk " + std::to_string(t.chunk) + " differs from the copy fetched before");
   } else {
+    if (t.chunk < m_verify_total) {
+      // A chunk damaged at rest, fetched again: the server must send what
+      // the journal recorded, or the file changed there since that run.
+      if (h != m_prefix[t.chunk]) return changed("chunk " + std::to_string(t.chunk) + " differs from the copy journaled before");
+      m_report.repaired_bytes += len;
+      --m_repairs_pending;
+      m_repairs_unsynced = true;
+    }
     SESSCP_TRY(pwrite_all(m_part.get(), t.buf.data(), len, t.chunk * m_identity.chunk_size, m_part_path));
     m_hashes[t.chunk] = h;
+    m_checked[t.chunk] = 1;
     state = 2;
   }
   ++t.chunk;
@@ -481,12 +536,15 @@ Status Download::store_chunk(Transfer& t) {
 Status Download::commit(bool force) {
   std::uint64_t contiguous = m_journaled;
   while (contiguous < m_chunks && m_state[contiguous] == 2) ++contiguous;
-  if (contiguous == m_journaled) return {};
+  // Repaired chunks lie below m_journaled: the journal already holds their
+  // hashes, they only need to be made durable.
+  if (contiguous == m_journaled && !m_repairs_unsynced) return {};
   const std::uint64_t pending = (contiguous - m_journaled) * m_identity.chunk_size;
   if (!force && pending < m_opt.sync_bytes && Clock::now() - m_last_commit < std::chrono::seconds(1)) return {};
   // fdatasync before the journal append: a record must never vouch for data
   // that is not on disk yet.
   if (fdatasync(m_part.get()) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_path, errno);
+  m_repairs_unsynced = false;
   while (m_journaled < contiguous) {
     auto end = std::min<std::uint64_t>(contiguous, m_journaled + checkpoint::k_max_record_hashes);
     SESSCP_TRY(m_journal->append({++m_serial, m_journaled,
@@ -499,24 +557,30 @@ Status Download::commit(bool force) {
   return {};
 }
 
-// Ask for the next run of chunks nobody has and nobody is fetching.
+// The most chunks one request from chunk `first` asks for.
+std::uint64_t Download::unit_chunks(std::uint64_t first, int connections) const {
+  if (connections <= 1) return m_chunks - first;
+  // Several units per connection so that fast connections take over the
+  // tail, but at least 4 MiB each (aria2 splits no finer than 20 MiB by
+  // default): each request costs a round trip, and servers that limit the
+  // rate per request often let the first second's worth through at once.
+  // At most 16 MiB: only the contiguous prefix is journaled, so a kill
+  // can cost up to connections x unit of data fetched out of order.
+  const std::uint64_t min_unit = std::max<std::uint64_t>(1, (4u << 20) / m_identity.chunk_size);
+  const std::uint64_t max_unit = std::max<std::uint64_t>(min_unit, (16u << 20) / m_identity.chunk_size);
+  return std::clamp<std::uint64_t>((m_chunks - first) / (static_cast<std::uint64_t>(connections) * 4), min_unit,
+                                   max_unit);
+}
+
+// Ask for the next run of chunks nobody has and nobody is fetching. Chunks
+// damaged at rest lie below m_journaled, where the search starts then.
 Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
-  std::uint64_t first = m_journaled;
+  std::uint64_t first = std::min(m_free_from, m_journaled);
   while (first < m_chunks && m_state[first] != 0) ++first;
+  m_free_from = first;
   if (first >= m_chunks) return {};
   const int connections = m_ranges_ignored ? 1 : std::max(1, m_opt.connections);
-  std::uint64_t unit = m_chunks - first;
-  if (connections > 1) {
-    // Several units per connection so that fast connections take over the
-    // tail, but at least 4 MiB each (aria2 splits no finer than 20 MiB by
-    // default): each request costs a round trip, and servers that limit the
-    // rate per request often let the first second's worth through at once.
-    // At most 16 MiB: only the contiguous prefix is journaled, so a kill
-    // can cost up to connections x unit of data fetched out of order.
-    const std::uint64_t min_unit = std::max<std::uint64_t>(1, (4u << 20) / m_identity.chunk_size);
-    const std::uint64_t max_unit = std::max<std::uint64_t>(min_unit, (16u << 20) / m_identity.chunk_size);
-    unit = std::clamp<std::uint64_t>(unit / (static_cast<std::uint64_t>(connections) * 4), min_unit, max_unit);
-  }
+  const std::uint64_t unit = unit_chunks(first, connections);
   std::uint64_t end = first;
   while (end < m_chunks && end - first < unit && (m_state[end] == 0 || m_ranges_ignored)) ++end;
 
@@ -564,25 +628,148 @@ Status Download::start_transfer(CURLM* multi, std::list<Transfer>& active) {
   return {};
 }
 
-Status Download::fetch() {
+// Take a transfer out of the multi handle and give its unfinished chunks back.
+void Download::release(CURLM* multi, Transfer& t) {
+  curl_multi_remove_handle(multi, t.easy.get());
+  for (std::uint64_t i = t.first; i < t.end; ++i)
+    if (m_state[i] == 1) m_state[i] = 0;
+  m_free_from = std::min(m_free_from, t.first);
+}
+
+// Look at every transfer that ended; the first failure is the attempt's.
+Status Download::reap(CURLM* multi, std::list<Transfer>& active) {
+  Status result;
+  int left = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    Transfer* t = nullptr;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+    CURLcode rc = msg->data.result;
+    long code = 0;
+    curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &code);
+    if (t->error) {
+      if (result) result = *t->error;
+    } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->unit_done)) {
+      if (t->chunk < t->end && result)
+        result = make_error(ErrorKind::disconnected, "the server ended the response early (at chunk " +
+                                                         std::to_string(t->chunk) + " of " + std::to_string(t->end) + ")");
+    } else if ((code == 416 || (rc == CURLE_BAD_DOWNLOAD_RESUME && is_ftp(m_scheme))) && result) {
+      // HTTP 416, or libcurl saw FTP's SIZE below the REST offset.
+      result = changed("the server says the range is past the end of the file");
+    } else if (rc == CURLE_FTP_COULDNT_USE_REST && t->first > 0 && !is_http(m_scheme)) {
+      // The FTP server cannot start a transfer at an offset: from now on
+      // fetch the whole file on one connection and skip what we have.
+      if (!m_ranges_ignored)
+        m_events.info("the FTP server refuses REST (restarting a transfer at an offset); continuing on one "
+                      "connection, fetching the file from its start and skipping the bytes already here");
+      m_ranges_ignored = true;
+    } else if (result) {
+      result = transfer_error(rc, code, t->errbuf, "GET " + m_shown_url);
+    }
+    release(multi, *t);
+    active.remove_if([&](const Transfer& x) { return &x == t; });
+  }
+  return result;
+}
+
+// --timeout means what it means for TCP sessions: this long without a
+// byte ends the attempt. libcurl's low-speed check alone averages over
+// ~5 s of samples and noticed a stall after 7 s with --timeout 2.
+Status Download::check_silence(const std::list<Transfer>& active) const {
+  const auto silence = std::chrono::duration<double>(m_opt.url_options.timeout_s);
+  for (const auto& t : active)
+    if (Clock::now() - t.last_data > silence)
+      return make_error(ErrorKind::timeout, "GET " + m_shown_url + ": no data from the server for " +
+                                                std::to_string(static_cast<int>(m_opt.url_options.timeout_s)) + " s");
+  return {};
+}
+
+// --verify-resume full: read chunks [0, m_verify_total) back on a thread of
+// their own while the rest arrives, instead of before the first request.
+void Download::start_reverifier(CURLM* multi) {
+  m_verify_checked = 0;
+  m_repairs_pending = 0;
+  m_repairs_unsynced = false;
+  if (m_verify_total == 0) return;
+  std::vector<Hash128> expected(m_prefix.begin(), m_prefix.begin() + static_cast<std::ptrdiff_t>(m_verify_total));
+  // curl_multi_wakeup is the one libcurl call that is safe from another
+  // thread: news ends the fetch loop's curl_multi_poll at once.
+  m_reverifier = std::make_unique<checkpoint::Reverifier>(m_part.get(), m_identity.chunk_size, m_identity.size,
+                                                          std::move(expected), [multi] { curl_multi_wakeup(multi); });
+  m_events.debug("re-verifying " + std::to_string(m_verify_total) + " journaled chunks of " + m_part_path +
+                 " in the background");
+}
+
+// Take the Reverifier's news: chunks proven, chunks damaged at rest (given
+// back to the scheduler: state free, below its cursor), or a read error.
+Status Download::poll_reverifier() {
+  if (!m_reverifier) return {};
+  auto news = m_reverifier->take();
+  if (news.error)
+    return make_error(ErrorKind::io, "cannot re-verify " + m_part_path + " (" + news.error->message +
+                                         "); kept it and its journal");
+  std::size_t next = 0;
+  for (std::uint64_t i = m_verify_checked; i < news.checked; ++i) {
+    if (next < news.damaged.size() && news.damaged[next] == i) {
+      ++next;
+      m_state[i] = 0;
+      ++m_repairs_pending;
+    } else {
+      m_checked[i] = 1;
+    }
+  }
+  const auto bytes = [&](std::uint64_t chunks) { return std::min(chunks * m_identity.chunk_size, m_identity.size); };
+  m_report.reverified_bytes += bytes(news.checked) - bytes(m_verify_checked);
+  m_verify_checked = news.checked;
+  if (!news.damaged.empty()) {
+    m_free_from = std::min(m_free_from, news.damaged.front());
+    m_report.damaged_chunks += news.damaged.size();
+    report_damage(news.damaged);
+  }
+  if (news.done) {
+    m_reverifier.reset();
+    m_events.debug("re-verification done: " + std::to_string(m_verify_checked) + " chunks read back");
+  }
+  return {};
+}
+
+void Download::report_damage(const std::vector<std::uint64_t>& damaged) {
+  constexpr std::size_t k_ranges_shown = 4;
+  auto ranges = checkpoint::to_ranges(damaged);
+  std::string list;
+  for (std::size_t k = 0; k < ranges.size() && k < k_ranges_shown; ++k) {
+    if (k > 0) list += ", ";
+    list += std::to_string(ranges[k].first);
+    if (ranges[k].count > 1) list += "-" + std::to_string(ranges[k].first + ranges[k].count - 1);
+  }
+  if (ranges.size() > k_ranges_shown) list += ", ...";
+  const auto n = damaged.size();
+  m_events.info(m_identity.name + ": " + std::to_string(n) + (n == 1 ? " chunk" : " chunks") +
+                " damaged at rest in the partial (" + (n == 1 ? "chunk " : "chunks ") + list +
+                "); fetching them again");
+}
+
+// Per-chunk state at the start of an attempt: the journaled prefix written.
+void Download::reset_chunks() {
   m_state.assign(m_chunks, 0);
   m_hashes.assign(m_chunks, Hash128{});
+  m_checked.assign(m_chunks, 0);
   for (std::uint64_t i = 0; i < m_journaled; ++i) {
     m_state[i] = 2;
     m_hashes[i] = m_prefix[i];
+    m_checked[i] = i >= m_verify_total; // --verify-resume tail: trusted
   }
+  m_free_from = m_journaled;
+}
+
+Status Download::fetch() {
+  reset_chunks();
   m_last_commit = Clock::now();
   Multi multi(curl_multi_init());
   if (!multi) return make_error(ErrorKind::internal, "curl_multi_init failed");
   std::list<Transfer> active;
-  // Take a transfer out of the multi handle and give its unfinished chunks back.
-  auto release = [&](Transfer& t) {
-    curl_multi_remove_handle(multi.get(), t.easy.get());
-    for (std::uint64_t i = t.first; i < t.end; ++i)
-      if (m_state[i] == 1) m_state[i] = 0;
-  };
   auto drop_all = [&] {
-    for (auto& t : active) release(t);
+    for (auto& t : active) release(multi.get(), t);
     active.clear();
   };
   Status result;
@@ -590,11 +777,15 @@ Status Download::fetch() {
   m_paced_from = Clock::now();
   m_paced_bytes = m_report.bytes;
   m_active = &active;
-  while (m_journaled < m_chunks) {
+  start_reverifier(multi.get());
+  // Until every byte is journaled and, on a resume, every earlier chunk is
+  // read back and each damaged one fetched again.
+  while (fetch_pending()) {
     if (m_opt.stop && m_opt.stop->load()) {
       result = make_error(ErrorKind::interrupted, "interrupted; state saved");
       break;
     }
+    if (result = poll_reverifier(); !result) break;
     const int connections = m_ranges_ignored ? 1 : std::max(1, m_opt.connections);
     while (static_cast<int>(active.size()) < connections) {
       const auto before = active.size();
@@ -609,58 +800,29 @@ Status Download::fetch() {
       drop_all();
       continue;
     }
-    int left = 0;
-    while (CURLMsg* msg = curl_multi_info_read(multi.get(), &left)) {
-      if (msg->msg != CURLMSG_DONE) continue;
-      Transfer* t = nullptr;
-      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
-      CURLcode rc = msg->data.result;
-      long code = 0;
-      curl_easy_getinfo(t->easy.get(), CURLINFO_RESPONSE_CODE, &code);
-      if (t->error) {
-        if (result) result = *t->error;
-      } else if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && t->unit_done)) {
-        if (t->chunk < t->end && result)
-          result = make_error(ErrorKind::disconnected, "the server ended the response early (at chunk " +
-                                                           std::to_string(t->chunk) + " of " + std::to_string(t->end) + ")");
-      } else if ((code == 416 || (rc == CURLE_BAD_DOWNLOAD_RESUME && is_ftp(m_scheme))) && result) {
-        // HTTP 416, or libcurl saw FTP's SIZE below the REST offset.
-        result = changed("the server says the range is past the end of the file");
-      } else if (rc == CURLE_FTP_COULDNT_USE_REST && t->first > 0 && !is_http(m_scheme)) {
-        // The FTP server cannot start a transfer at an offset: from now on
-        // fetch the whole file on one connection and skip what we have.
-        if (!m_ranges_ignored)
-          m_events.info("the FTP server refuses REST (restarting a transfer at an offset); continuing on one "
-                        "connection, fetching the file from its start and skipping the bytes already here");
-        m_ranges_ignored = true;
-      } else if (result) {
-        result = transfer_error(rc, code, t->errbuf, "GET " + m_shown_url);
-      }
-      release(*t);
-      active.remove_if([&](const Transfer& x) { return &x == t; });
-    }
-    if (!result) break;
-    // --timeout means what it means for TCP sessions: this long without a
-    // byte ends the attempt. libcurl's low-speed check alone averages over
-    // ~5 s of samples and noticed a stall after 7 s with --timeout 2.
-    const auto silence = std::chrono::duration<double>(m_opt.url_options.timeout_s);
-    for (const auto& t : active) {
-      if (Clock::now() - t.last_data > silence) {
-        result = make_error(ErrorKind::timeout, "GET " + m_shown_url + ": no data from the server for " +
-                                                    std::to_string(static_cast<int>(m_opt.url_options.timeout_s)) + " s");
-        break;
-      }
-    }
-    if (!result) break;
+    if (result = reap(multi.get(), active); !result) break;
+    if (result = check_silence(active); !result) break;
     // With nothing in flight there is nothing to wait for: journal now.
     if (auto st = commit(active.empty()); !st) { result = st; break; }
-    if (m_journaled < m_chunks && !active.empty()) curl_multi_poll(multi.get(), nullptr, 0, 100, nullptr);
+    // Woken by data, by the Reverifier's news (curl_multi_wakeup), or after
+    // 100 ms, which bounds how late a stop request or a damaged chunk is seen.
+    if (fetch_pending() && (!active.empty() || m_reverifier)) curl_multi_poll(multi.get(), nullptr, 0, 100, nullptr);
   }
   drop_all();
   m_active = nullptr;
-  // Whatever happened, what is written in order is worth keeping.
+  m_reverifier.reset(); // before `multi`, which its notify wakes
+  // Whatever happened, what is written in order is worth keeping; repaired
+  // chunks are made durable here at the latest.
   if (auto st = commit(true); !st && result) result = st;
   return result;
+}
+
+// The digest reported for the file: over hashes of bytes this run saw.
+Result<Hash128> Download::file_root() const {
+  for (std::uint64_t i = 0; i < m_chunks; ++i)
+    if (!m_checked[i] || m_state[i] != 2)
+      return make_error(ErrorKind::internal, "chunk " + std::to_string(i) + " was neither read back nor fetched");
+  return hash_list_root(m_hashes);
 }
 
 Status Download::verify_digests() {
@@ -771,7 +933,10 @@ Status Download::attempt() {
   if (offset > 0) m_events.debug("journal confirms " + std::to_string(m_journaled) + " chunks");
   SESSCP_TRY(fetch());
   if (is_ftp(m_scheme)) SESSCP_TRY(recheck());
+  auto root = file_root();
+  if (!root) return root.error();
   SESSCP_TRY(finish());
+  m_report.file_root = *root;
   m_report.state = FileReport::State::complete;
   return {};
 }

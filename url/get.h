@@ -2,6 +2,7 @@
 // requests into NAME.sesscp.part, journaled like a TCP session (docs/URL.md).
 #pragma once
 
+#include "checkpoint/verify.h"
 #include "core/events.h"
 #include "core/result.h"
 #include "core/retry.h"
@@ -23,7 +24,11 @@ struct GetOptions {
   std::string sha256;                 // expected whole-file digests (hex), "" = none
   std::string xxh128;
   RetryPolicy retry;
-  // Confirmed data re-read and re-hashed before resuming (as the receiver does).
+  // On a resume, how much of the partial file is read back (--verify-resume):
+  // full re-reads every confirmed chunk in the background while the rest
+  // arrives; tail re-reads only the last verify_tail_bytes before resuming
+  // and trusts the journal for the chunks before them.
+  checkpoint::ResumeCheck resume_check = checkpoint::ResumeCheck::full;
   std::uint64_t verify_tail_bytes = 64u << 20;
   // Make the contiguous prefix durable and journal it after this many new
   // bytes, or after a second, whichever comes first.
