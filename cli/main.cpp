@@ -396,15 +396,21 @@ int main(int argc, char** argv) {
 
   CommonFlags status_flags;
   std::string status_path;
+  bool status_verify = false;
   auto* status = app.add_subcommand("status", "Show what is partial in a destination, and whether it can resume");
   status->add_option("path", status_path, "A destination file, its .sesscp.journal, or a receiver's --dir")->required();
+  status->add_flag("--verify", status_verify,
+                   "Re-hash every confirmed chunk of each partial file against its journal and list\n"
+                   "the damaged or missing ones (without it only the journal is read)");
   add_output_flags(status, status_flags);
   status->footer("Read-only: it never modifies a file or takes the destination's lock, so it is safe\n"
                  "while 'sesscp recv' runs; it says whether a session is writing the file now.\n\n"
                  "Examples:\n  sesscp status /data/incoming                # every partial file there\n"
                  "  sesscp status /data/incoming/disk.img       # one destination\n"
+                 "  sesscp status --verify /data/incoming       # re-hash the partial files' data too\n"
                  "  sesscp status /data/incoming/disk.img.sesscp.journal --json\n\n"
-                 "Exit codes: 0 report printed, 64 nothing to report at PATH, 74 cannot read it.");
+                 "Exit codes: 0 report printed (with --verify: no damage), 64 nothing to report at PATH,\n"
+                 "65 --verify found damaged or missing chunks, 74 cannot read it.");
 
   sesscp::cli::GetArgs get_args;
   auto* get = sesscp::cli::add_get_command(app, get_args);
@@ -436,7 +442,7 @@ int main(int argc, char** argv) {
   if (status->parsed()) {
     sesscp::cli::Output out(output_options(status_flags, "status"));
     if (auto log = out.open_log(); !log) return fail(out, log.error());
-    return sesscp::cli::run_status(status_path, out);
+    return sesscp::cli::run_status(status_path, out, status_verify);
   }
   return run_recv(recv_args, recv_flags);
 }

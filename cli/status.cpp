@@ -1,14 +1,18 @@
 #include "cli/status.h"
 
 #include "checkpoint/journal.h"
+#include "checkpoint/verify.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -40,6 +44,11 @@ struct Destination {
   std::optional<struct stat> final_st, journal_st, part_st;
   std::optional<Result<checkpoint::Replay>> replay;
   std::optional<long> lock_holder;
+  // --verify: the confirmed chunks re-hashed from the part (sorted indexes
+  // of the damaged ones), or why they could not be read.
+  bool verified = false;
+  std::vector<std::uint64_t> damaged;
+  std::string verify_error;
 };
 
 std::optional<struct stat> lstat_of(const std::string& path) {
@@ -86,12 +95,99 @@ Verdict judge(const Destination& d) {
   if (!d.part_st || !S_ISREG(d.part_st->st_mode))
     return {"unusable", false, "the partial file " + d.name + k_part_suffix + " is missing"};
   auto part_len = static_cast<std::uint64_t>(d.part_st->st_size);
-  if (part_len < confirmed)
-    return {"unusable", false, "the partial file holds " + std::to_string(part_len) + " bytes, less than the " +
-                                   std::to_string(confirmed) + " the journal confirms"};
   std::string why = "re-run the same 'sesscp send' to resume at byte " + std::to_string(confirmed);
+  // A resume reads every confirmed chunk back and has the damaged or
+  // missing ones sent again (docs/JOURNAL.md), so a short part still resumes.
+  if (d.verified && !d.damaged.empty())
+    why += "; its " + std::to_string(d.damaged.size()) + " damaged or missing chunk(s) will be sent again";
+  else if (!d.verified && part_len < confirmed)
+    why += "; the partial file holds only " + std::to_string(part_len) + " of the " + std::to_string(confirmed) +
+           " confirmed bytes: the missing chunks will be sent again";
   if (!r.tail_problem.empty()) why += " (a damaged journal tail will be ignored: " + r.tail_problem + ")";
   return {"partial", true, why};
+}
+
+// The damaged ranges of a verified destination, each as chunks and bytes.
+struct DamagedRange {
+  checkpoint::ChunkRange chunks;
+  std::uint64_t offset = 0, length = 0;
+  bool missing = false; // the part ends before the range does
+};
+
+std::vector<DamagedRange> damaged_ranges(const Destination& d, const checkpoint::Replay& r) {
+  std::vector<DamagedRange> out;
+  const auto cs = r.identity.chunk_size;
+  const auto part_len = d.part_st ? static_cast<std::uint64_t>(d.part_st->st_size) : 0;
+  for (const auto& c : checkpoint::to_ranges(d.damaged)) {
+    DamagedRange range{c, c.first * cs, 0, false};
+    const auto last = c.first + c.count - 1;
+    range.length = last * cs + checkpoint::chunk_length(last, cs, r.identity.size) - range.offset;
+    range.missing = part_len < range.offset + range.length;
+    out.push_back(range);
+  }
+  return out;
+}
+
+void damage_json(Json& j, const Destination& d, const checkpoint::Replay& r) {
+  j["damaged_chunks"] = d.damaged.size();
+  j["checked_bytes"] = d.verify_error.empty() ? r.confirmed_bytes() : 0;
+  if (!d.verify_error.empty()) j["verify_error"] = d.verify_error;
+  Json ranges = Json::array();
+  for (const auto& x : damaged_ranges(d, r))
+    ranges.push_back({{"first_chunk", x.chunks.first}, {"count", x.chunks.count}, {"offset", x.offset},
+                      {"length", x.length}, {"missing", x.missing}});
+  j["damaged_ranges"] = ranges;
+}
+
+// What status says of the part's bytes: read only with --verify.
+void print_data(const Destination& d, const checkpoint::Replay& r) {
+  if (!d.verified) {
+    std::printf("  data:             not read (%zu chunks confirmed by the journal; 'sesscp status --verify' "
+                "re-hashes them)\n",
+                r.chunk_hashes.size());
+    return;
+  }
+  if (!d.verify_error.empty()) {
+    std::printf("  data:             could not be read: %s\n", printable(d.verify_error).c_str());
+    return;
+  }
+  if (d.damaged.empty()) {
+    std::printf("  data:             re-hashed %zu chunks (%llu bytes): all match the journal\n", r.chunk_hashes.size(),
+                static_cast<unsigned long long>(r.confirmed_bytes()));
+    return;
+  }
+  std::printf("  data:             DAMAGED: %zu of %zu confirmed chunks differ from the journal or are missing\n",
+              d.damaged.size(), r.chunk_hashes.size());
+  for (const auto& x : damaged_ranges(d, r)) {
+    std::string chunks = x.chunks.count == 1 ? "chunk " + std::to_string(x.chunks.first)
+                                             : "chunks " + std::to_string(x.chunks.first) + "-" +
+                                                   std::to_string(x.chunks.first + x.chunks.count - 1);
+    std::printf("    %s (bytes %llu-%llu)%s\n", chunks.c_str(), static_cast<unsigned long long>(x.offset),
+                static_cast<unsigned long long>(x.offset + x.length - 1),
+                x.missing ? ": missing, the partial file ends before it" : "");
+  }
+}
+
+// status --verify: re-hash the destination's confirmed chunks from its part,
+// read-only (O_RDONLY, no lease taken), with a progress line on a terminal.
+void verify_destination(Destination& d, bool show_progress) {
+  if (!d.replay || !*d.replay || !d.part_st || !S_ISREG(d.part_st->st_mode)) return;
+  const auto& r = d.replay->value();
+  d.verified = true;
+  Fd part(::open((d.path + k_part_suffix).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!part) {
+    d.verify_error = std::string("cannot open ") + d.name + k_part_suffix + ": " + std::strerror(errno);
+    return;
+  }
+  auto progress = [&](std::uint64_t done, std::uint64_t total) {
+    if (show_progress)
+      std::fprintf(stderr, "\r%s: re-hashing %llu of %llu chunks", printable(d.name).c_str(),
+                   static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+  };
+  auto damaged = checkpoint::verify_chunks(part.get(), r.identity.chunk_size, r.identity.size, r.chunk_hashes, progress);
+  if (show_progress) std::fprintf(stderr, "\r\033[K");
+  if (!damaged) d.verify_error = damaged.error().message;
+  else d.damaged = std::move(*damaged);
 }
 
 Json to_json(const Destination& d, const Verdict& v) {
@@ -115,6 +211,9 @@ Json to_json(const Destination& d, const Verdict& v) {
     j["last_checkpoint"] = wall_time(mtime_ns(*d.journal_st));
     j["journal_intact"] = r.tail_problem.empty();
     j["journal_problem"] = r.tail_problem;
+    // Whether the part's bytes were read (status --verify) or only the journal.
+    j["data_checked"] = d.verified;
+    if (d.verified) damage_json(j, d, r);
     j["source"] = {{"name", r.identity.name},
                    {"size", r.identity.size},
                    {"mtime", wall_time(r.identity.mtime_ns)},
@@ -144,7 +243,8 @@ void print_human(const Destination& d, const Verdict& v) {
                 static_cast<unsigned long long>(r.identity.size), wall_time(r.identity.mtime_ns).c_str(),
                 to_hex(r.identity.fingerprint).c_str());
     std::printf("  journal:          %s\n",
-                r.tail_problem.empty() ? "intact" : ("damaged tail ignored (" + printable(r.tail_problem) + ")").c_str());
+                r.tail_problem.empty() ? "records intact" : ("damaged tail ignored (" + printable(r.tail_problem) + ")").c_str());
+    print_data(d, r);
   } else {
     std::printf("%s: %s\n", name.c_str(), v.state.c_str());
   }
@@ -194,7 +294,7 @@ std::optional<long> journal_lock_holder(const std::string& journal_path) {
   return 0;
 }
 
-int run_status(const std::string& path, Output& out) {
+int run_status(const std::string& path, Output& out, bool verify) {
   std::vector<std::string> dests;
   struct stat st{};
   bool is_dir = stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
@@ -212,8 +312,13 @@ int run_status(const std::string& path, Output& out) {
     dests.push_back(dest);
   }
   std::vector<std::pair<Destination, Verdict>> reports;
+  const bool show_progress = verify && !out.json() && isatty(STDERR_FILENO);
+  bool any_damaged = false, any_unreadable = false;
   for (const auto& dest : dests) {
     auto d = inspect(dest);
+    if (verify) verify_destination(d, show_progress);
+    any_damaged = any_damaged || !d.damaged.empty();
+    any_unreadable = any_unreadable || !d.verify_error.empty();
     auto v = judge(d);
     if (!is_dir && v.state == "missing") {
       out.error(make_error(ErrorKind::usage, "nothing to report for " + path + " (no such file, no " + dest +
@@ -230,6 +335,8 @@ int run_status(const std::string& path, Output& out) {
     for (const auto& [d, v] : reports) print_human(d, v);
   }
   std::fflush(stdout);
+  if (any_damaged) return exit_code::k_integrity;
+  if (any_unreadable) return exit_code::k_io;
   return exit_code::k_ok;
 }
 
