@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -36,6 +37,11 @@ public:
   // Hash chunks [first, first + n) as the file holds them now: one hash per
   // chunk, std::nullopt for a chunk the file ends before the end of (missing).
   Result<std::vector<std::optional<Hash128>>> hash_chunks(std::uint64_t first, std::uint64_t n);
+  // The same in two steps, so one thread can read the next batch while
+  // another hashes this one: read() returns the bytes it got, hashes()
+  // hashes what read() left in this reader's buffer.
+  Result<std::size_t> read(std::uint64_t first, std::uint64_t n);
+  std::vector<std::optional<Hash128>> hashes(std::uint64_t first, std::uint64_t n, std::size_t got);
 
   // Whole chunks read per call of hash_chunks that hash_chunks is sized for.
   std::uint64_t batch() const { return m_batch; }
@@ -95,8 +101,10 @@ public:
 
 private:
   void loop();
+  void pace();
 
-  PartReader m_reader;
+  // Two readers: the next batch is read while this one is hashed.
+  PartReader m_readers[2];
   const std::vector<Hash128> m_expected;
   std::function<void()> m_notify;
   std::function<bool()> m_writer_busy;
