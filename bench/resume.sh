@@ -31,15 +31,21 @@
 #                    right before the re-run: the disk's own time to read it
 #   goal ratio       completing run / max(uninterrupted x share not yet
 #                    confirmed, prefix read s): issue 16's goal is <= 1.1
+#   sum ratio        completing run / (the same two added): on one disk the
+#                    re-read and the writes of the rest share its bandwidth
 #
 # Environment: SIZE (1GiB), RUNS (3), POINTS (percent, "50 90"), TOOLS
-# ("sesscp rsync"), INSTALL, SESSCP_BIN, BENCH_DIR, OUT_DIR as in compare.sh.
+# ("sesscp sesscp-tail rsync"), COLD (1: drop the destination's files from
+# the page cache before the re-run, as after a reboot; 0, the default: the
+# re-run follows the kill, and what a tool wrote through the cache is still
+# there), INSTALL, SESSCP_BIN, BENCH_DIR, OUT_DIR as in compare.sh.
 # Writes OUT_DIR/resume-latest.md and prints it.
 . "$(dirname "$0")/lib.sh"
 
 SIZE=${SIZE:-1GiB}
 RUNS=${RUNS:-3}
 POINTS=${POINTS:-50 90}
+COLD=${COLD:-0}
 TOOLS=${TOOLS:-sesscp sesscp-tail rsync}
 OUT_DIR=${OUT_DIR:-$BENCH_ROOT/bench/results}
 bytes=$(size_bytes "$SIZE")
@@ -146,6 +152,11 @@ interrupted() {
   p0=$(now)
   dd if="$part" of=/dev/null bs=8M iflag=direct status=none 2>/dev/null || dd if="$part" of=/dev/null bs=8M status=none
   prefix_read=$(elapsed "$p0" "$(now)")
+  if ((COLD)); then
+    # As after a reboot: nothing of the destination in the page cache.
+    sync
+    find "$dstdir" -type f -exec dd if={} iflag=nocache count=0 status=none \;
+  fi
   # The re-run, with the destination watched for new data.
   if [[ $tool == sesscp* ]]; then base=$(wchar "$rp"); else base=$kept; fi
   t0=$(now)
@@ -207,21 +218,26 @@ md=$W/resume.md
   echo "that share of the file had landed and the completing re-run. Ratio = completing run / uninterrupted run of the same round."
   echo "The re-run starts when the receiver is ready again (sesscp: it has logged the end of the killed session, before"
   echo "which it answers busy; rsync: the daemon's connection processes have exited): that wait is \"receiver ready\"."
+  if ((COLD)); then echo "COLD=1: the destination's files were dropped from the page cache before each re-run (as after a reboot)."
+  else echo "COLD=0: the re-run follows the kill; what a tool wrote through the page cache is still cached (sesscp writes with O_DIRECT)."; fi
   echo
-  echo "| tool | killed at | landed at kill | resumed at | receiver ready after kill s | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent | bytes re-read | prefix read s | goal ratio (min-max) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| tool | killed at | landed at kill | resumed at | receiver ready after kill s | completing run s | uninterrupted s | ratio | first new byte s | bytes re-sent | bytes re-read | prefix read s | goal ratio (min-max) | sum ratio |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for t in "${tools[@]}"; do
     for p in $POINTS; do
       goals=$(awk -v t="$t" -v p="$p" -v s="$bytes" '$1 == t && $2 == p {
         rest = $12 * (1 - $8 / s); g = rest > $11 ? rest : $11; printf "%.3f\n", $5 / g}' "$W/runs")
-      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s | %s MiB | %s MiB | %s | %s (%s-%s) |\n' "$t" "$p" \
+      sums=$(awk -v t="$t" -v p="$p" -v s="$bytes" '$1 == t && $2 == p {
+        rest = $12 * (1 - $8 / s); printf "%.3f\n", $5 / (rest + $11)}' "$W/runs")
+      printf '| %s | %s %% | %s MiB | %s MiB | %s | %s | %s | %s | %s | %s MiB | %s MiB | %s | %s (%s-%s) | %s |\n' "$t" "$p" \
         "$(awk -v b="$(col "$t" "$p" 4)" 'BEGIN {printf "%.0f", b / 2^20}')" \
         "$(awk -v b="$(col "$t" "$p" 8)" 'BEGIN {printf "%.0f", b / 2^20}')" \
         "$(col "$t" "$p" 9)" "$(col "$t" "$p" 5)" "$(col "$t" "$p" 12)" \
         "$(awk -v t="$t" -v p="$p" '$1 == t && $2 == p {printf "%.3f\n", $5 / $12}' "$W/runs" | median)" \
         "$(col "$t" "$p" 6)" "$(awk -v b="$(col "$t" "$p" 7)" 'BEGIN {printf "%.1f", b / 2^20}')" \
         "$(awk -v b="$(col "$t" "$p" 10)" 'BEGIN {printf "%.0f", b / 2^20}')" "$(col "$t" "$p" 11)" \
-        "$(echo "$goals" | median)" "$(echo "$goals" | sort -g | head -1)" "$(echo "$goals" | sort -g | tail -1)"
+        "$(echo "$goals" | median)" "$(echo "$goals" | sort -g | head -1)" "$(echo "$goals" | sort -g | tail -1)" \
+        "$(echo "$sums" | median)"
     done
   done
   echo
@@ -231,7 +247,7 @@ md=$W/resume.md
   cat "$W/runs"
   echo '```'
   echo
-  echo "Rerun: \`SIZE=$SIZE RUNS=$RUNS POINTS=\"$POINTS\" bench/resume.sh\`"
+  echo "Rerun: \`SIZE=$SIZE RUNS=$RUNS POINTS=\"$POINTS\" COLD=$COLD bench/resume.sh\`"
 } >"$md"
 mkdir -p "$OUT_DIR"
 cp "$md" "$OUT_DIR/resume-latest.md"

@@ -120,6 +120,7 @@ public:
   void event(const std::string& event, Json fields);
 
   bool json() const { return m_opt.json; }
+  bool quiet() const { return m_opt.quiet; }
 
 private:
   // All private members: the caller holds m_mutex.

@@ -118,13 +118,18 @@ std::vector<DamagedRange> damaged_ranges(const Destination& d, const checkpoint:
   std::vector<DamagedRange> out;
   const auto cs = r.identity.chunk_size;
   const auto part_len = d.part_st ? static_cast<std::uint64_t>(d.part_st->st_size) : 0;
-  for (const auto& c : checkpoint::to_ranges(d.damaged)) {
-    DamagedRange range{c, c.first * cs, 0, false};
-    const auto last = c.first + c.count - 1;
-    range.length = last * cs + checkpoint::chunk_length(last, cs, r.identity.size) - range.offset;
-    range.missing = part_len < range.offset + range.length;
-    out.push_back(range);
-  }
+  // A run of damaged chunks is split where the part ends: the chunks before
+  // differ, the ones the part ends before are missing.
+  std::vector<std::uint64_t> differ, missing;
+  for (auto i : d.damaged)
+    (i * cs + checkpoint::chunk_length(i, cs, r.identity.size) > part_len ? missing : differ).push_back(i);
+  for (const auto* list : {&differ, &missing})
+    for (const auto& c : checkpoint::to_ranges(*list)) {
+      DamagedRange range{c, c.first * cs, 0, list == &missing};
+      const auto last = c.first + c.count - 1;
+      range.length = last * cs + checkpoint::chunk_length(last, cs, r.identity.size) - range.offset;
+      out.push_back(range);
+    }
   return out;
 }
 
@@ -312,7 +317,7 @@ int run_status(const std::string& path, Output& out, bool verify) {
     dests.push_back(dest);
   }
   std::vector<std::pair<Destination, Verdict>> reports;
-  const bool show_progress = verify && !out.json() && isatty(STDERR_FILENO);
+  const bool show_progress = verify && !out.json() && !out.quiet() && isatty(STDERR_FILENO);
   bool any_damaged = false, any_unreadable = false;
   for (const auto& dest : dests) {
     auto d = inspect(dest);
