@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -26,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -653,6 +655,10 @@ Status Sender::exchange_hello(Conn& conn) {
   if (m_opt.streams > 1 && !m_turn && hello.mode == frame::DialogMode::simplex)
     hello.features = frame::feature::with_streams(hello.features, m_opt.streams);
   if (m_opt.checksum) hello.features |= frame::feature::k_checksum;
+  // SESSCP_COMPAT_NO_REPAIR=1: offer no REPAIR (bit 5), as a sender older
+  // than verified resume; for the tests of the receiver's fallback.
+  if (const char* env = std::getenv("SESSCP_COMPAT_NO_REPAIR"); env && std::string_view(env) == "1")
+    hello.features &= ~frame::feature::k_repair;
   SESSCP_TRY(m_machine.set_mode(hello.mode));
   SESSCP_TRY(m_machine.on_send(frame::Type::hello));
   SESSCP_TRY(conn.send(frame::encode(hello)));

@@ -17,6 +17,10 @@
 # lie inside it: today's binary repairs them by moving the resume point back,
 # which the new engine no longer does (resumed_at stays the journal's).
 #
+# Case 15 runs the sender with SESSCP_COMPAT_NO_REPAIR=1 (an older sender:
+# the receiver re-reads everything before resuming); case 16: the source
+# changed and that chunk damaged at rest -> exit 65, nothing published.
+#
 # Cases (each from a fresh interrupted transfer; one TAP-like line each,
 # "ok N - ..." / "not ok N - ...", all run; exit 1 if any failed):
 #   1 one byte flipped in the first chunk            (damaged_chunks == 1)
@@ -349,6 +353,46 @@ fetch_case() {
 case_10() { fetch_case; }
 case_11() { fetch_case --duplex full; }
 
+# The repair of a damaged chunk reveals a source changed without a new size
+# or mtime: the chunk no longer matches the journal. Never a mix: exit 65 at
+# both ends, NAME not published, partial and journal kept; the same send
+# with --checksum then completes with the new content.
+case_16() {
+  changed_source
+  flip_byte "$CD/dest/$name.sesscp.part" $((10 * MiB + 99))
+  check "re-run without --checksum"
+  run_send "$CD/send2.log" "$S" "127.0.0.1:$RECV_PORT"
+  assert_rc 65 "$SEND_RC" "re-run of the send (source changed, chunk damaged at rest)" "$CD/send2.log" "$CD/recv.log"
+  grep -q -- '--checksum' "$CD/send2.log" || fail_with_logs "the error does not point to --checksum" "$CD/send2.log"
+  [[ ! -e $CD/dest/$name ]] || fail "$name was published after an integrity failure"
+  [[ -f $CD/dest/$name.sesscp.part && -f $CD/dest/$name.sesscp.journal ]] || fail "partial or journal not kept"
+  ok "exit 65, $name not published, partial and journal kept"
+  # (--retry: the receiver may still hold the lease of the failed session.)
+  push_rerun "$S" "$name" --checksum --retry 5
+  assert_same_file "$S" "$CD/dest/$name" "send --checksum after the failure"
+  assert_no_leftovers "$CD/dest" "$name"
+}
+
+# An older sender cannot be asked for a chunk below the resume point: the
+# receiver re-hashes every confirmed chunk before it answers the OFFER and
+# resumes from the first damaged one (docs/JOURNAL.md).
+case_15() {
+  start_case_recv
+  push_interrupted "$src" "$name"
+  local off=$((C / 2 + 777))
+  flip_byte "$CD/dest/$name.sesscp.part" "$off"
+  SESSCP_COMPAT_NO_REPAIR=1 push_rerun "$src" "$name"
+  assert_same_file "$src" "$CD/dest/$name" "result"
+  assert_no_leftovers "$CD/dest" "$name"
+  local fd ra rv
+  fd=$(last_file_done "$CD/recv.json" "$name" received)
+  ra=$(jnum "$fd" resumed_at)
+  rv=$(jnum "$fd" reverified_bytes)
+  ((ra == off / chunk * chunk)) || fail "resumed_at $ra, expected the damaged chunk's offset $((off / chunk * chunk))"
+  ((rv == C)) || fail "reverified_bytes $rv, expected the whole confirmed region $C"
+  ok "resumed at the damaged chunk ($ra), after re-reading all $rv confirmed bytes"
+}
+
 case_12() {
   start_case_recv --verify-resume tail
   push_interrupted "$src" "$name"
@@ -443,6 +487,8 @@ declare -a DESC=(
   "recv --verify-resume tail: chunk 0 damage kept (documented risk)"
   "source changed in place, no --checksum: old content published (documented limit)"
   "source changed in place, send --checksum: the changed chunk re-sent"
+  "a sender without REPAIR (older): the receiver re-reads all before resuming, from the first damaged chunk"
+  "source changed in place AND that chunk damaged at rest, no --checksum: exit 65, nothing published; --checksum completes"
 )
 ncases=$((${#DESC[@]} - 1))
 declare -a RESULTS=()
