@@ -684,18 +684,22 @@ private:
   // the extra streams (--streams); without them it is never contended.
   std::mutex m_mx;
   std::optional<frame::FileEnd> m_file_end;
-  RootBuilder m_file_root;             // a small file's (its one chunk)
+  RootBuilder m_file_root;             // a small file's, or streamed (see m_hashes)
   RootBuilder m_session_root;
   // Verified resume (docs/JOURNAL.md, "Re-verification on resume"). Chunks
   // below m_first were confirmed in an earlier session: each is read back
   // from the part and matched against the journal, or sent again (REPAIR),
-  // before the file may be published; m_hashes holds every chunk's hash,
-  // and a chunk's entry counts only once this run has checked it against
-  // the bytes in the file. The file root is built from it.
+  // before the file may be published. m_hashes holds the earlier chunks'
+  // hashes (the journal's; with --checksum every chunk's, since a repair
+  // may change one), and a chunk's entry counts only once this run has
+  // checked it against the bytes in the file. Without --checksum the file
+  // root streams: the earlier hashes first (each must be proven before the
+  // file is published), then this session's in order, so a fresh transfer
+  // keeps no per-chunk state, as before.
   bool m_peer_repairs = false;         // the session negotiated REPAIR and VERIFIED
   bool m_checksum = false;             // ... and SOURCE_HASHES (send --checksum)
   bool m_trust_earlier = true;         // earlier chunks already proven (or trusted: tail)
-  std::vector<Hash128> m_hashes;       // every chunk: the journal's, then this run's
+  std::vector<Hash128> m_hashes;       // chunks below m_first (--checksum: every chunk)
   std::vector<Earlier> m_earlier;      // per chunk below m_first
   std::uint64_t m_earlier_good = 0;    // of them, proven
   std::uint64_t m_source_next = 0;     // --checksum: source hashes received for chunks below this
@@ -926,7 +930,9 @@ void IncomingFile::begin(const frame::Resume& resume) {
                                           record_chunk(index, hash);
                                         },
                                         [this](Error error) { m_syncer->fail(std::move(error)); }});
-    m_hashes.resize(m_chunks);
+    if (m_checksum) m_hashes.resize(m_chunks);
+    else
+      for (std::uint64_t i = 0; i < m_first; ++i) m_file_root.add(m_hashes[i]);
     m_earlier.assign(m_first, m_trust_earlier ? Earlier::good : Earlier::unchecked);
     m_earlier_good = m_trust_earlier ? m_first : 0;
     if (!m_trust_earlier) start_reverifier();
@@ -1097,7 +1103,8 @@ void IncomingFile::dispatch() {
     job.hashes.reserve(sync.end_chunk - m_dispatched);
     for (auto it = m_verified.begin(); it != m_verified.end() && it->first < sync.end_chunk;) {
       job.hashes.push_back(it->second);
-      m_hashes[it->first] = it->second;
+      if (m_checksum) m_hashes[it->first] = it->second;
+      else m_file_root.add(it->second);
       m_session_root.add(it->second);
       it = m_verified.erase(it);
     }
@@ -1379,7 +1386,7 @@ Status IncomingFile::finish_file() {
   m_syncer.reset();
   // The file root: every entry was checked against the bytes in the file in
   // this run (read back and matched, or hashed from the buffer written).
-  m_report.file_root = hash_list_root(m_hashes);
+  m_report.file_root = m_checksum ? hash_list_root(m_hashes) : m_file_root.digest();
   // Major sync point: exact size, metadata, fsync, atomic rename, directory
   // fsync, and only then drop the journal. A crash before the rename leaves
   // a resumable partial; after it, the final file and a stale journal that
