@@ -8,9 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
+#include <future>
 #include <string>
-#include <string_view>
 
 namespace sesscp::checkpoint {
 
@@ -20,16 +19,18 @@ namespace {
 // disk idle between reads; 8 MiB reads keep it streaming (docs/JOURNAL.md).
 constexpr std::uint64_t k_read_bytes = 8u << 20;
 
-Fd open_direct(int fd) {
-  if (const char* env = std::getenv("SESSCP_DIRECT_IO"); env && std::string_view(env) == "0") return Fd();
-  std::string self = "/proc/self/fd/" + std::to_string(fd);
-  return Fd(::open(self.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+// Append to `damaged` the indexes of chunks [first, first + got.size())
+// whose hash read back is missing or differs from `expected`.
+void collect_damaged(const std::vector<std::optional<Hash128>>& got, std::span<const Hash128> expected,
+                     std::uint64_t first, std::vector<std::uint64_t>& damaged) {
+  for (std::uint64_t i = 0; i < got.size(); ++i)
+    if (!got[i] || *got[i] != expected[first + i]) damaged.push_back(first + i);
 }
 
 } // namespace
 
 PartReader::PartReader(int fd, std::uint32_t chunk_size, std::uint64_t file_size)
-    : m_fd(fd), m_direct(open_direct(fd)), m_chunk_size(chunk_size), m_file_size(file_size),
+    : m_fd(fd), m_direct(reopen_direct(fd, O_RDONLY)), m_chunk_size(chunk_size), m_file_size(file_size),
       m_batch(std::max<std::uint64_t>(1, k_read_bytes / std::max<std::uint32_t>(chunk_size, 1))) {}
 
 Result<std::size_t> PartReader::read_at(std::uint64_t offset, std::size_t len) {
@@ -105,8 +106,7 @@ Result<std::vector<std::uint64_t>> verify_chunks(int part_fd, std::uint32_t chun
     const std::uint64_t n = std::min(reader.batch(), total - first);
     auto hashes = reader.hash_chunks(first, n);
     if (!hashes) return hashes.error();
-    for (std::uint64_t i = 0; i < n; ++i)
-      if (!(*hashes)[i] || *(*hashes)[i] != expected[first + i]) damaged.push_back(first + i);
+    collect_damaged(*hashes, expected, first, damaged);
     first += n;
     if (on_progress) on_progress(first, total);
   }
@@ -189,8 +189,7 @@ void Reverifier::loop() {
         m_news.error = got.error();
         m_news.done = true;
       } else {
-        for (std::uint64_t i = 0; i < n; ++i)
-          if (!hashes[i] || *hashes[i] != m_expected[first + i]) m_news.damaged.push_back(first + i);
+        collect_damaged(hashes, m_expected, first, m_news.damaged);
         m_news.checked = first + n;
         m_news.done = first + n == total;
       }

@@ -10,7 +10,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -43,7 +42,7 @@ public:
   Result<std::size_t> read(std::uint64_t first, std::uint64_t n);
   std::vector<std::optional<Hash128>> hashes(std::uint64_t first, std::uint64_t n, std::size_t got);
 
-  // Whole chunks read per call of hash_chunks that hash_chunks is sized for.
+  // How many whole chunks one call should ask for (8 MiB of them, at least one).
   std::uint64_t batch() const { return m_batch; }
 
 private:
@@ -96,8 +95,6 @@ public:
   Reverifier& operator=(const Reverifier&) = delete;
 
   News take();
-  // The journal's hash of chunk `index` (< total).
-  const Hash128& expected(std::uint64_t index) const { return m_expected[index]; }
 
 private:
   void loop();

@@ -1,5 +1,9 @@
-// A heap buffer aligned for O_DIRECT I/O: its address is a multiple of 4 KiB.
+// Direct I/O: heap buffers aligned for O_DIRECT, and O_DIRECT descriptors.
 #pragma once
+
+#include "core/fd.h"
+
+#include <fcntl.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -8,6 +12,8 @@
 #include <memory>
 #include <new>
 #include <span>
+#include <string>
+#include <string_view>
 
 namespace sesscp {
 
@@ -40,6 +46,17 @@ private:
   std::size_t m_capacity = 0;
   std::size_t m_size = 0;
 };
+
+// A second descriptor of the open file `fd` with O_DIRECT and `access`
+// (O_RDONLY or O_WRONLY), or none where the file system or /proc refuses it
+// (the caller then goes through the page cache). Through /proc: the same
+// inode, whatever has happened to its name since. SESSCP_DIRECT_IO=0 in the
+// environment turns direct I/O off, to compare.
+inline Fd reopen_direct(int fd, int access) {
+  if (const char* env = std::getenv("SESSCP_DIRECT_IO"); env && std::string_view(env) == "0") return Fd();
+  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return Fd(::open(self.c_str(), access | O_DIRECT | O_CLOEXEC));
+}
 
 // True when a write of `data` at `offset` meets O_DIRECT's alignment.
 inline bool direct_aligned(std::span<const std::uint8_t> data, std::uint64_t offset) {

@@ -537,6 +537,11 @@ private:
   Status pump_streams(Conn& conn);
   Status collect_streams(Conn& conn);
   Status send_chunk(Conn& conn, std::uint64_t index, bool resend);
+  // Read chunk `index` of the active file into m_buf and hash it: the session
+  // thread's own reads (RESEND, REPAIR, its share of --streams).
+  Result<Hash128> read_chunk(std::uint64_t index, std::span<const std::uint8_t>& chunk);
+  // A chunk of `len` bytes is sent: count it, and pace for --bwlimit.
+  Status sent_bytes(Conn& conn, std::uint64_t len);
   // A chunk confirmed in an earlier session that the receiver's partial no
   // longer holds (REPAIR): read it from the source and send it again.
   Status send_repair(Conn& conn, std::uint64_t index);
@@ -848,10 +853,9 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
     chunk = m_active->bytes;
     hash = xxh3_128(chunk);
   } else {
-    std::span<std::uint8_t> buf(m_buf.data(), len);
-    SESSCP_TRY(source.read_at(index * m_chunk_size, buf));
-    chunk = buf;
-    hash = xxh3_128(chunk);
+    auto read = read_chunk(index, chunk);
+    if (!read) return read.error();
+    hash = *read;
   }
   if (resend) {
     // The receiver saw different bytes than we hashed: resend, unless our own
@@ -875,6 +879,17 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
   }
   SESSCP_TRY(sent);
   if (!m_active->bytes.empty() && index + 1 == m_chunks) std::vector<std::uint8_t>().swap(m_active->bytes);
+  return sent_bytes(conn, len);
+}
+
+Result<Hash128> Sender::read_chunk(std::uint64_t index, std::span<const std::uint8_t>& chunk) {
+  std::span<std::uint8_t> buf(m_buf.data(), chunk_length(index, m_chunk_size, m_active->size));
+  SESSCP_TRY(m_active->source->read_at(index * m_chunk_size, buf));
+  chunk = buf;
+  return xxh3_128(buf);
+}
+
+Status Sender::sent_bytes(Conn& conn, std::uint64_t len) {
   report(*m_active).bytes += len;
   m_plan.bytes += len;
   if (m_opt.bwlimit) SESSCP_TRY(conn.flush()); // nothing held back while pacing sleeps
@@ -883,21 +898,15 @@ Status Sender::send_chunk(Conn& conn, std::uint64_t index, bool resend) {
 }
 
 Status Sender::send_repair(Conn& conn, std::uint64_t index) {
-  auto& source = *m_active->source;
-  auto len = chunk_length(index, m_chunk_size, source.size());
-  std::span<std::uint8_t> buf(m_buf.data(), len);
-  SESSCP_TRY(source.read_at(index * m_chunk_size, buf));
-  auto hash = xxh3_128(buf);
+  std::span<const std::uint8_t> chunk;
+  auto hash = read_chunk(index, chunk);
+  if (!hash) return hash.error();
   m_events.debug("sending chunk " + std::to_string(index) + " again: the " + m_peer + "'s partial file lost it");
-  SESSCP_TRY(conn.send_data({index, hash}, buf));
+  SESSCP_TRY(conn.send_data({index, *hash}, chunk));
   auto& r = report(*m_active);
   ++r.damaged_chunks;
-  r.repaired_bytes += len;
-  r.bytes += len;
-  m_plan.bytes += len;
-  if (m_opt.bwlimit) SESSCP_TRY(conn.flush());
-  throttle(m_opt.bwlimit, m_plan.bytes - m_bytes_before, m_start, m_opt.stop);
-  return {};
+  r.repaired_bytes += chunk.size();
+  return sent_bytes(conn, chunk.size());
 }
 
 Status Sender::send_source_hashes(Conn& conn) {
@@ -1013,13 +1022,12 @@ Status Sender::collect_streams(Conn& conn) {
 Status Sender::pump_streams(Conn& conn) {
   SESSCP_TRY(collect_streams(conn));
   if (auto index = m_pool->claim()) {
-    auto len = chunk_length(*index, m_chunk_size, m_active->size);
-    std::span<std::uint8_t> chunk(m_buf.data(), len);
-    SESSCP_TRY(m_active->source->read_at(*index * m_chunk_size, chunk));
-    auto hash = xxh3_128(chunk);
-    SESSCP_TRY(conn.send_data({*index, hash}, chunk));
-    m_pool->written(*index, hash, len);
-    m_pool->pace(len);
+    std::span<const std::uint8_t> chunk;
+    auto hash = read_chunk(*index, chunk);
+    if (!hash) return hash.error();
+    SESSCP_TRY(conn.send_data({*index, *hash}, chunk));
+    m_pool->written(*index, *hash, chunk.size());
+    m_pool->pace(chunk.size());
     SESSCP_TRY(collect_streams(conn));
   }
   if (m_sent < m_chunks) return {};
