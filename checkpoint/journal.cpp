@@ -1,6 +1,7 @@
 #include "checkpoint/journal.h"
 
-#include "core/bytes.h"
+#include "base/file_io.h"
+#include "base/bytes.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -206,38 +207,6 @@ std::string apply_checkpoint(const Frame& frame, std::uint64_t offset, Replay& r
   return {};
 }
 
-// pwrite all of `data` at `offset`, retrying short writes and EINTR.
-Status pwrite_all(int fd, std::span<const std::uint8_t> data, std::uint64_t offset,
-                  const std::string& what) {
-  while (!data.empty()) {
-    const ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error(ErrorKind::io, what, errno);
-    }
-    data = data.subspan(static_cast<std::size_t>(n));
-    offset += static_cast<std::uint64_t>(n);
-  }
-  return {};
-}
-
-// pread up to out.size() bytes at `offset`; fewer only at end of file.
-Result<std::size_t> pread_full(int fd, std::span<std::uint8_t> out, std::uint64_t offset,
-                               const std::string& what) {
-  std::size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + got, out.size() - got,
-                              static_cast<off_t>(offset + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error(ErrorKind::io, what, errno);
-    }
-    if (n == 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  return got;
-}
-
 Result<std::vector<std::uint8_t>> read_whole(int fd, const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_error(ErrorKind::io, "stat journal " + path, errno);
@@ -263,22 +232,6 @@ void discard_from(int fd, std::uint64_t end) {
   }
 }
 
-std::string parent_dir(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// Make the directory entry of a new file durable, or a crash could lose the
-// whole journal even though its contents were synced.
-Status fsync_dir(const std::string& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return errno_error(ErrorKind::io, "open directory " + dir, errno);
-  if (::fsync(fd.get()) != 0) return errno_error(ErrorKind::io, "fsync directory " + dir, errno);
-  return {};
-}
-
 ErrorKind create_error_kind(int err) {
   switch (err) {
   case EACCES:
@@ -297,7 +250,7 @@ Status write_new_journal(int fd, const std::string& path, std::span<const std::u
   if (::fchmod(fd, 0600) != 0) return errno_error(ErrorKind::io, "chmod journal " + path, errno);
   SESSCP_TRY(pwrite_all(fd, start, 0, "write journal " + path));
   if (::fdatasync(fd) != 0) return errno_error(ErrorKind::io, "sync journal " + path, errno);
-  return fsync_dir(parent_dir(path));
+  return fsync_dir(dirname_of(path));
 }
 
 std::string format_mtime(std::int64_t ns) {

@@ -2,9 +2,9 @@
 // Byte layout and crash rules: docs/JOURNAL.md.
 #pragma once
 
-#include "core/fd.h"
-#include "core/hash.h"
-#include "core/result.h"
+#include "base/fd.h"
+#include "base/hash.h"
+#include "base/result.h"
 
 #include <cstdint>
 #include <functional>

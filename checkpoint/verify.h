@@ -2,10 +2,10 @@
 // Model and cost: docs/JOURNAL.md, "Re-verification on resume".
 #pragma once
 
-#include "core/aligned.h"
-#include "core/fd.h"
-#include "core/hash.h"
-#include "core/result.h"
+#include "base/aligned.h"
+#include "base/fd.h"
+#include "base/hash.h"
+#include "base/result.h"
 
 #include <condition_variable>
 #include <cstdint>

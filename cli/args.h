@@ -2,7 +2,7 @@
 // reconnection policy of --retry / --retry-for.
 #pragma once
 
-#include "core/result.h"
+#include "base/result.h"
 #include "core/retry.h"
 
 #include <cstdint>

@@ -4,8 +4,7 @@
 #include "cli/status.h"
 #include "cli/url_cmd.h"
 #include "url/curl.h"
-#include "core/receiver.h"
-#include "core/sender.h"
+#include "core/dialog/dialog.h"
 
 #include <CLI/CLI.hpp>
 
@@ -176,7 +175,7 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   o.fetch_dir = a.fetch_dir;
   if (!a.duplex.empty() && a.fetch.empty())
     return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--duplex applies only with --fetch PATH"));
-  o.full_duplex = a.duplex == "full";
+  o.dialog = a.duplex == "full" ? sesscp::Dialog::full_duplex : sesscp::Dialog::half_duplex;
   o.checksum = a.checksum;
   o.verify_resume = resume_check(a.verify_resume);
   auto endpoint = sesscp::net::parse_endpoint(a.target, false);
@@ -213,6 +212,8 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
   auto retry = sesscp::cli::retry_policy(a.retry, a.retry_for);
   if (!retry) return fail(out, retry.error());
   o.retry = *retry;
+
+  sesscp::dialog::wire(o);
 
   sesscp::FileReport report;
   auto status = sesscp::send_file(o, out, report);
@@ -254,6 +255,7 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   o.serve_bwlimit = *bwlimit;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
+  sesscp::dialog::wire(o);
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
   out.session_start({{"listen", receiver->address()}, {"dir", a.dir}, {"serve", a.serve}, {"security", receiver->security()}});

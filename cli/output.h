@@ -2,7 +2,7 @@
 #pragma once
 
 #include "core/events.h"
-#include "core/result.h"
+#include "base/result.h"
 
 #include <nlohmann/json.hpp>
 

@@ -2,9 +2,9 @@
 // socket with deadlines, so no peer can make a session hang.
 #pragma once
 
-#include "core/fd.h"
+#include "base/fd.h"
 #include "core/frame.h"
-#include "core/result.h"
+#include "base/result.h"
 #include "core/tls.h"
 
 #include <algorithm>

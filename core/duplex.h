@@ -15,7 +15,7 @@
 #pragma once
 
 #include "core/conn.h"
-#include "core/result.h"
+#include "base/result.h"
 
 #include <atomic>
 #include <functional>

@@ -1,7 +1,7 @@
 // What the engine tells its user interface; cli/ implements it.
 #pragma once
 
-#include "core/hash.h"
+#include "base/hash.h"
 
 #include <cstdint>
 #include <string>

@@ -2,9 +2,9 @@
 // Byte layouts: docs/PROTOCOL.md. Every decoder checks lengths before use.
 #pragma once
 
-#include "core/bytes.h"
-#include "core/hash.h"
-#include "core/result.h"
+#include "base/bytes.h"
+#include "base/hash.h"
+#include "base/result.h"
 
 #include <array>
 #include <cstdint>

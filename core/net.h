@@ -1,8 +1,8 @@
 // TCP endpoints: parsing HOST:PORT, connecting, listening.
 #pragma once
 
-#include "core/fd.h"
-#include "core/result.h"
+#include "base/fd.h"
+#include "base/result.h"
 
 #include <cstdint>
 #include <string>

@@ -2,7 +2,7 @@
 // later attempt could fix. Shared by every transport (TCP sessions, URLs).
 #pragma once
 
-#include "core/result.h"
+#include "base/result.h"
 
 #include <atomic>
 #include <chrono>

@@ -6,7 +6,7 @@
 #pragma once
 
 #include "core/frame.h"
-#include "core/result.h"
+#include "base/result.h"
 
 #include <cstdint>
 

@@ -1,6 +1,6 @@
 #include "core/source.h"
 
-#include "core/bytes.h"
+#include "base/bytes.h"
 #include "core/frame.h"
 
 #include <dirent.h>

@@ -1,9 +1,9 @@
 // The sender's view of the file it sends: identity and chunk reads.
 #pragma once
 
-#include "core/fd.h"
-#include "core/hash.h"
-#include "core/result.h"
+#include "base/fd.h"
+#include "base/hash.h"
+#include "base/result.h"
 
 #include <cstdint>
 #include <span>

@@ -1,7 +1,7 @@
 #include "core/tls.h"
 
-#include "core/fd.h"
-#include "core/hash.h"
+#include "base/fd.h"
+#include "base/hash.h"
 
 #include <fcntl.h>
 #include <openssl/err.h>

@@ -3,7 +3,7 @@
 // authenticate each other; plaintext only with --insecure.
 #pragma once
 
-#include "core/result.h"
+#include "base/result.h"
 
 #include <array>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // waits for them is never stuck).
 #include "core/conn.h"
 #include "core/frame.h"
-#include "core/hash.h"
+#include "base/hash.h"
 
 #include <doctest/doctest.h>
 

@@ -1,7 +1,7 @@
 // The sender's tree walk (core/source.h, collect_sources).
 #include "core/source.h"
 
-#include "core/bytes.h"
+#include "base/bytes.h"
 
 #include <doctest/doctest.h>
 

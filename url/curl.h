@@ -3,7 +3,7 @@
 // libcurl and server errors to sesscp's typed errors.
 #pragma once
 
-#include "core/result.h"
+#include "base/result.h"
 
 #include <curl/curl.h>
 

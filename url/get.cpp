@@ -1,5 +1,6 @@
 #include "url/get.h"
 
+#include "base/file_io.h"
 #include "checkpoint/journal.h"
 #include "checkpoint/verify.h"
 
@@ -97,37 +98,6 @@ Hash128 remote_fingerprint(const Remote& r, const std::string& redacted_url) {
   // tie the journal to the URL too, so another URL never continues it.
   if (r.etag.empty() && r.last_modified.empty() && r.mtime_s < 0) text += redacted_url + "\n";
   return xxh3_128({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
-}
-
-std::string basename_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-std::string dirname_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-Status fsync_dir(const std::string& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return errno_error(ErrorKind::io, "open directory " + dir, errno);
-  if (::fsync(fd.get()) != 0) return errno_error(ErrorKind::io, "fsync directory " + dir, errno);
-  return {};
-}
-
-Status pwrite_all(int fd, const std::uint8_t* data, std::size_t size, std::uint64_t offset, const std::string& what) {
-  std::size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::pwrite(fd, data + done, size - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error(ErrorKind::io, "write " + what, errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return {};
 }
 
 // One ranged request in flight: chunks [first, end) of the file.
@@ -520,7 +490,7 @@ Status Download::store_chunk(Transfer& t) {
       --m_repairs_pending;
       m_repairs_unsynced = true;
     }
-    SESSCP_TRY(pwrite_all(m_part.get(), t.buf.data(), len, t.chunk * m_identity.chunk_size, m_part_path));
+    SESSCP_TRY(pwrite_all(m_part.get(), std::span<const std::uint8_t>(t.buf.data(), len), t.chunk * m_identity.chunk_size, "write " + m_part_path));
     m_hashes[t.chunk] = h;
     m_checked[t.chunk] = 1;
     state = 2;

@@ -4,7 +4,7 @@
 
 #include "checkpoint/verify.h"
 #include "core/events.h"
-#include "core/result.h"
+#include "base/result.h"
 #include "core/retry.h"
 #include "url/curl.h"
 

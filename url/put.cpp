@@ -1,5 +1,6 @@
 #include "url/put.h"
 
+#include "base/file_io.h"
 #include "checkpoint/journal.h"
 #include "core/source.h"
 
@@ -28,11 +29,6 @@ struct SlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
 using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
-
-std::string basename_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 // A path argument of an SFTP quote command: double-quoted, \ and " escaped.
 std::string quoted(const std::string& path) {

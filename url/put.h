@@ -3,7 +3,7 @@
 #pragma once
 
 #include "core/events.h"
-#include "core/result.h"
+#include "base/result.h"
 #include "core/retry.h"
 #include "url/curl.h"
 

@@ -14,9 +14,9 @@
 // it), or an internal error (which the engine only reports for its own bugs).
 
 #include "core/events.h"
-#include "core/fd.h"
+#include "base/fd.h"
 #include "core/frame.h"
-#include "core/receiver.h"
+#include "core/dialog/dialog.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -131,6 +131,7 @@ Fixture& fixture() {
     check(out != nullptr && std::fputs("exported\n", out) >= 0 && std::fclose(out) == 0, "cannot write the export");
   }
   f->options.serve_dir = f->serve;
+  dialog::wire(f->options);
   f->options.listen = {"127.0.0.1", 0}; // bound, never connected to
   f->options.dir = f->dir;
   f->options.timeout_ms = 200;

@@ -12,7 +12,7 @@
 
 #include "checkpoint/journal.h"
 #include "core/frame.h"
-#include "core/hash.h"
+#include "base/hash.h"
 
 #include <sys/stat.h>
 #include <unistd.h>

@@ -14,7 +14,7 @@
 // One line on stdout says which, and why.
 
 #include "checkpoint/journal.h"
-#include "core/hash.h"
+#include "base/hash.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

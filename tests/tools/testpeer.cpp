@@ -84,7 +84,7 @@
 //   testpeer 127.0.0.1:PORT --raw-hex 12000000ffffffff       # DATA header, 4 GiB
 //   testpeer 127.0.0.1:PORT --hello-version 99               # REFUSE reason=2
 
-#include "core/bytes.h"
+#include "base/bytes.h"
 #include "core/conn.h"
 #include "core/frame.h"
 #include "core/net.h"

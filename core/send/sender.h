@@ -5,9 +5,10 @@
 #include "core/events.h"
 #include "core/frame.h"
 #include "core/net.h"
-#include "core/result.h"
+#include "base/result.h"
 #include "core/retry.h"
 #include "core/tls.h"
+#include "core/turn.h"
 
 #include <atomic>
 #include <cstdint>
@@ -40,8 +41,11 @@ struct SendOptions {
   std::vector<frame::FetchPath> fetch;
   std::string fetch_dir = ".";
   // Full-duplex (--duplex full): fetch while sending, both at once over the
-  // one connection, instead of taking turns.
-  bool full_duplex = false;
+  // one connection, instead of taking turns (half-duplex).
+  Dialog dialog = Dialog::half_duplex;
+  // How the fetch is received (dialog::wire sets it): without one, --fetch
+  // fails with an internal error.
+  ReceiveTurn receive_turn;
   // --checksum: re-hash the source's chunks that the receiver confirmed in
   // earlier sessions (overlapped with sending the rest); a chunk that
   // differs from the receiver's journal is sent again.
@@ -73,17 +77,16 @@ std::uint64_t sync_interval_chunks(std::uint64_t window, std::uint32_t chunk_siz
 // ErrorKind::interrupted (exit 75).
 Status send_file(const SendOptions& options, Events& events, FileReport& report);
 
-// Half-duplex, the responder's turn: the initiator gave the data token with
-// the request `fetch`; send those paths from the export (`serve_fd`, opened
-// on `serve_dir`) over `conn`, as send_file does, then give the token back
-// once every file sent is confirmed. Each path must pass frame::check_path
-// and resolve beneath the export without a symlink on the way; anything else
-// is answered with ABORT bad name (ErrorKind::refused).
-// Full-duplex (`full_duplex`): the same over the responder's sending
+// Half-duplex, the responder's turn (a ServeTurn): the initiator gave the
+// data token with the request `fetch`; send those paths from the export
+// (`turn.serve_fd`, opened on `turn.dir`) over `conn`, as send_file does,
+// then give the token back once every file sent is confirmed. Each path must
+// pass frame::check_path and resolve beneath the export without a symlink on
+// the way; anything else is answered with ABORT bad name
+// (ErrorKind::refused). Full-duplex: the same over the responder's sending
 // direction (docs/PROTOCOL.md, "Full-duplex"), which ends with its own
 // RELEASE instead of giving a token back.
-Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
-                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events,
-                  bool full_duplex = false);
+Status serve_turn(Conn& conn, session::Machine& machine, const TurnOptions& turn,
+                  const std::vector<frame::FetchPath>& fetch, Events& events, Dialog dialog);
 
 } // namespace sesscp

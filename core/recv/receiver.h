@@ -3,10 +3,11 @@
 
 #include "checkpoint/verify.h"
 #include "core/events.h"
-#include "core/fd.h"
+#include "base/fd.h"
 #include "core/net.h"
-#include "core/result.h"
+#include "base/result.h"
 #include "core/tls.h"
+#include "core/turn.h"
 
 #include <atomic>
 #include <cstdint>
@@ -35,6 +36,9 @@ struct ReceiveOptions {
   // negotiated, which say whether the peer can repair (REPAIR/VERIFIED).
   std::uint64_t turn_features = 0;
   tls::Options tls;                  // how to encrypt and authenticate
+  // How --serve sends (dialog::wire sets it): without one, a half- or
+  // full-duplex session fails with an internal error.
+  ServeTurn serve_turn;
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -44,14 +48,13 @@ namespace session {
 class Machine;
 }
 
-// Half-duplex, the initiator's turn to receive: after giving the data token
-// (GIVE_TOKEN with a fetch request), run the receiving side of this session
-// over `conn`, writing into `options.dir` exactly as a receiver does
-// (leases, journals, resume, publish), until the peer gives the token back.
-// Full-duplex (`full_duplex`): the receiving direction of the session, until
+// Half-duplex, the initiator's turn to receive (a ReceiveTurn): after
+// giving the data token (GIVE_TOKEN with a fetch request), run the receiving
+// side of this session over `conn`, writing into `turn.dir` exactly as a
+// receiver does (leases, journals, resume, publish), until the peer gives
+// the token back. Full-duplex: the receiving direction of the session, until
 // the peer releases it (RELEASE / RELEASE_ACK).
-Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events,
-                    bool full_duplex = false);
+Status receive_turn(Conn& conn, session::Machine& machine, const TurnOptions& turn, Events& events, Dialog dialog);
 
 class Receiver {
 public:

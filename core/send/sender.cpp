@@ -1,12 +1,12 @@
-#include "core/sender.h"
+#include "core/send/sender.h"
 
+#include "base/file_io.h"
 #include "checkpoint/journal.h"
 #include "checkpoint/verify.h"
-#include "core/aligned.h"
+#include "base/aligned.h"
 #include "core/conn.h"
 #include "core/duplex.h"
 #include "core/frame.h"
-#include "core/receiver.h"
 #include "core/session_state.h"
 #include "core/source.h"
 
@@ -39,11 +39,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using checkpoint::chunk_count;
 using checkpoint::chunk_length;
-
-std::string basename_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 std::string hostname() {
   char buf[256] = {};
@@ -520,6 +515,7 @@ public:
 
 private:
   Status run_full_duplex(Conn& conn);
+  Status receive_fetched(Conn& conn, session::Machine& machine, Events& events, Dialog dialog);
   Status push(Conn& conn);
   Status give_token(Conn& conn);
   bool all_confirmed() const {
@@ -652,7 +648,7 @@ Status Sender::exchange_hello(Conn& conn) {
   // token, or (--duplex full) runs both directions at once; once fetched
   // (an earlier attempt of --retry), full-duplex has nothing to fetch.
   hello.mode = m_opt.fetch.empty()  ? frame::DialogMode::simplex
-               : !m_opt.full_duplex ? frame::DialogMode::half_duplex
+               : m_opt.dialog == Dialog::half_duplex ? frame::DialogMode::half_duplex
                : m_plan.fetched     ? frame::DialogMode::simplex
                                     : frame::DialogMode::full_duplex;
   // Several connections: announced in the feature bits, only when asked for
@@ -1175,17 +1171,24 @@ Status Sender::give_token(Conn& conn) {
     return {};
   }
   m_events.debug("data token given to the receiver, asking for " + std::to_string(give.fetch.size()) + " path(s)");
-  ReceiveOptions receive;
-  receive.dir = m_opt.fetch_dir;
-  receive.timeout_ms = m_opt.timeout_ms;
-  receive.stop = m_opt.stop;
-  receive.verify_resume = m_opt.verify_resume;
-  receive.turn_features = m_features;
   FetchEvents events(m_events, m_plan);
-  SESSCP_TRY(receive_turn(conn, m_machine, receive, events));
+  SESSCP_TRY(receive_fetched(conn, m_machine, events, Dialog::half_duplex));
   m_plan.fetched = true;
   m_events.debug("data token back from the receiver");
   return {};
+}
+
+// The fetch: receive the peer's files into --fetch-dir through the receive
+// turn the caller wired in (dialog::wire), over this session's connection.
+Status Sender::receive_fetched(Conn& conn, session::Machine& machine, Events& events, Dialog dialog) {
+  if (!m_opt.receive_turn) return make_error(ErrorKind::internal, "--fetch without a receiving engine (dialog::wire)");
+  TurnOptions turn;
+  turn.dir = m_opt.fetch_dir;
+  turn.timeout_ms = m_opt.timeout_ms;
+  turn.stop = m_opt.stop;
+  turn.verify_resume = m_opt.verify_resume;
+  turn.features = m_features;
+  return m_opt.receive_turn(conn, machine, turn, events, dialog);
 }
 
 Status Sender::run_turn(Conn& conn) {
@@ -1237,14 +1240,8 @@ Status Sender::run_full_duplex(Conn& conn) {
   };
   auto receive = [&](Conn& c) -> Status {
     auto machine = session::Machine::direction(session::Role::responder);
-    ReceiveOptions options;
-    options.dir = m_opt.fetch_dir;
-    options.timeout_ms = m_opt.timeout_ms;
-    options.stop = m_opt.stop;
-    options.verify_resume = m_opt.verify_resume;
-    options.turn_features = m_features;
     FetchEvents events(m_events, m_plan);
-    SESSCP_TRY(receive_turn(c, machine, options, events, true));
+    SESSCP_TRY(receive_fetched(c, machine, events, Dialog::full_duplex));
     m_plan.fetched = true;
     return {};
   };
@@ -1434,9 +1431,14 @@ Result<std::vector<SourceEntry>> fetch_entries(int serve_fd, const std::vector<f
 
 } // namespace
 
-Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std::string& serve_dir,
-                  const std::vector<frame::FetchPath>& fetch, const SendOptions& options, Events& events,
-                  bool full_duplex) {
+Status serve_turn(Conn& conn, session::Machine& machine, const TurnOptions& turn,
+                  const std::vector<frame::FetchPath>& fetch, Events& events, Dialog dialog) {
+  SendOptions options;
+  options.timeout_ms = turn.timeout_ms;
+  options.bwlimit = turn.bwlimit;
+  options.stop = turn.stop;
+  const int serve_fd = turn.serve_fd;
+  const std::string& serve_dir = turn.dir;
   std::vector<Fd> pins;
   std::vector<std::pair<int, std::string>> beneath;
   auto entries = fetch_entries(serve_fd, fetch, pins, beneath, events);
@@ -1459,7 +1461,7 @@ Status serve_turn(Conn& conn, session::Machine& machine, int serve_fd, const std
     plan.beneath_rel.push_back(beneath[i].second);
   }
   Sender sender(options, events, plan, machine);
-  auto status = full_duplex ? sender.run_direction(conn) : sender.run_turn(conn);
+  auto status = dialog == Dialog::full_duplex ? sender.run_direction(conn) : sender.run_turn(conn);
   // Files the turn offered but could not finish get their summary line.
   for (std::size_t i = 0; i < n && !status; ++i) {
     if (plan.done[i] || !plan.offered[i]) continue;

@@ -1,7 +1,7 @@
 // Direct I/O: heap buffers aligned for O_DIRECT, and O_DIRECT descriptors.
 #pragma once
 
-#include "core/fd.h"
+#include "base/fd.h"
 
 #include <fcntl.h>
 

@@ -1,12 +1,12 @@
-#include "core/receiver.h"
+#include "core/recv/receiver.h"
 
+#include "base/file_io.h"
 #include "checkpoint/journal.h"
 #include "checkpoint/verify.h"
-#include "core/aligned.h"
+#include "base/aligned.h"
 #include "core/conn.h"
 #include "core/duplex.h"
 #include "core/frame.h"
-#include "core/sender.h"
 #include "core/session_state.h"
 
 #include <fcntl.h>
@@ -60,24 +60,6 @@ constexpr auto k_verified_period = std::chrono::milliseconds(500);
 
 std::string part_suffix(const std::string& name) { return name + ".sesscp.part"; }
 std::string journal_suffix(const std::string& name) { return name + ".sesscp.journal"; }
-
-Status fsync_dir(int dir_fd, const std::string& dir) {
-  if (fsync(dir_fd) != 0) return errno_error(ErrorKind::io, "fsync directory " + dir, errno);
-  return {};
-}
-
-Status write_all_at(int fd, std::span<const std::uint8_t> data, std::uint64_t offset, const std::string& what) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error(ErrorKind::io, "write " + what, errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return {};
-}
 
 // A batch of verified chunks to make durable and journal as one sync point.
 struct Job {
@@ -1225,7 +1207,7 @@ Status IncomingFile::on_data(const frame::Header& header) {
   record_chunk(index, claim->prefix.hash);
   lock.unlock();
   m_write_ticket = m_small_writer.submit(std::move(small), len, [this, offset = index * m_chunk_size](auto data) {
-    m_write_status = write_all_at(m_part.get(), data, offset, m_part_name);
+    m_write_status = pwrite_all(m_part.get(), data, offset, "write " + m_part_name);
     if (m_write_status) m_write_status = apply_metadata(m_part.get(), m_offer, m_umask, m_part_name, true);
   });
   return {};
@@ -1245,7 +1227,7 @@ Status IncomingFile::write_chunk(std::span<const std::uint8_t> chunk, std::uint6
       offset += static_cast<std::uint64_t>(n);
     }
   }
-  SESSCP_TRY(write_all_at(m_part.get(), chunk, offset, m_part_name));
+  SESSCP_TRY(pwrite_all(m_part.get(), chunk, offset, "write " + m_part_name));
   // Start writeback now rather than at the next sync point, so the disk works
   // while data keeps arriving and fdatasync finds little left to do.
   sync_file_range(m_part.get(), static_cast<off_t>(offset), static_cast<off_t>(chunk.size()), SYNC_FILE_RANGE_WRITE);
@@ -1738,6 +1720,7 @@ private:
   Status establish();
   Status serve_files();
   Status serve_full_duplex();
+  Status serve(Conn& conn, session::Machine& machine, const std::vector<frame::FetchPath>& fetch, Dialog dialog);
   // An extra connection (JOIN): read its DATA into the session it joined.
   Status serve_stream();
   Status read_stream(StreamHub& hub);
@@ -2203,11 +2186,20 @@ Status Session::on_give_token(std::span<const std::uint8_t> payload) {
     return make_error(ErrorKind::internal, "half-duplex session without an export");
   m_events.info(m_peer + ": data token received; sending " + std::to_string(give->fetch.size()) + " requested path(s) from " +
                 m_opt.serve_dir);
-  SendOptions send;
-  send.timeout_ms = m_opt.timeout_ms;
-  send.bwlimit = m_opt.serve_bwlimit;
-  send.stop = m_opt.stop;
-  return serve_turn(m_conn, m_machine, m_serve_fd, m_opt.serve_dir, give->fetch, send, m_events);
+  return serve(m_conn, m_machine, give->fetch, Dialog::half_duplex);
+}
+
+// Send the requested paths from the export (--serve) through the serving
+// turn the caller wired in (dialog::wire).
+Status Session::serve(Conn& conn, session::Machine& machine, const std::vector<frame::FetchPath>& fetch, Dialog dialog) {
+  if (!m_opt.serve_turn) return make_error(ErrorKind::internal, "--serve without a sending engine (dialog::wire)");
+  TurnOptions turn;
+  turn.dir = m_opt.serve_dir;
+  turn.serve_fd = m_serve_fd;
+  turn.timeout_ms = m_opt.timeout_ms;
+  turn.bwlimit = m_opt.serve_bwlimit;
+  turn.stop = m_opt.stop;
+  return m_opt.serve_turn(conn, machine, turn, fetch, m_events, dialog);
 }
 
 // One step of the session: finish what can be finished, then read a frame.
@@ -2461,11 +2453,7 @@ Status Session::serve_full_duplex() {
                 std::to_string(fetch->paths.size()) + " requested path(s) from " + m_opt.serve_dir);
   auto send = [&](Conn& c) -> Status {
     auto machine = session::Machine::direction(session::Role::initiator);
-    SendOptions options;
-    options.timeout_ms = m_opt.timeout_ms;
-    options.bwlimit = m_opt.serve_bwlimit;
-    options.stop = m_opt.stop;
-    return serve_turn(c, machine, m_serve_fd, m_opt.serve_dir, fetch->paths, options, m_events, true);
+    return serve(c, machine, fetch->paths, Dialog::full_duplex);
   };
   auto receive = [&](Conn& c) -> Status {
     auto machine = session::Machine::direction(session::Role::responder);
@@ -2507,14 +2495,19 @@ Status Session::run() {
 
 } // namespace
 
-Status receive_turn(Conn& conn, session::Machine& machine, const ReceiveOptions& options, Events& events,
-                    bool full_duplex) {
+Status receive_turn(Conn& conn, session::Machine& machine, const TurnOptions& turn, Events& events, Dialog dialog) {
+  ReceiveOptions options;
+  options.dir = turn.dir;
+  options.timeout_ms = turn.timeout_ms;
+  options.stop = turn.stop;
+  options.verify_resume = turn.verify_resume;
+  options.turn_features = turn.features;
   Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
   unsigned mask = ::umask(0);
   ::umask(mask);
   Session session(dir.get(), options, mask, events, conn, machine);
-  return full_duplex ? session.run_direction() : session.run_turn();
+  return dialog == Dialog::full_duplex ? session.run_direction() : session.run_turn();
 }
 
 Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events) {
