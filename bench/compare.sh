@@ -16,6 +16,9 @@
 #   TOOLS      tools to run, space-separated (default: socat rsync curl aria2c sesscp-plain sesscp-tls)
 #   INSTALL    1 (default) installs missing Debian packages via scripts/deps.sh; 0 runs what is installed
 #   SESSCP_BIN use this binary instead of building with scripts/build.sh
+#   BASE_BIN   a second sesscp binary (an older build) to compare with in the
+#              same rounds: adds the tools base-plain and base-tls, and per-round
+#              ratios of sesscp to it (a same-run A/B)
 #   BENCH_DIR  parent of the scratch dir: source and destination (default /var/tmp; must be a real disk)
 #   OUT_DIR    where the Markdown table and PNG go (default bench/results)
 #   VERIFY     1 (default) compares each destination with the source (untimed)
@@ -31,7 +34,7 @@
 
 SIZE=${SIZE:-4GiB}
 RUNS=${RUNS:-3}
-TOOLS=${TOOLS:-socat rsync curl aria2c sesscp-plain sesscp-tls}
+TOOLS=${TOOLS:-socat rsync curl aria2c sesscp-plain sesscp-tls${BASE_BIN:+ base-plain base-tls}}
 OUT_DIR=${OUT_DIR:-$BENCH_ROOT/bench/results}
 bytes=$(size_bytes "$SIZE")
 
@@ -46,6 +49,7 @@ for t in $TOOLS; do
   case $t in
     socat | rsync | curl | aria2c) need=$t ;;
     sesscp-plain | sesscp-tls) need=$BIN ;;
+    base-plain | base-tls) need=${BASE_BIN:?"base-plain/base-tls need BASE_BIN"} ;;
     *) bench_die "unknown tool '$t'" ;;
   esac
   if [[ $t == curl || $t == aria2c ]] && ! command -v nginx >/dev/null; then need=nginx; fi
@@ -167,21 +171,23 @@ run_aria2c() {
   elapsed "$t0" "$t1"
 }
 
-run_sesscp() { # $1 = plain|tls
-  local sec=(--insecure) port t0 t1 rp
+run_sesscp() { # $1 = plain|tls [$2 = binary, default $BIN]
+  local sec=(--insecure) port t0 t1 rp bin=${2:-$BIN}
   [[ $1 == tls ]] && sec=(--key-file "$W/key")
   : >"$W/t/r.log" # empty before the receiver starts: never read the last run's port
-  timed_bg "$W/t/r" "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --once "${sec[@]}" 2>"$W/t/r.log"
+  timed_bg "$W/t/r" "$bin" recv --listen 127.0.0.1:0 --dir "$dstdir" --once "${sec[@]}" 2>"$W/t/r.log"
   rp=$BG
   port=$(sesscp_port "$W/t/r.log")
   t0=$(now)
-  timed "$W/t/s" "$BIN" send "$src" "127.0.0.1:$port" "${sec[@]}" 2>"$W/t/s.log" || return 1
+  timed "$W/t/s" "$bin" send "$src" "127.0.0.1:$port" "${sec[@]}" 2>"$W/t/s.log" || return 1
   wait "$rp" || return 1
   t1=$(now)
   elapsed "$t0" "$t1"
 }
 run_sesscp-plain() { run_sesscp plain; }
 run_sesscp-tls() { run_sesscp tls; }
+run_base-plain() { run_sesscp plain "$BASE_BIN"; }
+run_base-tls() { run_sesscp tls "$BASE_BIN"; }
 
 # ---------------------------------------------------------------- the runs
 # One line per run in $W/runs: tool round wall s_cpu s_rss r_cpu r_rss fsync s_sys r_sys
@@ -216,11 +222,13 @@ notes() {
     curl) echo "none | no" ;;
     aria2c) echo "none (no --checksum given) | no" ;;
     sesscp-plain) echo "XXH3-128 per chunk | fdatasync + journal per sync point" ;;
-    sesscp-tls) echo "XXH3-128 per chunk + AES-128-GCM | fdatasync + journal per sync point" ;;
+    sesscp-tls | base-tls) echo "XXH3-128 per chunk + AES-128-GCM | fdatasync + journal per sync point" ;;
+    base-plain) echo "XXH3-128 per chunk | fdatasync + journal per sync point" ;;
   esac
 }
 label() { case $1 in socat) echo "socat -u -b 1M" ;; rsync) echo "rsync → rsyncd" ;; curl) echo "curl ← nginx" ;;
-  aria2c) echo "aria2c ← nginx" ;; sesscp-plain) echo "sesscp --insecure" ;; sesscp-tls) echo "sesscp TLS (PSK)" ;; esac; }
+  aria2c) echo "aria2c ← nginx" ;; sesscp-plain) echo "sesscp --insecure" ;; sesscp-tls) echo "sesscp TLS (PSK)" ;;
+  base-plain) echo "base --insecure" ;; base-tls) echo "base TLS (PSK)" ;; esac; }
 
 stamp=$(date -u +%Y-%m-%dT%H%M)
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -246,6 +254,11 @@ md=$W/compare.md
   done
   echo
   echo "Ratios are of throughput (median wall of the reference / median wall of the tool); above 1 is faster."
+  if [[ -n ${BASE_BIN:-} ]]; then
+    echo
+    echo "Same-run A/B against BASE_BIN ($("$BASE_BIN" --version 2>&1 | head -1), $BASE_BIN): sesscp's wall time / base's, per round, median (min-max):"
+    echo "plaintext $(paired "$W/runs" base-plain sesscp-plain); TLS $(paired "$W/runs" base-tls sesscp-tls). Below 1: this build is faster."
+  fi
   echo "Versions: $("$BIN" --version 2>&1 | head -1); $(socat -V 2>/dev/null | awk '/socat version/ {print "socat", $3; exit}');" \
     "$(rsync --version 2>/dev/null | awk 'NR==1 {print "rsync", $3}'); $(curl --version 2>/dev/null | awk 'NR==1 {print "curl", $2}');" \
     "$(aria2c --version 2>/dev/null | awk 'NR==1 {print "aria2c", $3}'); $(nginx -v 2>&1 | sed 's/.*\///;s/^/nginx /')."

@@ -143,6 +143,19 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
 
 # median: of the numbers on stdin, one a line ("-" if none).
+# paired RUNS_FILE A B [TOOL_COL ROUND_COL VALUE_COL]: per round, B's value
+# divided by A's in that round (rows "tool round ... value"), then the median
+# of those ratios and their min-max: "1.02 (0.97-1.08, 5 rounds)". For A/B of
+# two binaries (BASE_BIN): on this machine one run varies 2-4x, so only
+# ratios taken within a round compare.
+paired() {
+  awk -v a="$2" -v b="$3" -v tc="${4:-1}" -v rc="${5:-2}" -v vc="${6:-3}" '
+    $tc == a {va[$rc] = $vc} $tc == b {vb[$rc] = $vc}
+    END {for (r in va) if ((r in vb) && va[r] > 0) printf "%.3f\n", vb[r] / va[r]}' "$1" |
+    sort -g | awk '{x[NR] = $1} END {if (!NR) {print "-"; exit}
+      m = (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2
+      printf "%.2f (%.2f-%.2f, %d rounds)\n", m, x[1], x[NR], NR}'
+}
 median() { sort -g | awk '{a[NR]=$1} END {if (!NR) print "-"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # TIMEFMT for /usr/bin/time -o: wall, user, sys, peak RSS KiB.

@@ -16,6 +16,9 @@
 # sesscp makes every file durable (syncfs per batch) before it confirms it;
 # rsync and tar do not sync at all, so the table also shows sesscp with the
 # cost of a final `sync` added to the others for comparison.
+# BASE_BIN=PATH (a second sesscp binary, an older build) adds base-tls and
+# base-insecure to the rotation and prints sesscp's time / base's per round,
+# median (min-max): a same-run A/B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-10000}
@@ -72,7 +75,7 @@ wait_port() {
 }
 
 run_sesscp() { # DEST [SECURITY-ARGS...] -> seconds on stdout (default: TLS with a shared key)
-  local dst=$1 log port t0 t1 rpid
+  local dst=$1 log port t0 t1 rpid bin=${use_bin:-$bin}
   shift
   [ $# -gt 0 ] || set -- --key-file "$work/key"
   # -q: no line per file, as the rsync daemon here logs no transfers
@@ -146,6 +149,10 @@ declare -A result
 # so the order of the tools rotates every round: each tool takes each place
 # in turn (use a multiple of 4 runs for a full rotation).
 tools=(sesscp-tls sesscp-insecure rsync tar-socat)
+if [ -n "${BASE_BIN:-}" ]; then
+  base_bin=$(realpath "$BASE_BIN")
+  tools+=(base-tls base-insecure)
+fi
 for ((r = 1; r <= runs; r++)); do
   for ((k = 0; k < ${#tools[@]}; k++)); do
     tool=${tools[$(((k + r - 1) % ${#tools[@]}))]}
@@ -156,6 +163,8 @@ for ((r = 1; r <= runs; r++)); do
     case $tool in
     sesscp-tls) secs=$(run_sesscp "$dst") ;;
     sesscp-insecure) secs=$(run_sesscp "$dst" --insecure) ;;
+    base-tls) secs=$(use_bin=$base_bin run_sesscp "$dst") ;;
+    base-insecure) secs=$(use_bin=$base_bin run_sesscp "$dst" --insecure) ;;
     rsync) secs=$(run_rsync "$dst") ;;
     tar-socat) secs=$(run_tar "$dst") ;;
     esac
@@ -181,3 +190,11 @@ for tool in "${tools[@]}"; do
   printf '| %s | %.2f | %.0f | %.1f | %.2f | %.2f | %s | %s |\n' "$tool" "$m" "$(echo "$files / $m" | bc -l)" \
     "$(echo "$bytes / $m / 1000000" | bc -l)" "$ms" "$(echo "$m / $rsync_m" | bc -l)" "$ios" "$mb"
 done
+if [ -n "${BASE_BIN:-}" ]; then
+  # Per round: this build's seconds / the base binary's, then median (min-max).
+  ab() { paste -d' ' <(tr ' ' '\n' <<<"${result[$1]}" | grep .) <(tr ' ' '\n' <<<"${result[$2]}" | grep .) |
+    awk '{printf "%.3f\n", $2 / $1}' | sort -g | awk '{x[NR] = $1} END {m = (NR % 2) ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2
+      printf "%.2f (%.2f-%.2f, %d rounds)", m, x[1], x[NR], NR}'; }
+  printf '\nSame-run A/B against %s (%s): sesscp / base per round, median (min-max): TLS %s; --insecure %s. Below 1: this build is faster.\n' \
+    "$base_bin" "$("$base_bin" --version 2>&1 | head -1)" "$(ab base-tls sesscp-tls)" "$(ab base-insecure sesscp-insecure)"
+fi

@@ -38,7 +38,9 @@
 # ("sesscp sesscp-tail rsync"), COLD (1: drop the destination's files from
 # the page cache before the re-run, as after a reboot; 0, the default: the
 # re-run follows the kill, and what a tool wrote through the cache is still
-# there), INSTALL, SESSCP_BIN, BENCH_DIR, OUT_DIR as in compare.sh.
+# there), INSTALL, SESSCP_BIN, BENCH_DIR, OUT_DIR as in compare.sh; BASE_BIN
+# (a second sesscp binary, an older build: adds the tool sesscp-base and
+# per-round ratios of sesscp to it, a same-run A/B).
 # Writes OUT_DIR/resume-latest.md and prints it.
 . "$(dirname "$0")/lib.sh"
 
@@ -46,7 +48,7 @@ SIZE=${SIZE:-1GiB}
 RUNS=${RUNS:-3}
 POINTS=${POINTS:-50 90}
 COLD=${COLD:-0}
-TOOLS=${TOOLS:-sesscp sesscp-tail rsync}
+TOOLS=${TOOLS:-sesscp sesscp-tail rsync${BASE_BIN:+ sesscp-base}}
 OUT_DIR=${OUT_DIR:-$BENCH_ROOT/bench/results}
 bytes=$(size_bytes "$SIZE")
 
@@ -76,7 +78,7 @@ start_receiver() { # TOOL LOG
     : >"$2" # empty before the receiver starts: never read the last run's port
     local check=full
     [[ $1 == sesscp-tail ]] && check=tail
-    "$BIN" recv --listen 127.0.0.1:0 --dir "$dstdir" --insecure --verify-resume "$check" 2>"$2" &
+    "$(bin_of "$1")" recv --listen 127.0.0.1:0 --dir "$dstdir" --insecure --verify-resume "$check" 2>"$2" &
     rp=$!; bench_track "$rp"
     port=$(sesscp_port "$2")
   else
@@ -92,8 +94,10 @@ stop_receiver() {
   kill -TERM "$rp" 2>/dev/null || true
   wait "$rp" 2>/dev/null || true
 }
+# The binary a sesscp tool runs: sesscp-base is BASE_BIN (a same-run A/B).
+bin_of() { if [[ $1 == sesscp-base ]]; then echo "${BASE_BIN:?sesscp-base needs BASE_BIN}"; else echo "$BIN"; fi; }
 send_cmd() { # TOOL -> the sender's command line in $cmd
-  if [[ $1 == sesscp* ]]; then cmd=("$BIN" send "$src" "127.0.0.1:$port" --insecure)
+  if [[ $1 == sesscp* ]]; then cmd=("$(bin_of "$1")" send "$src" "127.0.0.1:$port" --insecure)
   else cmd=(rsync "${rsync_opts[@]}" "$src" "rsync://127.0.0.1:$port/bench/"); fi
 }
 
@@ -241,6 +245,14 @@ md=$W/resume.md
     done
   done
   echo
+  if [[ -n ${BASE_BIN:-} ]]; then
+    echo "Same-run A/B against BASE_BIN ($("$BASE_BIN" --version 2>&1 | head -1)): sesscp's time / sesscp-base's, per round, median (min-max)."
+    echo "Uninterrupted: $(awk '{print $1, $3, $12}' "$W/runs" | sort -u | paired /dev/stdin sesscp-base sesscp)."
+    for p in $POINTS; do
+      echo "Completing run after a kill at $p %: $(awk -v p="$p" '$2 == p {print $1, $3, $5}' "$W/runs" | paired /dev/stdin sesscp-base sesscp)."
+    done
+    echo
+  fi
   echo "Every run (tool, kill %, round, bytes landed at kill, completing s, first new byte s, bytes re-sent, resumed at, receiver ready s, bytes re-read, prefix read s, uninterrupted s):"
   echo
   echo '```'
