@@ -113,6 +113,10 @@ Status attempt_sessions(const SendOptions& options, const tls::Context* tls, Eve
   return status;
 }
 
+// What a send names: one file (its report is the send's, and it gets a
+// summary line even if it was never offered), or anything else.
+enum class Shape { one_file, several };
+
 // What the files of a send came to, and the summary lines.
 struct Totals {
   std::size_t files = 0, complete = 0, already = 0;
@@ -121,7 +125,7 @@ struct Totals {
 
 // A summary line for every file left unfinished that got as far as an offer
 // (a single file's always); the totals of every file.
-Totals report_files(Plan& plan, FileReport::State left_state, bool single, double seconds, Events& events) {
+Totals report_files(Plan& plan, FileReport::State left_state, Shape shape, double seconds, Events& events) {
   Totals t;
   for (auto& entry : plan.entries) {
     if (entry.source.kind != SourceEntry::Kind::file) continue;
@@ -130,7 +134,7 @@ Totals report_files(Plan& plan, FileReport::State left_state, bool single, doubl
     if (entry.done) {
       t.complete += r.state == FileReport::State::complete;
       t.already += r.state == FileReport::State::already_complete;
-    } else if (entry.offered || single) {
+    } else if (entry.offered || shape == Shape::one_file) {
       r.state = left_state;
       r.reconnects = plan.reconnects;
       r.seconds = seconds;
@@ -173,8 +177,9 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
   auto plan = send::make_plan(options, events);
   if (!plan) return plan.error();
   auto& entries = plan->entries;
-  bool single = entries.size() == 1 && entries[0].source.kind == SourceEntry::Kind::file;
-  if (single) {
+  const auto shape =
+      entries.size() == 1 && entries[0].source.kind == SourceEntry::Kind::file ? Shape::one_file : Shape::several;
+  if (shape == Shape::one_file) {
     // Open it now, as a single-file send always did: an unreadable file is a usage error.
     auto source = SourceFile::open(entries[0].source.path);
     if (!source) return source.error();
@@ -182,15 +187,16 @@ Status send_file(const SendOptions& options, Events& events, FileReport& report)
   }
   std::optional<tls::Context> tls;
   SESSCP_TRY(load_tls(options, tls));
-  auto status = attempt_sessions(options, tls ? &*tls : nullptr, events, *plan, single ? entries[0].report.name : "");
+  auto status = attempt_sessions(options, tls ? &*tls : nullptr, events, *plan,
+                                 shape == Shape::one_file ? entries[0].report.name : "");
   double seconds = std::chrono::duration<double>(Clock::now() - plan->start).count();
   auto left_state = !status && exit_code_for(status.error().kind) == exit_code::k_temp_fail
                         ? FileReport::State::interrupted
                         : FileReport::State::failed;
-  auto totals = report_files(*plan, left_state, single, seconds, events);
+  auto totals = report_files(*plan, left_state, shape, seconds, events);
   report.size += totals.size;
   report.bytes += totals.bytes;
-  if (single) {
+  if (shape == Shape::one_file) {
     report = entries[0].report;
   } else {
     report.state = status ? FileReport::State::complete : left_state;

@@ -137,7 +137,7 @@ private:
   // The peer has something to read: a TLS error seen by a peek must be read
   // now, not looked for again (a second peek would not see it).
   bool m_peer_ready = false;
-  std::vector<std::uint8_t> m_buf; // the session thread's own reads (Pass::again, --streams)
+  std::vector<std::uint8_t> m_buf; // the session thread's own reads (what neither the ChunkReader nor the fingerprint holds)
   // --streams: the session's cookie (from ACCEPT), and the extra connections
   // (after m_active: destroyed first, so no writer outlives the file it reads).
   std::optional<frame::Cookie> m_cookie;
