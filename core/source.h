@@ -1,4 +1,4 @@
-// The sender's view of the file it sends: identity and chunk reads.
+// The local sources of a send: the files (identity and chunk reads), and the entries (files, directories, links) a command line names.
 #pragma once
 
 #include "base/fd.h"

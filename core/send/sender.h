@@ -1,4 +1,4 @@
-// The initiating side of a session: push one file to a receiver.
+// The sending engine: send files and trees to a receiver, retrying over new sessions; and the --serve side's sending turn.
 #pragma once
 
 #include "checkpoint/verify.h"
