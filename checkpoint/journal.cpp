@@ -150,6 +150,25 @@ Status Journal::append(const CheckpointRecord& record) {
   return {};
 }
 
+Status Journal::append_chunks(std::span<const Hash128> hashes, std::uint64_t& serial) {
+  for (std::size_t first = 0; first < hashes.size();) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(hashes.size() - first, k_max_record_hashes));
+    const auto part = hashes.subspan(first, n);
+    SESSCP_TRY(append({++serial, m_chunks, {part.begin(), part.end()}}));
+    first += n;
+  }
+  return {};
+}
+
+Result<Journal> Journal::rewrite(const std::string& path, const Identity& identity,
+                                 std::span<const Hash128> hashes) {
+  auto journal = create(path, identity);
+  if (!journal) return journal.error();
+  std::uint64_t serial = 0;
+  SESSCP_TRY(journal->append_chunks(hashes, serial));
+  return journal;
+}
+
 Result<std::uint64_t> verify_tail(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size,
                                   std::span<const Hash128> hashes, std::uint64_t max_bytes,
                                   const VerifyProgress& on_progress) {

@@ -1,6 +1,6 @@
 // The sidecar journal: NAME.sesscp.journal beside NAME.sesscp.part.
-// Its file I/O (create, open, append, fsync) here; its byte layout in
-// checkpoint/journal_format.h. Crash rules: docs/JOURNAL.md.
+// Its file I/O (create, open, append, fsync) and verify_tail here; its byte
+// layout in checkpoint/journal_format.h. Crash rules: docs/JOURNAL.md.
 #pragma once
 
 #include "base/fd.h"
@@ -39,6 +39,19 @@ public:
   // Records must be contiguous: record.first_chunk equals the number of chunks
   // confirmed so far, and serials increase.
   Status append(const CheckpointRecord& record);
+
+  // Append `hashes`, the hashes of the chunks after the confirmed ones, as
+  // records of at most k_max_record_hashes each, every one durable before
+  // the next; `serial` is the last serial used and advances with each
+  // record. On a failure the records before the failing one stay appended
+  // (confirmed_chunks() says how far it got).
+  Status append_chunks(std::span<const Hash128> hashes, std::uint64_t& serial);
+
+  // Replace the journal at `path` by one for `identity` that confirms exactly
+  // `hashes` (chunks 0..n-1, serials from 1): how a resume drops the chunks
+  // that failed re-verification. The caller must hold the destination's lock.
+  static Result<Journal> rewrite(const std::string& path, const Identity& identity,
+                                 std::span<const Hash128> hashes);
 
   std::uint64_t confirmed_chunks() const { return m_chunks; }
   std::uint64_t last_serial() const { return m_last_serial; }

@@ -221,16 +221,10 @@ Status Download::plan_tail(checkpoint::Replay& replay) {
                   " journaled chunks failed re-verification; fetching them again");
     replay.chunk_hashes.resize(*proven);
     m_journal.reset();
-    auto fresh = checkpoint::Journal::create(m_journal_path, m_identity);
+    auto fresh = checkpoint::Journal::rewrite(m_journal_path, m_identity, replay.chunk_hashes);
     if (!fresh) return fresh.error();
     m_journal.emplace(std::move(*fresh));
-    m_serial = 0;
-    for (std::uint64_t first = 0; first < *proven; first += checkpoint::k_max_record_hashes) {
-      auto end = std::min<std::uint64_t>(*proven, first + checkpoint::k_max_record_hashes);
-      SESSCP_TRY(m_journal->append({++m_serial, first,
-                                    {replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(first),
-                                     replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
-    }
+    m_serial = m_journal->last_serial();
   } else {
     m_serial = replay.last_serial;
   }

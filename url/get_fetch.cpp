@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <span>
 #include <thread>
 
 namespace sesscp::url::get_detail {
@@ -181,13 +182,11 @@ Status Download::commit(bool force) {
   // that is not on disk yet.
   if (fdatasync(m_part.get()) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_path, errno);
   m_repairs_unsynced = false;
-  while (m_journaled < contiguous) {
-    auto end = std::min<std::uint64_t>(contiguous, m_journaled + checkpoint::k_max_record_hashes);
-    SESSCP_TRY(m_journal->append({++m_serial, m_journaled,
-                                  {m_hashes.begin() + static_cast<std::ptrdiff_t>(m_journaled),
-                                   m_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
-    m_journaled = end;
-  }
+  const std::uint64_t before = m_journal->confirmed_chunks();
+  auto appended = m_journal->append_chunks(
+      std::span<const Hash128>(m_hashes).subspan(m_journaled, contiguous - m_journaled), m_serial);
+  m_journaled += m_journal->confirmed_chunks() - before; // as far as it got, also on a failure
+  SESSCP_TRY(appended);
   m_last_commit = Clock::now();
   m_events.progress(m_identity.name, std::min(m_journaled * m_identity.chunk_size, m_identity.size), m_identity.size);
   return {};
