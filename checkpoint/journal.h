@@ -1,10 +1,12 @@
 // The sidecar journal: NAME.sesscp.journal beside NAME.sesscp.part.
-// Byte layout and crash rules: docs/JOURNAL.md.
+// Its file I/O (create, open, append, fsync) and verify_tail here; its byte
+// layout in checkpoint/journal_format.h. Crash rules: docs/JOURNAL.md.
 #pragma once
 
 #include "base/fd.h"
 #include "base/hash.h"
 #include "base/result.h"
+#include "checkpoint/journal_format.h"
 
 #include <cstdint>
 #include <functional>
@@ -13,51 +15,6 @@
 #include <vector>
 
 namespace sesscp::checkpoint {
-
-inline constexpr std::uint16_t k_format_version = 1;
-// Bound on one record's payload, checked before any allocation on replay.
-inline constexpr std::uint32_t k_max_record_payload = 1u << 20;
-// Most chunk hashes one checkpoint record can hold (20-byte fixed part).
-inline constexpr std::uint64_t k_max_record_hashes = (k_max_record_payload - 20) / 16;
-
-// What a journal is a journal of. A journal is only ever used for an offer
-// whose identity is equal to the one in its header.
-struct Identity {
-  std::string name;            // destination name, as offered (for status output)
-  std::uint64_t size = 0;      // source size in bytes
-  std::int64_t mtime_ns = 0;   // source mtime, nanoseconds since the epoch
-  std::uint32_t chunk_size = 0;
-  Hash128 fingerprint{};       // the sender's fingerprint of the source
-
-  bool operator==(const Identity&) const = default;
-};
-
-// Describe the first field in which `journal` and `offer` differ, e.g.
-// "size differs (journal 100, offer 200)", or "" when they are equal.
-// chunk_size is not compared: the receiver tells the sender to use the
-// journal's chunk size.
-std::string identity_mismatch(const Identity& journal, const Identity& offer);
-
-// One minor synchronisation point: chunks [first_chunk, first_chunk +
-// hashes.size()) are durable in the partial file and had these hashes.
-struct CheckpointRecord {
-  std::uint64_t serial = 0;
-  std::uint64_t first_chunk = 0;
-  std::vector<Hash128> hashes;
-};
-
-// What replaying a journal proved.
-struct Replay {
-  Identity identity;
-  std::vector<Hash128> chunk_hashes; // confirmed chunks 0..n-1, in order
-  std::uint64_t last_serial = 0;     // serial of the last valid record (0: none)
-  std::uint64_t valid_length = 0;    // bytes of the journal file that replayed cleanly
-  std::uint64_t file_length = 0;     // bytes in the journal file
-  std::string tail_problem;          // why replay stopped early, "" if it read to the end
-
-  // Bytes of the source confirmed durable (min(chunks * chunk_size, size)).
-  std::uint64_t confirmed_bytes() const;
-};
 
 class Journal {
 public:
@@ -82,6 +39,19 @@ public:
   // Records must be contiguous: record.first_chunk equals the number of chunks
   // confirmed so far, and serials increase.
   Status append(const CheckpointRecord& record);
+
+  // Append `hashes`, the hashes of the chunks after the confirmed ones, as
+  // records of at most k_max_record_hashes each, every one durable before
+  // the next; `serial` is the last serial used and advances with each
+  // record. On a failure the records before the failing one stay appended
+  // (confirmed_chunks() says how far it got).
+  Status append_chunks(std::span<const Hash128> hashes, std::uint64_t& serial);
+
+  // Replace the journal at `path` by one for `identity` that confirms exactly
+  // `hashes` (chunks 0..n-1, serials from 1): how a resume drops the chunks
+  // that failed re-verification. The caller must hold the destination's lock.
+  static Result<Journal> rewrite(const std::string& path, const Identity& identity,
+                                 std::span<const Hash128> hashes);
 
   std::uint64_t confirmed_chunks() const { return m_chunks; }
   std::uint64_t last_serial() const { return m_last_serial; }
@@ -108,11 +78,5 @@ using VerifyProgress = std::function<void(std::uint64_t done, std::uint64_t tota
 Result<std::uint64_t> verify_tail(int part_fd, std::uint32_t chunk_size, std::uint64_t file_size,
                                   std::span<const Hash128> hashes, std::uint64_t max_bytes,
                                   const VerifyProgress& on_progress = {});
-
-// Return the size of chunk `index` of a file of `file_size` bytes.
-std::uint64_t chunk_length(std::uint64_t index, std::uint32_t chunk_size, std::uint64_t file_size);
-
-// Return the number of chunks in a file of `file_size` bytes.
-std::uint64_t chunk_count(std::uint32_t chunk_size, std::uint64_t file_size);
 
 } // namespace sesscp::checkpoint

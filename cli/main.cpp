@@ -131,6 +131,91 @@ void add_verify_resume(CLI::App* cmd, std::string& word, const char* what) {
       ->check(CLI::IsMember({"full", "tail"}));
 }
 
+// `send FILE sftp://...`: what a URL destination cannot do, then cli::send_url.
+int send_to_url(const SendArgs& a, const CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp,
+                sesscp::cli::Output& out) {
+  auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
+  if (!bwlimit) return fail(out, bwlimit.error());
+  if (!a.fetch.empty())
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT), not a URL"));
+  if (a.streams != "1")
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--streams needs a sesscp receiver (HOST:PORT), not a URL"));
+  if (a.sources.size() != 1)
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
+                                        "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
+                                            " sources (directories go to a sesscp receiver)"));
+  return sesscp::cli::send_url(a.sources.front(), a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
+                               a.retry_for, out, &g_stop);
+}
+
+// What the session sends and fetches: the sources, --fetch PATH... and --duplex.
+sesscp::Status set_contents(const SendArgs& a, sesscp::SendOptions& o) {
+  o.paths = a.sources;
+  o.path = a.sources.empty() ? "" : a.sources.front();
+  o.name = a.name;
+  o.follow_links = a.follow_links;
+  if (a.sources.empty() && a.fetch.empty())
+    return sesscp::make_error(sesscp::ErrorKind::usage, "nothing to send or fetch (give FILE|DIR... or --fetch PATH)");
+  for (auto path : a.fetch) {
+    // PATH/ fetches the directory's contents, as DIR/ sends them.
+    bool contents = path.size() > 1 && path.back() == '/';
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    if (auto why = sesscp::frame::check_path(path); !why.empty())
+      return sesscp::make_error(sesscp::ErrorKind::usage, "bad --fetch '" + path + "' (" + why +
+                                                              "; paths are relative to the receiver's --serve directory)");
+    o.fetch.push_back({path, contents});
+  }
+  o.fetch_dir = a.fetch_dir;
+  if (!a.duplex.empty() && a.fetch.empty())
+    return sesscp::make_error(sesscp::ErrorKind::usage, "--duplex applies only with --fetch PATH");
+  o.dialog = a.duplex == "full" ? sesscp::Dialog::full_duplex : sesscp::Dialog::half_duplex;
+  o.checksum = a.checksum;
+  o.verify_resume = resume_check(a.verify_resume);
+  return {};
+}
+
+// --streams N: several TCP connections for one session, a plain number 1..64.
+sesscp::Status set_streams(const std::string& v, sesscp::SendOptions& o) {
+  bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
+  int n = digits ? std::stoi(v) : 0;
+  if (n < 1 || n > static_cast<int>(sesscp::frame::feature::k_max_streams))
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              "bad --streams '" + v + "' (a number of TCP connections from 1 to 64)");
+  if (n > 1 && !o.fetch.empty())
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              "--streams cannot be combined with --fetch (a half- or full-duplex session uses one connection)");
+  o.streams = static_cast<unsigned>(n);
+  return {};
+}
+
+// How the session runs: the receiver's HOST:PORT, chunk size, window, rate,
+// streams, timeout and retries.
+sesscp::Status set_transport(const SendArgs& a, const CommonFlags& f, sesscp::SendOptions& o) {
+  auto endpoint = sesscp::net::parse_endpoint(a.target, false);
+  if (!endpoint) return endpoint.error();
+  o.endpoint = *endpoint;
+  auto chunk = parse_size(a.chunk, "--chunk-size");
+  if (!chunk) return chunk.error();
+  if (*chunk < 4096 || *chunk > (16u << 20) || *chunk % 4096 != 0)
+    return sesscp::make_error(sesscp::ErrorKind::usage,
+                              "bad --chunk-size '" + a.chunk + "' (a multiple of 4K from 4K to 16M)");
+  o.chunk_size = static_cast<std::uint32_t>(*chunk);
+  auto window = parse_size(a.window, "--window");
+  if (!window) return window.error();
+  if (*window == 0) return sesscp::make_error(sesscp::ErrorKind::usage, "bad --window '" + a.window + "' (must be positive)");
+  o.window = *window;
+  auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
+  if (!bwlimit) return bwlimit.error();
+  o.bwlimit = *bwlimit;
+  SESSCP_TRY(set_streams(a.streams, o));
+  o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
+  o.stop = &g_stop;
+  auto retry = sesscp::cli::retry_policy(a.retry, a.retry_for);
+  if (!retry) return retry.error();
+  o.retry = *retry;
+  return {};
+}
+
 int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
   if (auto log = out.open_log(); !log) return fail(out, log.error());
   out.session_start({{"file", a.sources.empty() ? std::string() : a.sources.front()},
@@ -139,79 +224,13 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
                      {"fetch", a.fetch},
                      {"fetch_dir", a.fetch.empty() ? std::string() : a.fetch_dir}});
   // A URL destination is a separate code path (libcurl, docs/URL.md).
-  if (sesscp::url::looks_like_url(a.target)) {
-    auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
-    if (!bwlimit) return fail(out, bwlimit.error());
-    if (!a.fetch.empty())
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT), not a URL"));
-    if (a.streams != "1")
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--streams needs a sesscp receiver (HOST:PORT), not a URL"));
-    if (a.sources.size() != 1)
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
-                                          "an sftp:// destination takes one FILE, not " + std::to_string(a.sources.size()) +
-                                              " sources (directories go to a sesscp receiver)"));
-    return sesscp::cli::send_url(a.sources.front(), a.target, sftp, f.tls.insecure, f.timeout_s, *bwlimit, a.retry,
-                                 a.retry_for, out, &g_stop);
-  }
+  if (sesscp::url::looks_like_url(a.target)) return send_to_url(a, f, sftp, out);
   if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
   if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
   sesscp::SendOptions o;
   o.tls = f.tls;
-  o.paths = a.sources;
-  o.path = a.sources.empty() ? "" : a.sources.front();
-  o.name = a.name;
-  o.follow_links = a.follow_links;
-  if (a.sources.empty() && a.fetch.empty())
-    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "nothing to send or fetch (give FILE|DIR... or --fetch PATH)"));
-  for (auto path : a.fetch) {
-    // PATH/ fetches the directory's contents, as DIR/ sends them.
-    bool contents = path.size() > 1 && path.back() == '/';
-    while (path.size() > 1 && path.back() == '/') path.pop_back();
-    if (auto why = sesscp::frame::check_path(path); !why.empty())
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --fetch '" + path + "' (" + why +
-                                                                        "; paths are relative to the receiver's --serve directory)"));
-    o.fetch.push_back({path, contents});
-  }
-  o.fetch_dir = a.fetch_dir;
-  if (!a.duplex.empty() && a.fetch.empty())
-    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--duplex applies only with --fetch PATH"));
-  o.dialog = a.duplex == "full" ? sesscp::Dialog::full_duplex : sesscp::Dialog::half_duplex;
-  o.checksum = a.checksum;
-  o.verify_resume = resume_check(a.verify_resume);
-  auto endpoint = sesscp::net::parse_endpoint(a.target, false);
-  if (!endpoint) return fail(out, endpoint.error());
-  o.endpoint = *endpoint;
-  auto chunk = parse_size(a.chunk, "--chunk-size");
-  if (!chunk) return fail(out, chunk.error());
-  if (*chunk < 4096 || *chunk > (16u << 20) || *chunk % 4096 != 0)
-    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
-                                        "bad --chunk-size '" + a.chunk + "' (a multiple of 4K from 4K to 16M)"));
-  o.chunk_size = static_cast<std::uint32_t>(*chunk);
-  auto window = parse_size(a.window, "--window");
-  if (!window) return fail(out, window.error());
-  if (*window == 0) return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "bad --window '" + a.window + "' (must be positive)"));
-  o.window = *window;
-  auto bwlimit = parse_size(a.bwlimit, "--bwlimit");
-  if (!bwlimit) return fail(out, bwlimit.error());
-  o.bwlimit = *bwlimit;
-  {
-    // Several TCP connections for one session: a plain number, 1..64.
-    const std::string& v = a.streams;
-    bool digits = !v.empty() && v.size() <= 3 && v.find_first_not_of("0123456789") == std::string::npos;
-    int n = digits ? std::stoi(v) : 0;
-    if (n < 1 || n > static_cast<int>(sesscp::frame::feature::k_max_streams))
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
-                                          "bad --streams '" + v + "' (a number of TCP connections from 1 to 64)"));
-    if (n > 1 && !o.fetch.empty())
-      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
-                                          "--streams cannot be combined with --fetch (a half- or full-duplex session uses one connection)"));
-    o.streams = static_cast<unsigned>(n);
-  }
-  o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
-  o.stop = &g_stop;
-  auto retry = sesscp::cli::retry_policy(a.retry, a.retry_for);
-  if (!retry) return fail(out, retry.error());
-  o.retry = *retry;
+  if (auto st = set_contents(a, o); !st) return fail(out, st.error());
+  if (auto st = set_transport(a, f, o); !st) return fail(out, st.error());
 
   sesscp::dialog::wire(o);
 
@@ -303,11 +322,8 @@ int usage_error(std::string why, const std::string& sub, int argc, char** argv) 
   return sesscp::exit_code::k_usage;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-  install_signal_handlers();
-  CLI::App app{"sesscp: move large files in sessions that resume from verified checkpoints"};
+// The whole program's help: examples and exit codes; one subcommand required.
+void describe_app(CLI::App& app) {
   app.footer(std::string("Examples:\n  sesscp keygen -o sesscp.key\n"
                          "  sesscp recv --listen 0.0.0.0:7070 --dir /data/incoming --key-file sesscp.key\n"
                          "  sesscp send /big/disk.img backup-host:7070 --key-file sesscp.key\n"
@@ -317,9 +333,10 @@ int main(int argc, char** argv) {
              k_exit_codes);
   app.require_subcommand(1);
   app.set_version_flag("--version", "sesscp " SESSCP_VERSION);
+}
 
-  CommonFlags send_flags, recv_flags;
-  SendArgs send_args;
+CLI::App* add_send_command(CLI::App& app, SendArgs& send_args, CommonFlags& send_flags,
+                           sesscp::cli::SftpSendFlags& sftp_flags) {
   auto* send = app.add_subcommand("send", "Send files and directories to a receiver at HOST:PORT in one session, resuming where it stopped");
   send->add_option("sources", send_args.sources,
                    "Files and directories to send, then the receiver's HOST:PORT (DIR/ sends DIR's contents),\n"
@@ -359,7 +376,6 @@ int main(int argc, char** argv) {
                  "place without a new size or mtime, which the default quick check can miss");
   add_verify_resume(send, send_args.verify_resume, "what --fetch receives");
   add_common(send, send_flags);
-  sesscp::cli::SftpSendFlags sftp_flags;
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
   send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
                "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
@@ -374,8 +390,10 @@ int main(int argc, char** argv) {
                "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
                "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
                std::string(k_exit_codes));
+  return send;
+}
 
-  RecvArgs recv_args;
+CLI::App* add_recv_command(CLI::App& app, RecvArgs& recv_args, CommonFlags& recv_flags) {
   auto* recv = app.add_subcommand("recv", "Receive files into --dir");
   recv->add_option("--listen", recv_args.listen, "Address to listen on, HOST:PORT (port 0 picks a free one)")->required();
   recv->add_option("--dir", recv_args.dir, "Directory to write files into")->required();
@@ -395,16 +413,22 @@ int main(int argc, char** argv) {
                "  sesscp recv --listen 0.0.0.0:7070 --dir /in --serve /srv/reports   # senders may --fetch\n"
                "As a service: docs/examples/sesscp-recv.service. See what is partial: 'sesscp status DIR'.\n\n" +
                std::string(k_exit_codes));
+  return recv;
+}
 
-  CommonFlags status_flags;
-  std::string status_path;
-  bool status_verify = false;
+struct StatusArgs {
+  CommonFlags flags;
+  std::string path;
+  bool verify = false;
+};
+
+CLI::App* add_status_command(CLI::App& app, StatusArgs& a) {
   auto* status = app.add_subcommand("status", "Show what is partial in a destination, and whether it can resume");
-  status->add_option("path", status_path, "A destination file, its .sesscp.journal, or a receiver's --dir")->required();
-  status->add_flag("--verify", status_verify,
+  status->add_option("path", a.path, "A destination file, its .sesscp.journal, or a receiver's --dir")->required();
+  status->add_flag("--verify", a.verify,
                    "Re-hash every confirmed chunk of each partial file against its journal and list\n"
                    "the damaged or missing ones (without it only the journal is read)");
-  add_output_flags(status, status_flags);
+  add_output_flags(status, a.flags);
   status->footer("Read-only: it never modifies a file or takes the destination's lock, so it is safe\n"
                  "while 'sesscp recv' runs; it says whether a session is writing the file now.\n\n"
                  "Examples:\n  sesscp status /data/incoming                # every partial file there\n"
@@ -413,16 +437,37 @@ int main(int argc, char** argv) {
                  "  sesscp status /data/incoming/disk.img.sesscp.journal --json\n\n"
                  "Exit codes: 0 report printed (with --verify: no damage), 64 nothing to report at PATH,\n"
                  "65 --verify found damaged or missing chunks, 74 cannot read it.");
+  return status;
+}
 
-  sesscp::cli::GetArgs get_args;
-  auto* get = sesscp::cli::add_get_command(app, get_args);
-
-  std::string keygen_out;
+CLI::App* add_keygen_command(CLI::App& app, std::string& keygen_out) {
   auto* keygen = app.add_subcommand("keygen", "Make a shared key for --key-file (prints it without -o)");
   keygen->add_option("-o,--output", keygen_out, "Write the key to this new file, mode 0600");
   keygen->footer("Example:\n  sesscp keygen -o sesscp.key   # then copy sesscp.key to both hosts\n"
                  "  sesscp recv --listen 0.0.0.0:7070 --dir /in --key-file sesscp.key\n"
                  "  sesscp send disk.img host:7070 --key-file sesscp.key");
+  return keygen;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  install_signal_handlers();
+  CLI::App app{"sesscp: move large files in sessions that resume from verified checkpoints"};
+  describe_app(app);
+
+  CommonFlags send_flags, recv_flags;
+  SendArgs send_args;
+  sesscp::cli::SftpSendFlags sftp_flags;
+  auto* send = add_send_command(app, send_args, send_flags, sftp_flags);
+  RecvArgs recv_args;
+  auto* recv = add_recv_command(app, recv_args, recv_flags);
+  StatusArgs status_args;
+  auto* status = add_status_command(app, status_args);
+  sesscp::cli::GetArgs get_args;
+  auto* get = sesscp::cli::add_get_command(app, get_args);
+  std::string keygen_out;
+  auto* keygen = add_keygen_command(app, keygen_out);
 
   try {
     app.parse(argc, argv);
@@ -442,9 +487,9 @@ int main(int argc, char** argv) {
   if (get->parsed()) return sesscp::cli::run_get(get_args, &g_stop);
   if (keygen->parsed()) return run_keygen(keygen_out);
   if (status->parsed()) {
-    sesscp::cli::Output out(output_options(status_flags, "status"));
+    sesscp::cli::Output out(output_options(status_args.flags, "status"));
     if (auto log = out.open_log(); !log) return fail(out, log.error());
-    return sesscp::cli::run_status(status_path, out, status_verify);
+    return sesscp::cli::run_status(status_args.path, out, status_args.verify);
   }
   return run_recv(recv_args, recv_flags);
 }

@@ -1,4 +1,4 @@
-// `sesscp status PATH`: what a receiver's directory holds, read-only.
+// `sesscp status PATH`: what is partial at a destination (a file, its journal, a directory), read-only.
 #pragma once
 
 #include "cli/output.h"

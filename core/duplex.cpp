@@ -11,6 +11,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -67,10 +68,24 @@ private:
   void halt();
   bool wait_finished(int d, int timeout_ms);
   bool all_released();
+  // What reading the next frame from the peer gave: a frame, nothing yet,
+  // or the end of the reader (a failure noted, or the session's end).
+  enum class Read { frame, idle, stop };
+  Read receive(frame::Header& header, std::vector<std::uint8_t>& payload);
+  void peer_aborted(std::span<const std::uint8_t> payload);
+  // Whether a frame for direction `d` goes to its engine: yes, no (the
+  // direction failed and the session is ending), or never (a violation).
+  enum class Admit { pass, skip, stop };
+  Admit admit(int d, frame::Type type);
+  void deliver(int d, const frame::Header& header, std::span<const std::uint8_t> payload);
   void reader();
   void violation(const std::string& what);
   void net_lost(const Error& error);
   void forward_one(int d);
+  Status open_pairs(Fd (&engine_end)[2]);
+  void record_end(int d, const Status& status);
+  void forward_all();
+  void close_released();
 
   Conn& m_net;
   int m_timeout_ms;
@@ -170,75 +185,98 @@ void Relay::net_lost(const Error& error) {
   halt();
 }
 
+// Wait for the next frame from the peer and read it whole into `payload`.
+Relay::Read Relay::receive(frame::Header& header, std::vector<std::uint8_t>& payload) {
+  auto ready = m_net.wait_readable(-1, k_slice_ms);
+  if (!ready) {
+    if (ready.error().kind == ErrorKind::timeout) return Read::idle; // the engines judge silence
+    if (!m_halt) net_lost(ready.error());
+    return Read::stop;
+  }
+  if (!*ready) return Read::idle;
+  auto got = m_net.read_header(k_max_payload);
+  if (!got) {
+    if (!m_halt) {
+      if (got.error().kind == ErrorKind::protocol) violation(got.error().message);
+      else net_lost(got.error());
+    }
+    return Read::stop;
+  }
+  payload.resize(got->length);
+  if (auto read = m_net.read_exact(payload); !read) {
+    if (!m_halt) net_lost(read.error());
+    return Read::stop;
+  }
+  header = *got;
+  return Read::frame;
+}
+
+// The peer ended the session: both engines read its reason.
+void Relay::peer_aborted(std::span<const std::uint8_t> payload) {
+  auto abort = frame::decode_abort(payload);
+  frame::Reason reason = abort ? abort->reason : frame::Reason::protocol;
+  std::string message = abort ? abort->message : "malformed ABORT";
+  set_aborted();
+  note(make_error(frame::error_kind_for(reason), std::string("peer aborted: ") + frame::to_string(reason) +
+                                                     (message.empty() ? "" : ": " + message)));
+  for (int d : {k_send, k_receive}) inject_abort(d, reason, message);
+  halt();
+}
+
+Relay::Admit Relay::admit(int d, frame::Type type) {
+  // Until RELEASE is answered its sender may say nothing more in that
+  // direction; after RELEASE_ACK, nothing at all.
+  std::unique_lock lock(m_mutex);
+  auto& side = m_side[d];
+  if (side.released || side.release_pending) {
+    lock.unlock();
+    violation(std::string(frame::to_string(type)) + " after " + direction_name(d) +
+              (side.released ? " was released" : " asked to release"));
+    return Admit::stop;
+  }
+  if (d == k_receive && type == frame::Type::release) side.release_pending = true;
+  if (d == k_send && type == frame::Type::release_ack) side.released = true;
+  if (side.finished) return Admit::skip; // that direction failed and the session is ending
+  return Admit::pass;
+}
+
+// Hand a frame from the peer to engine `d`.
+void Relay::deliver(int d, const frame::Header& header, std::span<const std::uint8_t> payload) {
+  auto& side = m_side[d];
+  std::lock_guard lock(side.write_mutex);
+  if (side.input_closed) return;
+  if (auto sent = side.mux->send_frame(header, payload); !sent) {
+    // The engine stopped reading: it ended (its own status says why) or stalled.
+    side.input_closed = true;
+    if (!m_halt && !wait_finished(d, 0)) {
+      note(make_error(sent.error().kind, std::string(direction_name(d)) + " stopped reading: " +
+                                             sent.error().message));
+      m_halt = true;
+    }
+  }
+}
+
 // The reader: every frame from the peer goes to the engine it belongs to.
 void Relay::reader() {
   std::vector<std::uint8_t> payload;
   while (!m_halt) {
-    auto ready = m_net.wait_readable(-1, k_slice_ms);
-    if (!ready) {
-      if (ready.error().kind == ErrorKind::timeout) continue; // the engines judge silence
-      if (!m_halt) net_lost(ready.error());
+    frame::Header header{};
+    const Read got = receive(header, payload);
+    if (got == Read::idle) continue;
+    if (got == Read::stop) return;
+    if (header.type == frame::Type::abort) {
+      peer_aborted(payload);
       return;
     }
-    if (!*ready) continue;
-    auto header = m_net.read_header(k_max_payload);
-    if (!header) {
-      if (!m_halt) {
-        if (header.error().kind == ErrorKind::protocol) violation(header.error().message);
-        else net_lost(header.error());
-      }
-      return;
-    }
-    payload.resize(header->length);
-    if (auto read = m_net.read_exact(payload); !read) {
-      if (!m_halt) net_lost(read.error());
-      return;
-    }
-    if (header->type == frame::Type::abort) {
-      // The peer ended the session: both engines read its reason.
-      auto abort = frame::decode_abort(payload);
-      frame::Reason reason = abort ? abort->reason : frame::Reason::protocol;
-      std::string message = abort ? abort->message : "malformed ABORT";
-      set_aborted();
-      note(make_error(frame::error_kind_for(reason), std::string("peer aborted: ") + frame::to_string(reason) +
-                                                         (message.empty() ? "" : ": " + message)));
-      for (int d : {k_send, k_receive}) inject_abort(d, reason, message);
-      halt();
-      return;
-    }
-    int d = route(header->type);
+    int d = route(header.type);
     if (d < 0) {
-      violation(std::string(frame::to_string(header->type)) +
+      violation(std::string(frame::to_string(header.type)) +
                 " belongs to neither direction of an established full-duplex session");
       return;
     }
-    {
-      // Until RELEASE is answered its sender may say nothing more in that
-      // direction; after RELEASE_ACK, nothing at all.
-      std::unique_lock lock(m_mutex);
-      auto& side = m_side[d];
-      if (side.released || side.release_pending) {
-        lock.unlock();
-        violation(std::string(frame::to_string(header->type)) + " after " + direction_name(d) +
-                  (side.released ? " was released" : " asked to release"));
-        return;
-      }
-      if (d == k_receive && header->type == frame::Type::release) side.release_pending = true;
-      if (d == k_send && header->type == frame::Type::release_ack) side.released = true;
-      if (side.finished) continue; // that direction failed and the session is ending
-    }
-    auto& side = m_side[d];
-    std::lock_guard lock(side.write_mutex);
-    if (side.input_closed) continue;
-    if (auto sent = side.mux->send_frame(*header, payload); !sent) {
-      // The engine stopped reading: it ended (its own status says why) or stalled.
-      side.input_closed = true;
-      if (!m_halt && !wait_finished(d, 0)) {
-        note(make_error(sent.error().kind, std::string(direction_name(d)) + " stopped reading: " +
-                                               sent.error().message));
-        m_halt = true;
-      }
-    }
+    const Admit admitted = admit(d, header.type);
+    if (admitted == Admit::stop) return;
+    if (admitted == Admit::pass) deliver(d, header, payload);
   }
 }
 
@@ -294,10 +332,9 @@ void Relay::forward_one(int d) {
   }
 }
 
-Status Relay::run(const Engine& send, const Engine& receive) {
-  const Engine* engines[2] = {&send, &receive};
-  const std::atomic<bool>* user_stop = m_net.stop();
-  Fd engine_end[2];
+// One socketpair per engine: the engine's end in `engine_end`, the relay's
+// end in its Side.
+Status Relay::open_pairs(Fd (&engine_end)[2]) {
   for (int d : {k_send, k_receive}) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
@@ -309,25 +346,20 @@ Status Relay::run(const Engine& send, const Engine& receive) {
     engine_end[d] = Fd(sv[0]);
     m_side[d].mux.emplace(Fd(sv[1]), &m_halt, m_timeout_ms);
   }
-  // From here the connection is read by one thread and written by another.
-  m_net.share_between_threads();
-  m_net.set_stop(&m_halt);
-  std::thread threads[2];
-  for (int d : {k_send, k_receive}) {
-    threads[d] = std::thread([this, d, &engines, user_stop, fd = std::move(engine_end[d])]() mutable {
-      Conn conn(std::move(fd), user_stop, m_timeout_ms);
-      Status status = (*engines[d])(conn);
-      std::lock_guard lock(m_mutex);
-      m_side[d].finished = true;
-      m_side[d].ok = static_cast<bool>(status);
-      if (!status && !m_first) m_first = status.error();
-      m_cv.notify_all();
-      // `conn` closes after the status is recorded: its end of file means "look at the status".
-    });
-  }
-  std::thread down([this] { reader(); });
+  return {};
+}
 
-  // Forward whole frames from either engine until both have ended.
+// Engine `d` returned `status`.
+void Relay::record_end(int d, const Status& status) {
+  std::lock_guard lock(m_mutex);
+  m_side[d].finished = true;
+  m_side[d].ok = static_cast<bool>(status);
+  if (!status && !m_first) m_first = status.error();
+  m_cv.notify_all();
+}
+
+// Forward whole frames from either engine until both have ended.
+void Relay::forward_all() {
   int turn = 0;
   while (!m_side[k_send].eof || !m_side[k_receive].eof) {
     bool forwarded = false;
@@ -352,22 +384,43 @@ Status Relay::run(const Engine& send, const Engine& receive) {
     if (rc < 0 && errno != EINTR) {
       note(errno_error(ErrorKind::io, "poll", errno));
       halt();
-      break;
+      return;
     }
     for (nfds_t i = 0; rc > 0 && i < n; ++i)
       if (p[i].revents) forward_one(sides[i]);
   }
+}
 
-  if (all_released() && !m_halt) {
-    // Both directions released: close our half; the reader sees the peer's.
-    {
-      std::lock_guard lock(m_net_write);
-      m_net.shutdown_write();
-    }
-    // The peer closes once its own engines have ended.
-    std::unique_lock lock(m_mutex);
-    m_cv.wait_for(lock, std::chrono::milliseconds(m_timeout_ms), [&] { return m_peer_closed || m_halt.load(); });
+// Both directions released: close our half; the reader sees the peer's.
+void Relay::close_released() {
+  {
+    std::lock_guard lock(m_net_write);
+    m_net.shutdown_write();
   }
+  // The peer closes once its own engines have ended.
+  std::unique_lock lock(m_mutex);
+  m_cv.wait_for(lock, std::chrono::milliseconds(m_timeout_ms), [&] { return m_peer_closed || m_halt.load(); });
+}
+
+Status Relay::run(const Engine& send, const Engine& receive) {
+  const Engine* engines[2] = {&send, &receive};
+  const std::atomic<bool>* user_stop = m_net.stop();
+  Fd engine_end[2];
+  SESSCP_TRY(open_pairs(engine_end));
+  // From here the connection is read by one thread and written by another.
+  m_net.share_between_threads();
+  m_net.set_stop(&m_halt);
+  std::thread threads[2];
+  for (int d : {k_send, k_receive}) {
+    threads[d] = std::thread([this, d, &engines, user_stop, fd = std::move(engine_end[d])]() mutable {
+      Conn conn(std::move(fd), user_stop, m_timeout_ms);
+      record_end(d, (*engines[d])(conn));
+      // `conn` closes after the status is recorded: its end of file means "look at the status".
+    });
+  }
+  std::thread down([this] { reader(); });
+  forward_all();
+  if (all_released() && !m_halt) close_released();
   m_halt = true;
   down.join();
   for (auto& t : threads) t.join();

@@ -1,3 +1,10 @@
+// The session protocol's per-message codec (docs/PROTOCOL.md): the type,
+// reason and mode tables (names; ABORT's reason <-> error kind, which sets
+// the exit code in PROTOCOL.md's table), the 8-byte header, one encode/decode
+// pair per frame type, and the name and path rules of OFFER, MKDIR and FETCH
+// (frame::check_name, check_path) that PROTOCOL.md states with those fields.
+// shape: long file allowed: one encode/decode pair per frame type of docs/PROTOCOL.md's
+// byte layout ("Frames"), kept together so that each reads beside its neighbours.
 #include "core/frame.h"
 
 #include <algorithm>

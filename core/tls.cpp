@@ -174,39 +174,41 @@ Context::Context(Context&&) noexcept = default;
 Context& Context::operator=(Context&&) noexcept = default;
 Context::~Context() = default;
 
-Result<Context> Context::create(const Options& o, bool server) {
-  if (g_ex_index < 0) g_ex_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_note);
-  Context c;
-  c.m_state = std::make_unique<State>();
-  State& s = *c.m_state;
-  s.server = server;
-  s.ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-  if (!s.ctx) return tls_error(ErrorKind::internal, "cannot create a TLS context");
-  SSL_CTX_set_min_proto_version(s.ctx, TLS1_3_VERSION);
-  SSL_CTX_set_max_proto_version(s.ctx, TLS1_3_VERSION);
-  SSL_CTX_set_ciphersuites(s.ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+namespace {
+
+// What every context has: TLS 1.3 only, our cipher suites, kernel TLS, no
+// tickets, and the handshake's read-ahead.
+void set_defaults(SSL_CTX* ctx) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
   // Kernel TLS where the kernel has it; OpenSSL falls back to user space otherwise.
-  SSL_CTX_set_options(s.ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_TICKET);
-  SSL_CTX_set_num_tickets(s.ctx, 0); // no resumption tickets: nothing to store, nothing to read mid-transfer
-  SSL_CTX_set_mode(s.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS | SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx, 0); // no resumption tickets: nothing to store, nothing to read mid-transfer
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   // During the handshake, read several 16 KiB records per recv() instead of
   // two syscalls per record. Not more: libssl moves the unread rest of this
   // buffer to its front for every record it takes out (256 KiB cost 7.5
   // copies per byte; docs/PERFORMANCE.md). After the handshake Conn puts its
   // own buffered BIO in place and turns read-ahead off (core/conn.cpp).
-  SSL_CTX_set_read_ahead(s.ctx, 1);
-  SSL_CTX_set_default_read_buffer_len(s.ctx, 64 * 1024);
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
+}
 
-  if (!o.key_file.empty()) {
-    auto key = read_key_file(o.key_file);
-    if (!key) return key.error();
-    s.psk = true;
-    s.key = *key;
-    s.identity = key_identity(s.key);
-    if (server) SSL_CTX_set_psk_find_session_callback(s.ctx, find_session_cb);
-    else SSL_CTX_set_psk_use_session_callback(s.ctx, use_session_cb);
-    return c;
-  }
+// --key-file: the shared key as an external PSK.
+Status use_key_file(Context::State& s, const std::string& key_file, bool server) {
+  auto key = read_key_file(key_file);
+  if (!key) return key.error();
+  s.psk = true;
+  s.key = *key;
+  s.identity = key_identity(s.key);
+  if (server) SSL_CTX_set_psk_find_session_callback(s.ctx, find_session_cb);
+  else SSL_CTX_set_psk_use_session_callback(s.ctx, use_session_cb);
+  return {};
+}
+
+// --cert/--key, and the peer checked by --ca or --peer-fingerprint.
+Status use_certificates(Context::State& s, const Options& o, bool server) {
   if (o.cert_file.empty() || o.private_key_file.empty())
     return make_error(ErrorKind::usage, "--cert and --key go together");
   if (o.ca_file.empty() == o.peer_fingerprint.empty())
@@ -223,19 +225,38 @@ Result<Context> Context::create(const Options& o, bool server) {
       return tls_error(ErrorKind::usage, "cannot load CA file " + o.ca_file);
     s.use_ca = true;
     SSL_CTX_set_verify(s.ctx, verify, nullptr);
-  } else {
-    std::string_view fp = o.peer_fingerprint;
-    if (fp.substr(0, 7) != "sha256:")
-      return make_error(ErrorKind::usage, "--peer-fingerprint must look like sha256:HEX");
-    std::string hex;
-    for (char ch : fp.substr(7))
-      if (ch != ':') hex.push_back(ch);
-    s.pinned.resize(32);
-    if (!parse_hex(hex, s.pinned.data(), 32))
-      return make_error(ErrorKind::usage, "--peer-fingerprint must have 64 hex digits after sha256:");
-    // The chain is not judged by a CA: the pinned fingerprint is checked after the handshake.
-    SSL_CTX_set_verify(s.ctx, verify, [](int, X509_STORE_CTX*) { return 1; });
+    return {};
   }
+  std::string_view fp = o.peer_fingerprint;
+  if (fp.substr(0, 7) != "sha256:")
+    return make_error(ErrorKind::usage, "--peer-fingerprint must look like sha256:HEX");
+  std::string hex;
+  for (char ch : fp.substr(7))
+    if (ch != ':') hex.push_back(ch);
+  s.pinned.resize(32);
+  if (!parse_hex(hex, s.pinned.data(), 32))
+    return make_error(ErrorKind::usage, "--peer-fingerprint must have 64 hex digits after sha256:");
+  // The chain is not judged by a CA: the pinned fingerprint is checked after the handshake.
+  SSL_CTX_set_verify(s.ctx, verify, [](int, X509_STORE_CTX*) { return 1; });
+  return {};
+}
+
+} // namespace
+
+Result<Context> Context::create(const Options& o, bool server) {
+  if (g_ex_index < 0) g_ex_index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_note);
+  Context c;
+  c.m_state = std::make_unique<State>();
+  State& s = *c.m_state;
+  s.server = server;
+  s.ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (!s.ctx) return tls_error(ErrorKind::internal, "cannot create a TLS context");
+  set_defaults(s.ctx);
+  if (!o.key_file.empty()) {
+    SESSCP_TRY(use_key_file(s, o.key_file, server));
+    return c;
+  }
+  SESSCP_TRY(use_certificates(s, o, server));
   return c;
 }
 

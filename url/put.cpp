@@ -3,13 +3,13 @@
 #include "base/file_io.h"
 #include "checkpoint/journal.h"
 #include "core/source.h"
+#include "url/attempts.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -19,8 +19,6 @@
 namespace sesscp::url {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Largest remote journal read back (a header-only journal is ~60 bytes).
 constexpr std::size_t k_max_remote_journal = 64 * 1024;
@@ -363,22 +361,14 @@ Status Upload::attempt() {
 Status put_sftp(const PutOptions& o, Events& events, FileReport& report) {
   report.name = basename_of(server_path(o.url));
   if (report.name.empty()) return make_error(ErrorKind::usage, "the sftp:// URL must name a file: " + redact(o.url));
-  auto start = Clock::now();
-  Backoff backoff(o.retry);
-  int attempt = 0;
-  for (;;) {
-    Upload upload(o, events, report);
-    auto status = upload.attempt();
-    report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    if (status) return status;
-    auto kind = status.error().kind;
-    report.state = exit_code_for(kind) == exit_code::k_temp_fail ? FileReport::State::interrupted
-                                                                 : FileReport::State::failed;
-    if (!o.retry.enabled() || !retryable(kind) || (o.stop && o.stop->load())) return status;
-    SESSCP_TRY(wait_to_retry(backoff, ++attempt, report.seconds, o.retry.retries, status.error(), events,
-                             report.name, o.stop));
-    ++report.reconnects;
-  }
+  // Each attempt a new Upload; the last one lives on through the backoff
+  // that follows it, as it did when the loop held it.
+  std::optional<Upload> upload;
+  return run_attempts(o.retry, o.stop, events, report, [&] {
+    upload.reset();
+    upload.emplace(o, events, report);
+    return upload->attempt();
+  });
 }
 
 } // namespace sesscp::url
