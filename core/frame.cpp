@@ -189,14 +189,36 @@ Result<Header> decode_header(std::span<const std::uint8_t, k_header_size> b,
   return h;
 }
 
-std::vector<std::uint8_t> encode(const Hello& m) {
-  ByteWriter w;
-  w.bytes({reinterpret_cast<const std::uint8_t*>(k_magic), sizeof k_magic});
-  w.u16(m.version);
+namespace {
+
+// HELLO's and ACCEPT's shared fields (Greeting), after the version.
+void write_greeting(ByteWriter& w, const Greeting& m) {
   w.u64(m.features);
   w.u8(static_cast<std::uint8_t>(m.mode));
   w.u32(m.max_payload);
   w.str16(clip(m.identity, k_max_text));
+}
+void read_greeting(ByteReader& r, Greeting& m) {
+  m.features = r.u64();
+  m.mode = static_cast<DialogMode>(r.u8());
+  m.max_payload = r.u32();
+  m.identity = r.str16();
+}
+// An unknown mode is malformed; a known one this side does not implement
+// decodes, so the receiver can refuse it with a reason.
+Status check_greeting(const Greeting& m, const std::string& what) {
+  if (static_cast<std::uint8_t>(m.mode) > 2) return bad(what + ": unknown dialog mode");
+  if (m.identity.size() > k_max_text) return bad(what + ": identity too long");
+  return {};
+}
+
+} // namespace
+
+std::vector<std::uint8_t> encode(const Hello& m) {
+  ByteWriter w;
+  w.bytes({reinterpret_cast<const std::uint8_t*>(k_magic), sizeof k_magic});
+  w.u16(m.version);
+  write_greeting(w, m);
   return finish(Type::hello, w);
 }
 
@@ -211,24 +233,15 @@ Result<Hello> decode_hello(std::span<const std::uint8_t> p) {
   // Another version's HELLO may be laid out differently: stop at the version
   // so the receiver can refuse it with a precise reason.
   if (m.version != k_protocol_version) return m;
-  m.features = r.u64();
-  m.mode = static_cast<DialogMode>(r.u8());
-  m.max_payload = r.u32();
-  m.identity = r.str16();
-  // An unknown mode is malformed; a known one this side does not implement
-  // decodes, so the receiver can refuse it with a reason.
-  if (static_cast<std::uint8_t>(m.mode) > 2) return bad("HELLO: unknown dialog mode");
-  if (m.identity.size() > k_max_text) return bad("HELLO: identity too long");
+  read_greeting(r, m);
+  SESSCP_TRY(check_greeting(m, "HELLO"));
   return done(r, m, "HELLO: bad length");
 }
 
 std::vector<std::uint8_t> encode(const Accept& m) {
   ByteWriter w;
   w.u16(m.version);
-  w.u64(m.features);
-  w.u8(static_cast<std::uint8_t>(m.mode));
-  w.u32(m.max_payload);
-  w.str16(clip(m.identity, k_max_text));
+  write_greeting(w, m);
   if (m.features & feature::k_streams) w.bytes(m.cookie);
   return finish(Type::accept, w);
 }
@@ -237,13 +250,9 @@ Result<Accept> decode_accept(std::span<const std::uint8_t> p) {
   ByteReader r(p);
   Accept m;
   m.version = r.u16();
-  m.features = r.u64();
-  m.mode = static_cast<DialogMode>(r.u8());
-  m.max_payload = r.u32();
-  m.identity = r.str16();
+  read_greeting(r, m);
   if (m.features & feature::k_streams) r.bytes(m.cookie);
-  if (static_cast<std::uint8_t>(m.mode) > 2) return bad("ACCEPT: unknown dialog mode");
-  if (m.identity.size() > k_max_text) return bad("ACCEPT: identity too long");
+  SESSCP_TRY(check_greeting(m, "ACCEPT"));
   return done(r, m, "ACCEPT: bad length");
 }
 

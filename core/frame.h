@@ -135,20 +135,17 @@ void encode_header(Type type, std::uint32_t length, std::uint8_t* out);
 Result<Header> decode_header(std::span<const std::uint8_t, k_header_size> bytes,
                              std::uint32_t max_data_payload);
 
-struct Hello {
+// What HELLO and ACCEPT both carry, in this order on the wire.
+struct Greeting {
   std::uint16_t version = k_protocol_version;
   std::uint64_t features = feature::k_all;
   DialogMode mode = DialogMode::simplex;
   std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
   std::string identity;
 };
+struct Hello : Greeting {}; // on the wire after the magic
 using Cookie = std::array<std::uint8_t, 16>;
-struct Accept {
-  std::uint16_t version = k_protocol_version;
-  std::uint64_t features = feature::k_all;
-  DialogMode mode = DialogMode::simplex;
-  std::uint32_t max_payload = k_data_prefix + k_max_chunk_size;
-  std::string identity;
+struct Accept : Greeting {
   Cookie cookie{}; // on the wire only with feature::k_streams: what JOIN must present
 };
 // The first frame of an extra connection of a session (--streams): which
