@@ -9,7 +9,7 @@ Functions are found by braces: a line ending in `{` whose text has a `)` and
 does not start with a control keyword opens a function when not already in
 one; its length is the lines from that brace to its match. Comments, string
 and character literals are blanked first. A heuristic, checked against the
-tree it guards (tests/CMakeLists.txt runs it)."""
+tree it guards (tests/CMakeLists.txt runs it as the test `shape`)."""
 import os
 import re
 import sys
