@@ -74,10 +74,12 @@ public:
   }
 
   // Until the item with `ticket`, and every one before it, has run (or
-  // until cancel()).
-  void wait(std::uint64_t ticket) {
+  // until cancel()). Returns how many items have run by then (dropped ones
+  // count): every ticket up to that is done.
+  std::uint64_t wait(std::uint64_t ticket) {
     std::unique_lock lock(m_mutex);
     m_cv.wait(lock, [&] { return m_done >= ticket || m_cancelled; });
+    return m_done;
   }
 
   // Until every item submitted so far has run (or until cancel()).

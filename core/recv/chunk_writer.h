@@ -40,16 +40,14 @@ public:
   // at least the chunk size (waits while all are queued): the one freed
   // last, like a stack, so the same few buffers' pages stay warm.
   AlignedBuffer* acquire() {
-    // A buffer is free once its last write (its ticket) has run; writes run
-    // in order, so these are the first m_submitted - pending() tickets.
-    const std::uint64_t done = m_submitted - m_worker.pending();
-    std::size_t pick = m_buffers.size();
+    // A buffer is free once its last write (its ticket) has run, and writes
+    // run in order: wait until the oldest buffer's has, which leaves at
+    // least one free, then take the free one written last.
+    const auto oldest = std::min_element(m_ticket.begin(), m_ticket.end());
+    const std::uint64_t done = m_worker.wait(*oldest);
+    std::size_t pick = static_cast<std::size_t>(oldest - m_ticket.begin());
     for (std::size_t i = 0; i < m_buffers.size(); ++i)
-      if (m_ticket[i] <= done && (pick == m_buffers.size() || m_ticket[i] >= m_ticket[pick])) pick = i;
-    if (pick == m_buffers.size()) {
-      pick = static_cast<std::size_t>(std::min_element(m_ticket.begin(), m_ticket.end()) - m_ticket.begin());
-      m_worker.wait(m_ticket[pick]); // the oldest write still to end
-    }
+      if (m_ticket[i] <= done && m_ticket[i] >= m_ticket[pick]) pick = i;
     return &m_buffers[pick];
   }
   // A buffer not submitted after all (its chunk failed its hash): it stays
