@@ -4,7 +4,10 @@
 // writer and committer; the sender's reader and hasher) are each a Worker:
 // the owner submits items, the worker's thread runs them oldest first
 // without the lock held, and the owner can wait for one item (its ticket),
-// for all of them (drain) or ask how many are still to run (pending).
+// for all of them (drain) or ask how many are still to run (pending). A
+// stage whose results the owner collects publishes them once they count
+// as run (the publish callback), and a stage whose failure makes the rest
+// of its work pointless gives it up (cancel).
 #pragma once
 
 #include <condition_variable>
@@ -31,8 +34,15 @@ public:
   enum class OnQuit { finish, drop };
   static constexpr std::size_t k_unbounded = std::numeric_limits<std::size_t>::max();
 
-  Worker(Run run, OnQuit on_quit, std::size_t max_batch = 1)
-      : m_run(std::move(run)), m_on_quit(on_quit), m_max_batch(max_batch) {}
+  // `publish` (optional) runs on the worker's thread with the same items
+  // after `run`, under the lock, right after they count as run: whoever
+  // sees pending() drop, or returns from wait() or drain(), also sees what
+  // it published (results handed over, the owner woken). Keep it short, do
+  // not call the Worker from it, and take no lock in it that the owner may
+  // hold while calling the Worker. The items are destroyed after it, still
+  // under the lock: move out what is costly to destroy.
+  Worker(Run run, OnQuit on_quit, std::size_t max_batch = 1, Run publish = {})
+      : m_run(std::move(run)), m_publish(std::move(publish)), m_on_quit(on_quit), m_max_batch(max_batch) {}
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker() {
@@ -46,10 +56,15 @@ public:
 
   // Queue `item`; the thread starts with the first one. Returns the item's
   // ticket for wait(): 1 for the first item, then one more each time.
+  // After cancel() the item is dropped at once (it counts as run).
   std::uint64_t submit(Item item) {
     std::uint64_t ticket;
     {
       std::lock_guard lock(m_mutex);
+      if (m_cancelled) {
+        ++m_done;
+        return ++m_submitted;
+      }
       if (!m_thread.joinable()) m_thread = std::thread([this] { loop(); });
       m_queue.push_back(std::move(item));
       ticket = ++m_submitted;
@@ -58,16 +73,33 @@ public:
     return ticket;
   }
 
-  // Until the item with `ticket`, and every one before it, has run.
-  void wait(std::uint64_t ticket) {
+  // Until the item with `ticket`, and every one before it, has run (or
+  // until cancel()). Returns how many items have run by then (dropped ones
+  // count): every ticket up to that is done.
+  std::uint64_t wait(std::uint64_t ticket) {
     std::unique_lock lock(m_mutex);
-    m_cv.wait(lock, [&] { return m_done >= ticket; });
+    m_cv.wait(lock, [&] { return m_done >= ticket || m_cancelled; });
+    return m_done;
   }
 
-  // Until every item submitted so far has run.
+  // Until every item submitted so far has run (or until cancel()).
   void drain() {
     std::unique_lock lock(m_mutex);
-    m_cv.wait(lock, [&] { return m_done == m_submitted; });
+    m_cv.wait(lock, [&] { return m_done == m_submitted || m_cancelled; });
+  }
+
+  // Give up (any thread, the worker's own too): the items queued, and any
+  // submitted from now on, are dropped unrun and count as run, and wait()
+  // and drain() return at once from now on, even while an item still runs
+  // (it ends, and is published, before destruction returns).
+  void cancel() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_cancelled = true;
+      m_done += m_queue.size();
+      m_queue.clear();
+    }
+    m_cv.notify_all();
   }
 
   // Items submitted and not yet run to the end (queued or running).
@@ -97,14 +129,19 @@ private:
       lock.unlock();
       m_run(batch);
       const auto ran = batch.size();
-      batch.clear();
+      if (!m_publish) batch.clear();
       lock.lock();
       m_done += ran;
+      if (m_publish) {
+        m_publish(batch);
+        batch.clear();
+      }
       m_cv.notify_all();
     }
   }
 
   Run m_run;
+  Run m_publish;
   const OnQuit m_on_quit;
   const std::size_t m_max_batch;
   std::mutex m_mutex;
@@ -113,6 +150,7 @@ private:
   std::uint64_t m_submitted = 0;
   std::uint64_t m_done = 0; // items run (or dropped at quit)
   bool m_quit = false;
+  bool m_cancelled = false;
   std::thread m_thread; // started by the first submit, after every member above exists
 };
 

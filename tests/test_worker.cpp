@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -20,8 +21,10 @@ TEST_CASE("worker: items run in order, wait() and drain() wait for them") {
   std::uint64_t t = 0;
   for (int i = 0; i < 100; ++i) t = w.submit(i);
   CHECK(t == 100);
-  w.wait(50);
-  CHECK(ran.size() >= 50);
+  const auto done = w.wait(50);
+  CHECK(done >= 50);
+  CHECK(ran.size() >= done); // (ran grows on the worker's thread: at least what wait() counted)
+  CHECK(w.wait(0) >= done);
   w.drain();
   REQUIRE(ran.size() == 100);
   for (int i = 0; i < 100; ++i) CHECK(ran[static_cast<std::size_t>(i)] == i);
@@ -80,4 +83,54 @@ TEST_CASE("worker: no thread until the first item") {
   bool ran = false;
   { Worker<int> w([&](std::vector<int>&) { ran = true; }, Worker<int>::OnQuit::drop); }
   CHECK_FALSE(ran);
+}
+
+TEST_CASE("worker: publish hands over under the lock, before the items count as run") {
+  std::vector<int> published; // written by publish only, read once wait(), drain() or pending() say so
+  Worker<int> w([](std::vector<int>& batch) {
+    for (int& v : batch) v *= 10;
+  }, Worker<int>::OnQuit::finish, 1, [&](std::vector<int>& batch) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20)); // a slow hand-over
+    for (int v : batch) published.push_back(v);
+  });
+  for (int i = 1; i <= 3; ++i) {
+    auto ticket = w.submit(i);
+    w.wait(ticket);
+    REQUIRE(published.size() == static_cast<std::size_t>(i));
+    CHECK(published.back() == 10 * i); // it sees what run did to the item
+  }
+  w.submit(4);
+  while (w.pending() != 0) std::this_thread::yield();
+  CHECK(published.size() == 4);
+  w.submit(5);
+  w.drain();
+  CHECK(published.size() == 5);
+}
+
+TEST_CASE("worker: cancel drops what is queued, and wait() and drain() return while an item still runs") {
+  std::atomic<bool> started{false}, go{false};
+  std::atomic<int> ran{0}, published{0};
+  auto w = std::make_unique<Worker<int>>([&](std::vector<int>&) {
+    started = true;
+    while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ++ran;
+  }, Worker<int>::OnQuit::finish, 1, [&](std::vector<int>&) { ++published; });
+  for (int i = 0; i < 5; ++i) w->submit(i);
+  while (!started.load()) std::this_thread::yield();
+  w->cancel();
+  // The first item still runs (it waits for `go`): without cancel these would not return.
+  auto waited = std::async(std::launch::async, [&] {
+    w->drain();
+    w->wait(5);
+  });
+  CHECK(waited.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(ran.load() == 0);
+  CHECK(w->pending() == 1);   // the one running; the four queued were dropped
+  CHECK(w->submit(5) == 6);   // dropped at once: it never runs
+  CHECK(w->pending() == 1);
+  go = true;
+  waited.wait();
+  w.reset();                  // the running item ends and is published; nothing else runs
+  CHECK(ran.load() == 1);
+  CHECK(published.load() == 1);
 }
