@@ -184,15 +184,9 @@ Result<std::uint64_t> IncomingFile::verify_now(const checkpoint::Replay& replay)
 Status IncomingFile::truncate_journal(checkpoint::Replay& replay, std::uint64_t proven,
                                       Result<checkpoint::Journal>& journal) {
   replay.chunk_hashes.resize(proven);
-  auto fresh = checkpoint::Journal::create(path(m_journal_name), m_identity);
+  auto fresh = checkpoint::Journal::rewrite(path(m_journal_name), m_identity, replay.chunk_hashes);
   if (!fresh) return fresh.error();
-  std::uint64_t serial = 0;
-  for (std::uint64_t first = 0; first < proven; first += checkpoint::k_max_record_hashes) {
-    auto end = std::min<std::uint64_t>(proven, first + checkpoint::k_max_record_hashes);
-    SESSCP_TRY(fresh->append({++serial, first, {replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(first),
-                                                replay.chunk_hashes.begin() + static_cast<std::ptrdiff_t>(end)}}));
-  }
-  replay.last_serial = serial;
+  replay.last_serial = fresh->last_serial();
   journal = std::move(fresh);
   return {};
 }
