@@ -7,7 +7,7 @@
 //  verify       network                   xxh3_128 against the DATA prefix;
 //                                         chunk_failed -> RESEND (REPAIR again);
 //                                         check_repair for a repaired chunk
-//  write        ChunkWriter               store_chunk -> write_chunk (O_DIRECT)
+//  write        ChunkWriter               write_chunk (O_DIRECT)
 //  record       ChunkWriter               record_chunk (m_mx) -> dispatch
 //  make durable Syncer                    a SYNC's chunks all recorded: dispatch
 //                                         -> Syncer: fdatasync, journal append
@@ -50,10 +50,15 @@ constexpr int k_max_resends_per_chunk = 3;
 
 void IncomingFile::start_pipeline() {
   m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
-  m_writer.emplace(
-      pipeline_buffers(m_chunk_size), m_chunk_size,
-      [this](std::span<const std::uint8_t> data, const ChunkWriter::Chunk& chunk) { return store_chunk(data, chunk); },
-      [this](Error error) { m_syncer->fail(std::move(error)); });
+  m_writer.emplace(pipeline_buffers(m_chunk_size), m_chunk_size,
+                   ChunkWriter::Hooks{[this](std::span<const std::uint8_t> chunk, std::uint64_t offset) {
+                                        return write_chunk(chunk, offset);
+                                      },
+                                      [this](std::uint64_t index, const Hash128& hash) {
+                                        std::lock_guard lock(m_mx);
+                                        record_chunk(index, hash);
+                                      },
+                                      [this](Error error) { m_syncer->fail(std::move(error)); }});
 }
 
 // Receive.
@@ -205,13 +210,6 @@ void IncomingFile::write_small(std::span<const std::uint8_t> data) {
   // Its only chunk, chunk 0, into the empty part; then its metadata.
   m_write_status = pwrite_all(m_part.get(), data, 0, "write " + m_part_name);
   if (m_write_status) m_write_status = set_mode_and_mtime(m_part.get(), m_offer, m_umask, m_part_name);
-}
-
-Status IncomingFile::store_chunk(std::span<const std::uint8_t> data, const ChunkWriter::Chunk& chunk) {
-  SESSCP_TRY(write_chunk(data, chunk.offset));
-  std::lock_guard lock(m_mx);
-  record_chunk(chunk.index, chunk.hash);
-  return {};
 }
 
 Status IncomingFile::write_chunk(std::span<const std::uint8_t> chunk, std::uint64_t offset) {

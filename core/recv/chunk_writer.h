@@ -4,9 +4,11 @@
 #include "base/aligned.h"
 #include "base/hash.h"
 #include "base/result.h"
-#include "base/worker.h"
 
-#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,64 +25,109 @@ namespace sesscp::recv {
 // written.
 class ChunkWriter {
 public:
-  struct Chunk {
-    std::uint64_t index = 0;
-    std::uint64_t offset = 0;
-    Hash128 hash{};
+  struct Hooks {
+    std::function<Status(std::span<const std::uint8_t>, std::uint64_t)> write;
+    std::function<void(std::uint64_t, const Hash128&)> written;
+    std::function<void(Error)> failed;
   };
-  // On the writer's thread, each chunk in order: write `data` at the
-  // chunk's offset, then record it. After the first failure (handed to
-  // `failed`) the rest are dropped.
-  using Store = std::function<Status(std::span<const std::uint8_t> data, const Chunk& chunk)>;
-  using Failed = std::function<void(Error)>;
 
-  ChunkWriter(std::size_t buffers, std::size_t buffer_size, Store store, Failed failed);
-
-  // The network thread only (acquire, give_back, submit). A free buffer of
-  // at least the chunk size (waits while all are queued): the one freed
-  // last, like a stack, so the same few buffers' pages stay warm.
-  AlignedBuffer* acquire() {
-    // A buffer is free once its last write (its ticket) has run, and writes
-    // run in order: wait until the oldest buffer's has, which leaves at
-    // least one free, then take the free one written last.
-    const auto oldest = std::min_element(m_ticket.begin(), m_ticket.end());
-    const std::uint64_t done = m_worker.wait(*oldest);
-    std::size_t pick = static_cast<std::size_t>(oldest - m_ticket.begin());
-    for (std::size_t i = 0; i < m_buffers.size(); ++i)
-      if (m_ticket[i] <= done && m_ticket[i] >= m_ticket[pick]) pick = i;
-    return &m_buffers[pick];
+  ChunkWriter(std::size_t buffers, std::size_t buffer_size, Hooks hooks) : m_hooks(std::move(hooks)) {
+    m_buffers.resize(buffers);
+    for (auto& b : m_buffers) {
+      b.resize(buffer_size);
+      m_free.push_back(&b);
+    }
+    m_thread = std::thread([this] { loop(); });
   }
-  // A buffer not submitted after all (its chunk failed its hash): it stays
-  // free, as nothing was queued on it.
-  void give_back(AlignedBuffer*) {}
+  ~ChunkWriter() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+
+  // A free buffer of at least the chunk size (waits while all are queued).
+  AlignedBuffer* acquire() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return !m_free.empty(); });
+    auto* b = m_free.back();
+    m_free.pop_back();
+    return b;
+  }
+  void give_back(AlignedBuffer* b) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_free.push_back(b);
+    }
+    m_cv.notify_all();
+  }
   void submit(AlignedBuffer* b, std::size_t len, std::uint64_t index, std::uint64_t offset, const Hash128& hash) {
-    m_submitted = m_worker.submit({b, len, {index, offset, hash}});
-    m_ticket[static_cast<std::size_t>(b - m_buffers.data())] = m_submitted;
+    {
+      std::lock_guard lock(m_mutex);
+      m_queue.push_back({b, len, index, offset, hash});
+    }
+    m_cv.notify_all();
   }
   // True while at least half the buffers wait for the disk: the partial's
   // re-verification then lets the writer have it (checkpoint::Reverifier).
-  bool backlogged() { return 2 * m_worker.pending() >= m_buffers.size(); }
+  bool backlogged() {
+    std::lock_guard lock(m_mutex);
+    return 2 * (m_queue.size() + (m_busy ? 1 : 0)) >= m_buffers.size();
+  }
   // Wait until every submitted chunk is written and recorded (or dropped
   // after a failure).
-  void drain() { m_worker.drain(); }
+  void drain() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_queue.empty() && !m_busy; });
+  }
 
 private:
   struct Item {
     AlignedBuffer* buf;
     std::size_t len;
-    Chunk chunk;
+    std::uint64_t index;
+    std::uint64_t offset;
+    Hash128 hash;
   };
-  void run(std::vector<Item>& items);
 
-  Store m_store;
-  Failed m_failed;
+  void loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_cv.wait(lock, [&] { return m_quit || !m_queue.empty(); });
+      if (m_quit) return;
+      Item item = m_queue.front();
+      m_queue.pop_front();
+      m_busy = true;
+      bool failed = m_failed;
+      lock.unlock();
+      if (!failed) {
+        auto status = m_hooks.write(item.buf->span(item.len), item.offset);
+        if (status) m_hooks.written(item.index, item.hash);
+        else {
+          failed = true;
+          m_hooks.failed(status.error());
+        }
+      }
+      lock.lock();
+      m_failed = m_failed || failed;
+      m_busy = false;
+      m_free.push_back(item.buf);
+      m_cv.notify_all();
+    }
+  }
+
+  Hooks m_hooks;
   std::vector<AlignedBuffer> m_buffers;
-  std::vector<std::uint64_t> m_ticket; // per buffer: the ticket of its last write (0: none yet)
-  std::uint64_t m_submitted = 0;       // the last ticket
-  bool m_dropping = false;             // the writer's thread: after a failed write the rest are dropped
-  // Last: its thread uses every member above; at destruction the chunks
-  // still queued are dropped.
-  Worker<Item> m_worker;
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::vector<AlignedBuffer*> m_free;
+  std::deque<Item> m_queue;
+  bool m_busy = false;
+  bool m_failed = false; // after a failed write the rest are dropped
+  bool m_quit = false;
+  std::thread m_thread; // last: starts after every member above exists
 };
 
 } // namespace sesscp::recv

@@ -161,8 +161,6 @@ private:
   Status chunk_failed(std::uint64_t index);
   // Under m_mx: a repaired chunk's DATA matches what it must hold.
   Status check_repair(std::uint64_t index, const Hash128& hash);
-  // On the writer's thread: write a verified chunk, then record it.
-  Status store_chunk(std::span<const std::uint8_t> data, const ChunkWriter::Chunk& chunk);
   // Write a verified chunk of a journaled file: O_DIRECT when it can, else
   // through the page cache with writeback started at once.
   Status write_chunk(std::span<const std::uint8_t> chunk, std::uint64_t offset);

@@ -3,11 +3,13 @@
 
 #include "base/hash.h"
 #include "base/result.h"
-#include "base/worker.h"
 #include "checkpoint/journal.h"
 #include "core/recv/wake.h"
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -30,14 +32,36 @@ struct Job {
 // so a slow disk costs fewer syncs rather than more latency.
 class Syncer {
 public:
-  Syncer(int part_fd, checkpoint::Journal& journal, std::string part_path);
+  Syncer(int part_fd, checkpoint::Journal& journal, std::string part_path)
+      : m_part_fd(part_fd), m_journal(journal), m_part_path(std::move(part_path)),
+        m_thread([this] { loop(); }) {}
+  ~Syncer() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_quit = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
 
-  void submit(Job job) { m_worker.submit(std::move(job)); }
+  void submit(Job job) {
+    {
+      std::lock_guard lock(m_mutex);
+      m_jobs.push_back(std::move(job));
+    }
+    m_cv.notify_all();
+  }
 
   // Wait until every submitted job is durable (or failed).
-  void drain() { m_worker.drain(); }
+  void drain() {
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return (m_jobs.empty() && !m_busy) || m_error; });
+  }
 
-  bool idle() { return m_worker.idle(); }
+  bool idle() {
+    std::lock_guard lock(m_mutex);
+    return m_jobs.empty() && !m_busy;
+  }
 
   // The newest confirmed (serial, end chunk) not yet taken, if any.
   std::optional<std::pair<std::uint64_t, std::uint64_t>> take_confirmed() {
@@ -64,27 +88,71 @@ public:
 
   // Another stage of the same file failed: report it as this one's failure
   // and wake the network thread to read it.
-  void fail(Error error);
+  void fail(Error error) {
+    {
+      std::lock_guard lock(m_mutex);
+      if (!m_error) m_error = std::move(error);
+    }
+    m_news.store(true, std::memory_order_release);
+    m_wake.poke();
+    m_cv.notify_all();
+  }
 
   int wake_fd() const { return m_wake.fd(); }
 
 private:
-  // On the worker's thread: the jobs queued up, merged into as few records
-  // as checkpoint::k_max_record_hashes allows, each made durable in turn.
-  void run(std::vector<Job>& jobs);
-  Status make_durable(const Job& job);
+  void loop() {
+    std::unique_lock lock(m_mutex);
+    for (;;) {
+      m_cv.wait(lock, [&] { return m_quit || !m_jobs.empty(); });
+      if (m_jobs.empty() || m_error) {
+        if (m_quit) return;
+        m_jobs.clear();
+        continue;
+      }
+      Job merged = std::move(m_jobs.front());
+      m_jobs.pop_front();
+      while (!m_jobs.empty() &&
+             merged.hashes.size() + m_jobs.front().hashes.size() <= checkpoint::k_max_record_hashes) {
+        auto& next = m_jobs.front();
+        merged.hashes.insert(merged.hashes.end(), next.hashes.begin(), next.hashes.end());
+        merged.serial = next.serial;
+        m_jobs.pop_front();
+      }
+      m_busy = true;
+      lock.unlock();
+      auto status = make_durable(merged);
+      lock.lock();
+      m_busy = false;
+      if (!status) m_error = status.error();
+      else m_confirmed = {merged.serial, merged.first_chunk + merged.hashes.size()};
+      m_news.store(true, std::memory_order_release);
+      m_wake.poke();
+      m_cv.notify_all();
+    }
+  }
+
+  Status make_durable(const Job& job) {
+    // fdatasync before the journal append: a record must never point past
+    // durable data, or a power cut could leave the journal vouching for
+    // bytes the disk never got.
+    if (fdatasync(m_part_fd) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_path, errno);
+    return m_journal.append({job.serial, job.first_chunk, job.hashes});
+  }
 
   int m_part_fd;
   checkpoint::Journal& m_journal;
   std::string m_part_path;
   Wake m_wake;
-  std::mutex m_mutex; // guards m_error and m_confirmed
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  std::deque<Job> m_jobs;
+  bool m_busy = false;
+  bool m_quit = false;
   std::optional<Error> m_error;
   std::optional<std::pair<std::uint64_t, std::uint64_t>> m_confirmed;
   std::atomic<bool> m_news{false};
-  // Last: its thread uses every member above. After an error it is
-  // cancelled: the jobs still queued are dropped, and drain() returns.
-  Worker<Job> m_worker;
+  std::thread m_thread; // last: starts after every member above exists
 };
 
 } // namespace sesscp::recv
