@@ -8,8 +8,7 @@
 // without the lock held, and the owner can wait for one item (its ticket),
 // for all of them (drain) or ask how many are still to run (pending). A
 // stage whose results the owner collects publishes them once they count
-// as run (the publish callback), and a stage whose failure makes the rest
-// of its work pointless gives it up (cancel).
+// as run (the publish callback).
 #pragma once
 
 #include <condition_variable>
@@ -58,15 +57,10 @@ public:
 
   // Queue `item`; the thread starts with the first one. Returns the item's
   // ticket for wait(): 1 for the first item, then one more each time.
-  // After cancel() the item is dropped at once (it counts as run).
   std::uint64_t submit(Item item) {
     std::uint64_t ticket;
     {
       std::lock_guard lock(m_mutex);
-      if (m_cancelled) {
-        ++m_done;
-        return ++m_submitted;
-      }
       if (!m_thread.joinable()) m_thread = std::thread([this] { loop(); });
       m_queue.push_back(std::move(item));
       ticket = ++m_submitted;
@@ -75,33 +69,18 @@ public:
     return ticket;
   }
 
-  // Until the item with `ticket`, and every one before it, has run (or
-  // until cancel()). Returns how many items have run by then (dropped ones
-  // count): every ticket up to that is done.
+  // Until the item with `ticket`, and every one before it, has run.
+  // Returns how many items have run by then: every ticket up to that is done.
   std::uint64_t wait(std::uint64_t ticket) {
     std::unique_lock lock(m_mutex);
-    m_cv.wait(lock, [&] { return m_done >= ticket || m_cancelled; });
+    m_cv.wait(lock, [&] { return m_done >= ticket; });
     return m_done;
   }
 
-  // Until every item submitted so far has run (or until cancel()).
+  // Until every item submitted so far has run.
   void drain() {
     std::unique_lock lock(m_mutex);
-    m_cv.wait(lock, [&] { return m_done == m_submitted || m_cancelled; });
-  }
-
-  // Give up (any thread, the worker's own too): the items queued, and any
-  // submitted from now on, are dropped unrun and count as run, and wait()
-  // and drain() return at once from now on, even while an item still runs
-  // (it ends, and is published, before destruction returns).
-  void cancel() {
-    {
-      std::lock_guard lock(m_mutex);
-      m_cancelled = true;
-      m_done += m_queue.size();
-      m_queue.clear();
-    }
-    m_cv.notify_all();
+    m_cv.wait(lock, [&] { return m_done == m_submitted; });
   }
 
   // Items submitted and not yet run to the end (queued or running).
@@ -152,7 +131,6 @@ private:
   std::uint64_t m_submitted = 0;
   std::uint64_t m_done = 0; // items run (or dropped at quit)
   bool m_quit = false;
-  bool m_cancelled = false;
   std::thread m_thread; // started by the first submit, after every member above exists
 };
 
