@@ -2,9 +2,11 @@
 #include "cli/args.h"
 #include "cli/output.h"
 #include "cli/status.h"
+#include "cli/ssh_cmd.h"
 #include "cli/url_cmd.h"
 #include "url/curl.h"
 #include "core/dialog/dialog.h"
+#include "ssh/target.h"
 
 #include <CLI/CLI.hpp>
 
@@ -31,15 +33,16 @@ void install_signal_handlers() {
 
 const char* k_exit_codes = R"(Exit codes:
   0   success, or the file was already complete
-  64  usage error (bad option, missing source, bad HOST:PORT)
+  64  usage error (bad option, missing source, bad HOST:PORT or HOST:PATH)
   65  integrity failure that retrying cannot fix
-  69  peer unreachable, or it refused the session (version, dialog mode, name, size)
+  69  peer unreachable, or it refused the session (version, dialog mode, name, size);
+      over SSH: ssh not installed, or no usable sesscp on the remote host
   70  internal error (a bug in sesscp): please report it
-  73  cannot create the output file, journal or --log-file
+  73  cannot create the output file, journal or --log-file (over SSH: on either host)
   74  local I/O error (e.g. disk full)
   75  interrupted, or the destination is busy; state saved: re-run the same command to resume
   76  protocol error: the peer broke the protocol (e.g. data from the wrong side of a simplex session)
-  77  authentication failed (wrong or missing key, untrusted certificate))";
+  77  authentication failed (wrong or missing key, untrusted certificate; SSH: key refused, host key unknown or changed))";
 
 using sesscp::cli::parse_size;
 
@@ -190,10 +193,15 @@ sesscp::Status set_streams(const std::string& v, sesscp::SendOptions& o) {
 
 // How the session runs: the receiver's HOST:PORT, chunk size, window, rate,
 // streams, timeout and retries.
-sesscp::Status set_transport(const SendArgs& a, const CommonFlags& f, sesscp::SendOptions& o) {
-  auto endpoint = sesscp::net::parse_endpoint(a.target, false);
-  if (!endpoint) return endpoint.error();
-  o.endpoint = *endpoint;
+sesscp::Status set_transport(const SendArgs& a, const CommonFlags& f, sesscp::SendOptions& o, bool ssh) {
+  if (!ssh) {
+    // sesscp://HOST:PORT is HOST:PORT said unambiguously.
+    std::string_view target = a.target;
+    if (target.rfind("sesscp://", 0) == 0) target.remove_prefix(9);
+    auto endpoint = sesscp::net::parse_endpoint(target, false);
+    if (!endpoint) return endpoint.error();
+    o.endpoint = *endpoint;
+  }
   auto chunk = parse_size(a.chunk, "--chunk-size");
   if (!chunk) return chunk.error();
   if (*chunk < 4096 || *chunk > (16u << 20) || *chunk % 4096 != 0)
@@ -216,7 +224,8 @@ sesscp::Status set_transport(const SendArgs& a, const CommonFlags& f, sesscp::Se
   return {};
 }
 
-int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp, sesscp::cli::Output& out) {
+int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp,
+                 sesscp::cli::SshFlags ssh_flags, sesscp::cli::Output& out) {
   if (auto log = out.open_log(); !log) return fail(out, log.error());
   out.session_start({{"file", a.sources.empty() ? std::string() : a.sources.front()},
                      {"sources", a.sources},
@@ -225,24 +234,40 @@ int send_session(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendF
                      {"fetch_dir", a.fetch.empty() ? std::string() : a.fetch_dir}});
   // A URL destination is a separate code path (libcurl, docs/URL.md).
   if (sesscp::url::looks_like_url(a.target)) return send_to_url(a, f, sftp, out);
-  if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
-  if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
+  // [USER@]HOST:PATH or ssh://: over SSH, which authenticates and encrypts (docs/SSH.md).
+  auto ssh = sesscp::ssh::parse_target(a.target);
+  if (ssh && !*ssh) return fail(out, ssh->error());
   sesscp::SendOptions o;
-  o.tls = f.tls;
+  if (!ssh) {
+    if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
+    if (f.tls.insecure) out.notice("WARNING: plaintext session (--insecure): data is neither encrypted nor authenticated");
+    o.tls = f.tls;
+  }
   if (auto st = set_contents(a, o); !st) return fail(out, st.error());
-  if (auto st = set_transport(a, f, o); !st) return fail(out, st.error());
+  if (auto st = set_transport(a, f, o, ssh.has_value()); !st) return fail(out, st.error());
+  if (ssh) {
+    if (!o.fetch.empty())
+      return fail(out, sesscp::make_error(sesscp::ErrorKind::usage, "--fetch needs a sesscp receiver (HOST:PORT); "
+                                                                    "over SSH, pull with 'sesscp get HOST:PATH'"));
+    ssh_flags.ssh_key = sftp.ssh_key;
+    ssh_flags.known_hosts = sftp.known_hosts;
+    auto transport = sesscp::cli::ssh_push_transport(**ssh, ssh_flags, o, f.verbose);
+    if (!transport) return fail(out, transport.error());
+    o.transport = *transport;
+  }
 
   sesscp::dialog::wire(o);
 
   sesscp::FileReport report;
   auto status = sesscp::send_file(o, out, report);
-  if (!status) return fail(out, status.error());
+  if (!status) return ssh ? sesscp::cli::fail_over_ssh(out, status.error()) : fail(out, status.error());
   return sesscp::exit_code::k_ok;
 }
 
-int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp) {
+int run_send(const SendArgs& a, CommonFlags& f, const sesscp::cli::SftpSendFlags& sftp,
+             const sesscp::cli::SshFlags& ssh) {
   sesscp::cli::Output out(output_options(f, "send"));
-  return out.session_end(send_session(a, f, sftp, out));
+  return out.session_end(send_session(a, f, sftp, ssh, out));
 }
 
 struct RecvArgs {
@@ -251,16 +276,24 @@ struct RecvArgs {
   int max_sessions = 16;
   std::string max_size = "0", bwlimit = "0";
   std::string verify_resume = "full";
+  sesscp::cli::StdioFlags stdio;
 };
 
 int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   if (auto log = out.open_log(); !log) return fail(out, log.error());
-  if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
+  bool stdio = a.stdio.stdio || !a.stdio.join_id.empty();
+  if (stdio == !a.listen.empty() || (!stdio && a.dir.empty()))
+    return fail(out, sesscp::make_error(sesscp::ErrorKind::usage,
+                                        stdio ? "--listen does not go with --stdio (the session is on stdin/stdout)"
+                                              : "recv needs --listen HOST:PORT and --dir DIR (or --stdio, as ssh runs it)"));
   sesscp::ReceiveOptions o;
-  o.tls = f.tls;
-  auto endpoint = sesscp::net::parse_endpoint(a.listen, true);
-  if (!endpoint) return fail(out, endpoint.error());
-  o.listen = *endpoint;
+  if (!stdio) {
+    if (auto sec = check_security(f.tls); !sec) return fail(out, sec.error());
+    o.tls = f.tls;
+    auto endpoint = sesscp::net::parse_endpoint(a.listen, true);
+    if (!endpoint) return fail(out, endpoint.error());
+    o.listen = *endpoint;
+  }
   o.dir = a.dir;
   o.once = a.once;
   o.max_sessions = a.max_sessions;
@@ -274,6 +307,7 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
   o.serve_bwlimit = *bwlimit;
   o.timeout_ms = static_cast<int>(f.timeout_s * 1000);
   o.stop = &g_stop;
+  if (stdio) return sesscp::cli::run_recv_stdio(o, a.stdio, out);
   sesscp::dialog::wire(o);
   auto receiver = sesscp::Receiver::create(o, out);
   if (!receiver) return fail(out, receiver.error());
@@ -288,7 +322,9 @@ int recv_sessions(const RecvArgs& a, CommonFlags& f, sesscp::cli::Output& out) {
 }
 
 int run_recv(const RecvArgs& a, CommonFlags& f) {
-  sesscp::cli::Output out(output_options(f, "recv"));
+  auto options = output_options(f, "recv");
+  options.hints = !a.stdio.stdio && a.stdio.join_id.empty();
+  sesscp::cli::Output out(options);
   return out.session_end(recv_sessions(a, f, out));
 }
 
@@ -335,12 +371,35 @@ void describe_app(CLI::App& app) {
   app.set_version_flag("--version", "sesscp " SESSCP_VERSION);
 }
 
+// The examples and exit codes under `send --help`.
+std::string send_footer() {
+  return "Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
+               "  sesscp send /big/disk.img backup@backup-host:/data/   # over SSH, no daemon (docs/SSH.md)\n"
+               "  sesscp send photos/ ssh://me@nas:2222/srv/photos --streams 4 -e 'ssh -i ~/.ssh/nas'\n"
+               "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
+               "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
+               "  sesscp send disk.img far-host:7070 --streams 4   # four TCP connections for one file\n"
+               "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
+               "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
+               "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
+               "  sesscp send ./logs/ host:7070 --fetch reports/ --fetch-dir ./in   # push, then pull, one session\n"
+               "  sesscp send ./logs/ host:7070 --fetch reports/ --duplex full   # push and pull at once\n"
+               "Re-running the same command after any interruption resumes it; after success it\n"
+               "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
+               "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
+               std::string(k_exit_codes);
+}
+
 CLI::App* add_send_command(CLI::App& app, SendArgs& send_args, CommonFlags& send_flags,
-                           sesscp::cli::SftpSendFlags& sftp_flags) {
-  auto* send = app.add_subcommand("send", "Send files and directories to a receiver at HOST:PORT in one session, resuming where it stopped");
+                           sesscp::cli::SftpSendFlags& sftp_flags, sesscp::cli::SshFlags& ssh_flags) {
+  auto* send = app.add_subcommand("send", "Send files and directories to a receiver at HOST:PORT, or over SSH to HOST:PATH, in one session, resuming where it stopped");
   send->add_option("sources", send_args.sources,
-                   "Files and directories to send, then the receiver's HOST:PORT (DIR/ sends DIR's contents),\n"
-                   "or one FILE then sftp://[user@]host[:port]/path; with --fetch the sources may be omitted")
+                   "Files and directories to send (DIR/ sends DIR's contents), then the destination:\n"
+                   "  HOST:PORT or sesscp://HOST:PORT   a listening 'sesscp recv' (PORT: digits only)\n"
+                   "  [USER@]HOST:PATH or ssh://[USER@]HOST[:PORT]/PATH   over SSH, no daemon: runs\n"
+                   "      'sesscp recv --stdio' there; PATH is a directory (HOST: alone = the remote home)\n"
+                   "  sftp://[user@]host[:port]/path   one FILE to any SFTP server\n"
+                   "With --fetch the sources may be omitted")
       ->required()
       ->expected(1, -1);
   send->add_option("--name", send_args.name, "Name at the receiver of a single file (default: the file's name)");
@@ -377,26 +436,17 @@ CLI::App* add_send_command(CLI::App& app, SendArgs& send_args, CommonFlags& send
   add_verify_resume(send, send_args.verify_resume, "what --fetch receives");
   add_common(send, send_flags);
   sesscp::cli::add_sftp_send_options(send, sftp_flags);
-  send->footer("Examples:\n  sesscp send /big/disk.img backup-host:7070\n"
-               "  sesscp send /big/disk.img backup-host:7070 --retry-for 2h --quiet   # from cron\n"
-               "  sesscp send disk.img 10.0.0.2:7070 --name disk-2026-11-24.img --bwlimit 100M\n"
-               "  sesscp send disk.img far-host:7070 --streams 4   # four TCP connections for one file\n"
-               "  sesscp send photos/ notes.txt backup-host:7070   # photos' contents and notes.txt, one session\n"
-               "  sesscp send disk.img sftp://backup@host/srv/disk.img   # any SSH server (docs/URL.md)\n"
-               "  sesscp send disk.img backup-host:7070 --json | jq -c 'select(.event == \"file_done\")'\n"
-               "  sesscp send ./logs/ host:7070 --fetch reports/ --fetch-dir ./in   # push, then pull, one session\n"
-               "  sesscp send ./logs/ host:7070 --fetch reports/ --duplex full   # push and pull at once\n"
-               "Re-running the same command after any interruption resumes it; after success it\n"
-               "exits 0 at once. On a terminal a progress line is redrawn in place; otherwise\n"
-               "only one summary line per file (none with --quiet) and errors, on stderr.\n\n" +
-               std::string(k_exit_codes));
+  sesscp::cli::add_ssh_options(send, ssh_flags);
+  send->footer(send_footer());
   return send;
 }
 
 CLI::App* add_recv_command(CLI::App& app, RecvArgs& recv_args, CommonFlags& recv_flags) {
   auto* recv = app.add_subcommand("recv", "Receive files into --dir");
-  recv->add_option("--listen", recv_args.listen, "Address to listen on, HOST:PORT (port 0 picks a free one)")->required();
-  recv->add_option("--dir", recv_args.dir, "Directory to write files into")->required();
+  recv->add_option("--listen", recv_args.listen, "Address to listen on, HOST:PORT (port 0 picks a free one); required\n"
+                                                "unless --stdio");
+  recv->add_option("--dir", recv_args.dir, "Directory to write files into (required, except for --stdio --serve DIR)");
+  sesscp::cli::add_stdio_options(recv, recv_args.stdio);
   recv->add_flag("--once", recv_args.once, "Exit after one session, with its exit code");
   recv->add_option("--max-sessions", recv_args.max_sessions, "Concurrent sessions (default 16)")
       ->check(CLI::Range(1, 4096));
@@ -459,13 +509,15 @@ int main(int argc, char** argv) {
   CommonFlags send_flags, recv_flags;
   SendArgs send_args;
   sesscp::cli::SftpSendFlags sftp_flags;
-  auto* send = add_send_command(app, send_args, send_flags, sftp_flags);
+  sesscp::cli::SshFlags ssh_flags, get_ssh;
+  auto* send = add_send_command(app, send_args, send_flags, sftp_flags, ssh_flags);
   RecvArgs recv_args;
   auto* recv = add_recv_command(app, recv_args, recv_flags);
   StatusArgs status_args;
   auto* status = add_status_command(app, status_args);
   sesscp::cli::GetArgs get_args;
   auto* get = sesscp::cli::add_get_command(app, get_args);
+  sesscp::cli::add_ssh_options(get, get_ssh);
   std::string keygen_out;
   auto* keygen = add_keygen_command(app, keygen_out);
 
@@ -482,9 +534,15 @@ int main(int argc, char** argv) {
     // The last positional argument is the receiver.
     send_args.target = send_args.sources.back();
     send_args.sources.pop_back();
-    return run_send(send_args, send_flags, sftp_flags);
+    return run_send(send_args, send_flags, sftp_flags, ssh_flags);
   }
-  if (get->parsed()) return sesscp::cli::run_get(get_args, &g_stop);
+  if (get->parsed()) {
+    get_ssh.ssh_key = get_args.ssh_key;
+    get_ssh.known_hosts = get_args.known_hosts;
+    if (auto target = sesscp::ssh::parse_target(get_args.url))
+      return sesscp::cli::run_get_ssh(get_args, get_ssh, *target, &g_stop);
+    return sesscp::cli::run_get(get_args, &g_stop);
+  }
   if (keygen->parsed()) return run_keygen(keygen_out);
   if (status->parsed()) {
     sesscp::cli::Output out(output_options(status_args.flags, "status"));

@@ -548,7 +548,7 @@ void Output::error(const Error& e) { error(e, hint_for(e.kind)); }
 
 void Output::error(const Error& e, const std::string& hint) {
   std::lock_guard lock(m_mutex);
-  std::string text = "error: " + e.message + "; " + hint;
+  std::string text = "error: " + e.message + (m_opt.hints && !hint.empty() ? "; " + hint : "");
   log("error", text);
   emit("error", {{"kind", to_string(e.kind)}, {"message", e.message}, {"hint", hint},
                  {"exit_code", exit_code_for(e.kind)}});

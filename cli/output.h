@@ -29,6 +29,9 @@ struct OutputOptions {
   int tty = -1;             // draw the progress line: -1 = when `err` is a terminal, 0 = never, 1 = always
   std::FILE* out = stdout;  // JSON events
   std::FILE* err = stderr;  // human text
+  // Error lines without the "what to do" hint: recv --stdio, whose errors
+  // the local sesscp reports with a hint of its own (docs/SSH.md).
+  bool hints = true;
 };
 
 // What the progress display knows about one file.

@@ -40,9 +40,9 @@ void warn_inline_password(Output& out, const std::string& url_text) {
 } // namespace
 
 CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
-  auto* get = app.add_subcommand("get", "Download URL (http, https, ftp, ftps, sftp), resuming where it stopped");
-  get->add_option("url", a.url, "URL to download")->required();
-  get->add_option("-o,--output", a.output, "File to write, or a directory (default: the URL's file name here)");
+  auto* get = app.add_subcommand("get", "Download URL (http, https, ftp, ftps, sftp) or [USER@]HOST:PATH over SSH, resuming where it stopped");
+  get->add_option("url", a.url, "URL to download, or [USER@]HOST:PATH / ssh://[USER@]HOST[:PORT]/PATH (a file or a tree; PATH/ for a directory's contents)")->required();
+  get->add_option("-o,--output", a.output, "File to write, or a directory (default: the URL's file name here); over SSH: a directory")->type_name("DEST");
   get->add_option("--connections", a.connections, "Concurrent ranged requests (default 1)")
       ->check(CLI::Range(1, 1024));
   get->add_option("--bwlimit", a.bwlimit, "Limit the rate to RATE bytes/s over all connections, e.g. 50M");
@@ -68,6 +68,7 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   get->add_option("--log-file", a.log_file, "Append timestamped lines, debug included, to this file");
   get->footer("Examples:\n  sesscp get https://example.org/disk.img -o /data/disk.img --sha256 HEX\n"
               "  sesscp get sftp://user@host/srv/disk.img --connections 4\n"
+              "  sesscp get backup@host:/srv/photos/ -o ./photos   # over SSH, no daemon (docs/SSH.md)\n"
               "Passwords come from ~/.netrc or SESSCP_URL_PASSWORD, never from the command line.\n"
               "Re-running the same command after any interruption resumes it.");
   return get;
@@ -121,14 +122,18 @@ int get_session(const GetArgs& a, const std::atomic<bool>* stop, Output& out) {
 
 } // namespace
 
-int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
+OutputOptions get_output_options(const GetArgs& a) {
   OutputOptions options;
   options.quiet = a.quiet;
   options.verbose = a.verbose;
   options.json = a.json;
   options.log_file = a.log_file;
   options.side = "get";
-  Output out(options);
+  return options;
+}
+
+int run_get(const GetArgs& a, const std::atomic<bool>* stop) {
+  Output out(get_output_options(a));
   return out.session_end(get_session(a, stop, out));
 }
 

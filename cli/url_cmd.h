@@ -24,6 +24,9 @@ struct GetArgs {
 // Register `get` on `app`; its flags land in `args`.
 CLI::App* add_get_command(CLI::App& app, GetArgs& args);
 
+// How `get` reports (-q, -v, --json, --log-file).
+OutputOptions get_output_options(const GetArgs& args);
+
 // Run `sesscp get`; returns the exit code.
 int run_get(const GetArgs& args, const std::atomic<bool>* stop);
 

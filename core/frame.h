@@ -72,6 +72,11 @@ inline constexpr std::uint64_t k_all = k_minor_sync | k_major_sync | k_resend | 
 // --checksum: the sender re-hashes the chunks confirmed earlier and sends
 // their hashes (SOURCE_HASHES); offered only when asked for.
 inline constexpr std::uint64_t k_checksum = 1u << 6;
+// The session runs over an SSH connection's pipes (send to HOST:PATH,
+// docs/SSH.md), not over TCP: set by the sender, echoed by a receiver
+// started with --stdio. It changes nothing on the wire; it tells both sides
+// (and -v) which transport carries the session and why there is no TLS.
+inline constexpr std::uint64_t k_stdio = 1u << 7;
 // Several connections for one session (send --streams N): offered only when
 // N > 1, with N in bits 8-15 of the same field (k_streams_shift); a receiver
 // that accepts answers with the bit set and a session cookie in ACCEPT. A

@@ -54,6 +54,7 @@ Result<void*> resolve(const Endpoint& ep, bool passive, AddrInfo& out) {
 }
 
 std::string name_of(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_UNIX) return "stdio"; // recv --stdio: the SSH channel, through a socketpair
   char host[INET6_ADDRSTRLEN] = "?";
   std::uint16_t port = 0;
   if (ss.ss_family == AF_INET) {

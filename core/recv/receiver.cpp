@@ -117,17 +117,24 @@ Status receive_turn(Conn& conn, session::Machine& machine, const TurnOptions& tu
 }
 
 Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events) {
-  Fd dir(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
-  if (faccessat(dir.get(), ".", W_OK, AT_EACCESS) != 0)
-    return errno_error(ErrorKind::cannot_create, "cannot write to " + options.dir, errno);
+  Fd dir;
+  if (!options.stdio || !options.dir.empty()) {
+    dir = Fd(open(options.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) return errno_error(ErrorKind::cannot_create, "cannot open directory " + options.dir, errno);
+    if (faccessat(dir.get(), ".", W_OK, AT_EACCESS) != 0)
+      return errno_error(ErrorKind::cannot_create, "cannot write to " + options.dir, errno);
+  }
   Fd serve;
   if (!options.serve_dir.empty()) {
     serve = Fd(open(options.serve_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!serve) return errno_error(ErrorKind::usage, "cannot open --serve directory " + options.serve_dir, errno);
   }
-  auto listener = net::listen_tcp(options.listen);
-  if (!listener) return listener.error();
+  Fd listener;
+  if (!options.stdio) {
+    auto tcp = net::listen_tcp(options.listen);
+    if (!tcp) return tcp.error();
+    listener = std::move(*tcp);
+  }
   // Each session may hold a few hundred descriptors (pipelined offers and a
   // batch of small files, docs/PROTOCOL.md): take what the hard limit allows.
   rlimit nofile{};
@@ -138,16 +145,16 @@ Result<Receiver> Receiver::create(const ReceiveOptions& options, Events& events)
   unsigned mask = ::umask(0);
   ::umask(mask);
   std::optional<tls::Context> tls;
-  if (!options.tls.insecure) {
+  if (!options.tls.insecure && !options.stdio) {
     auto ctx = tls::Context::create(options.tls, true);
     if (!ctx) return ctx.error();
     tls.emplace(std::move(*ctx));
   }
-  return Receiver(options, events, std::move(*listener), std::move(dir), std::move(serve), mask, std::move(tls),
+  return Receiver(options, events, std::move(listener), std::move(dir), std::move(serve), mask, std::move(tls),
                   std::make_shared<StreamRegistry>());
 }
 
-std::string Receiver::address() const { return net::local_name(m_listener.get()); }
+std::string Receiver::address() const { return m_opt.stdio ? "stdio" : net::local_name(m_listener.get()); }
 
 Status Receiver::handle_connection(Fd socket) {
   Session session(m_dir.get(), m_opt, m_umask, m_events, m_tls ? &*m_tls : nullptr, std::move(socket), m_serve.get(),
@@ -156,24 +163,34 @@ Status Receiver::handle_connection(Fd socket) {
 }
 
 std::string Receiver::security() const {
+  if (m_opt.stdio) return "inside the SSH connection (encrypted and authenticated by SSH)";
   return m_tls ? m_tls->describe() : "PLAINTEXT (--insecure): data is neither encrypted nor authenticated";
 }
 
-Status Receiver::serve() {
+Status Receiver::serve(Fd first) {
   const tls::Context* tls_ptr = m_tls ? &*m_tls : nullptr;
   // With --once, the loop ends with the first connection's session.
   std::shared_ptr<std::atomic<bool>> primary_done;
   auto primary_status = std::make_shared<Status>();
   recv::Wake primary_wake;
   Connections connections; // (after the wake: its threads may poke it until joined)
+  if (first) {
+    auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(first),
+                                             m_serve.get(), m_streams.get(), Admission::session_or_join,
+                                             std::make_shared<std::atomic<bool>>(false));
+    primary_done = connections.start(std::move(session), Admission::session_or_join,
+                                     std::make_shared<std::atomic<bool>>(false), primary_status, &primary_wake);
+  }
+  // poll() skips a negative descriptor: with --stdio and no --streams, only the wake is watched.
+  int listener = m_listener ? m_listener.get() : m_opt.stream_listener;
   while (!(m_opt.stop && m_opt.stop->load())) {
     if (primary_done && primary_done->load()) break;
-    pollfd p[2] = {{m_listener.get(), POLLIN, 0}, {primary_wake.fd(), POLLIN, 0}};
+    pollfd p[2] = {{listener, POLLIN, 0}, {primary_wake.fd(), POLLIN, 0}};
     if (poll(p, 2, 200) <= 0 || !(p[0].revents & POLLIN)) {
       connections.reap_finished();
       continue;
     }
-    Fd sock(accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    Fd sock(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
     if (!sock) continue;
     net::tune_socket(sock.get());
     connections.reap_finished();

@@ -39,6 +39,13 @@ struct ReceiveOptions {
   // How --serve sends (dialog::wire sets it): without one, a half- or
   // full-duplex session fails with an internal error.
   ServeTurn serve_turn;
+  // Over SSH (recv --stdio, docs/SSH.md): no TCP listener and no TLS of its
+  // own; the session's connection is handed to serve(); `dir` may be empty
+  // for a receiver that only serves (a pull), which then refuses pushes.
+  // Extra connections (--streams) arrive on `stream_listener` (a listening
+  // unix socket the caller owns, or -1).
+  bool stdio = false;
+  int stream_listener = -1;
   const std::atomic<bool>* stop = nullptr;
 };
 
@@ -68,8 +75,9 @@ public:
   std::string security() const;
 
   // Serve sessions until `stop` is set; with `once`, serve one session and
-  // return its status.
-  Status serve();
+  // return its status. `first`, if valid, is that session's connection,
+  // already open (--stdio); later connections may then only join it.
+  Status serve(Fd first = {});
 
   // Run one session on an accepted (or socketpair) connection in this
   // thread. serve() uses it; so do the fuzz and hostile-input tests.

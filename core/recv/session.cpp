@@ -123,6 +123,12 @@ Status Session::admit(const frame::Hello& hello) {
     refuse(frame::Reason::unsupported_mode, msg);
     return make_error(ErrorKind::refused, msg);
   }
+  if (m_dir_fd < 0 && hello.mode != frame::DialogMode::half_duplex) {
+    // recv --stdio --serve DIR without --dir: started for a pull (get HOST:PATH).
+    std::string msg = "this receiver only serves files (it was started for 'sesscp get'); it has no --dir to write into";
+    refuse(frame::Reason::unsupported_mode, msg);
+    return make_error(ErrorKind::refused, msg);
+  }
   if (hello.mode != frame::DialogMode::simplex && m_opt.serve_dir.empty()) {
     // A half- or full-duplex session exists to fetch files back: there must be an export.
     std::string msg = std::string(frame::to_string(hello.mode)) +
@@ -139,6 +145,7 @@ Status Session::accept(const frame::Hello& hello) {
   frame::Accept accept;
   // --checksum is taken whenever it is offered.
   accept.features = hello.features & (frame::feature::k_all | frame::feature::k_checksum);
+  if (m_opt.stdio) accept.features |= hello.features & frame::feature::k_stdio;
   accept.mode = hello.mode;
   accept.identity = "sesscp/" SESSCP_VERSION;
   // Several connections (--streams): a simplex session may have them; the

@@ -48,7 +48,7 @@ Status check_fetch_dir(const SendOptions& options) {
 
 // Load keys or certificates before touching the network: a bad key file is a usage error.
 Status load_tls(const SendOptions& options, std::optional<tls::Context>& tls) {
-  if (options.tls.insecure) return {};
+  if (options.tls.insecure || options.transport) return {};
   auto ctx = tls::Context::create(options.tls, false);
   if (!ctx) return ctx.error();
   tls.emplace(std::move(*ctx));
@@ -56,7 +56,9 @@ Status load_tls(const SendOptions& options, std::optional<tls::Context>& tls) {
 }
 
 // Connect and authenticate one connection of a session.
-Result<std::unique_ptr<Conn>> open_conn(const SendOptions& options, const tls::Context* tls, Events& events) {
+Result<std::unique_ptr<Conn>> open_conn(const SendOptions& options, const tls::Context* tls, Events& events,
+                                        Transport::Role role) {
+  if (options.transport) return options.transport->open(role, events);
   auto fd = net::connect_tcp(options.endpoint, options.timeout_ms);
   if (!fd) return fd.error();
   auto conn = std::make_unique<Conn>(std::move(*fd), options.stop, options.timeout_ms);
@@ -77,16 +79,22 @@ Result<std::unique_ptr<Conn>> open_conn(const SendOptions& options, const tls::C
 // Connect, authenticate, and run one session over what is left of the plan.
 Status connect_and_send(const SendOptions& options, const tls::Context* tls, Events& events, Plan& plan) {
   events.phase(plan.files() == 1 ? plan.entries[0].report.name : "", Events::Phase::connecting,
-               options.endpoint.host + ":" + std::to_string(options.endpoint.port));
-  auto first = open_conn(options, tls, events);
-  if (!first) return first.error();
-  Conn& conn = **first;
-  send::Session session(options, events, plan);
-  auto status = session.run(conn, [&]() { return open_conn(options, tls, events); });
-  if (!status && status.error().kind == ErrorKind::interrupted)
-    conn.send_abort(frame::Reason::interrupted, "sender interrupted");
-  else if (!status && status.error().kind == ErrorKind::source_changed)
-    conn.send_abort(frame::Reason::source_changed, status.error().message);
+               options.transport ? options.transport->describe()
+                                 : options.endpoint.host + ":" + std::to_string(options.endpoint.port));
+  Status status;
+  {
+    auto first = open_conn(options, tls, events, Transport::Role::session);
+    if (!first) return first.error();
+    Conn& conn = **first;
+    send::Session session(options, events, plan);
+    status = session.run(conn, [&]() { return open_conn(options, tls, events, Transport::Role::stream); });
+    if (!status && status.error().kind == ErrorKind::interrupted)
+      conn.send_abort(frame::Reason::interrupted, "sender interrupted");
+    else if (!status && status.error().kind == ErrorKind::source_changed)
+      conn.send_abort(frame::Reason::source_changed, status.error().message);
+  }
+  // The connection is closed: a transport's process (ssh) can now end and say why.
+  if (!status && options.transport) return options.transport->explain(status.error(), events);
   return status;
 }
 

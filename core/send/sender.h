@@ -8,10 +8,12 @@
 #include "base/result.h"
 #include "core/retry.h"
 #include "core/tls.h"
+#include "core/transport.h"
 #include "core/turn.h"
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,9 @@ struct SendOptions {
   bool checksum = false;
   // What --fetch receives: how much of a partial file is read back on resume.
   checkpoint::ResumeCheck verify_resume = checkpoint::ResumeCheck::full;
+  // How the session's connections are opened (send to HOST:PATH: over SSH,
+  // ssh/). Null: TCP to `endpoint`, with `tls`.
+  std::shared_ptr<Transport> transport;
   const std::atomic<bool>* stop = nullptr;
 };
 

@@ -2,6 +2,7 @@
 // file's chunks), the data token, release. The per-file steps are in
 // outgoing_file.cpp, the per-chunk ones in chunk_path.cpp.
 #include "core/send/session.h"
+#include "core/transport.h"
 
 #include "core/conn.h"
 #include "core/duplex.h"
@@ -109,6 +110,7 @@ frame::Hello Session::hello() const {
   if (m_opt.streams > 1 && !m_turn && hello.mode == frame::DialogMode::simplex)
     hello.features = frame::feature::with_streams(hello.features, m_opt.streams);
   if (m_opt.checksum) hello.features |= frame::feature::k_checksum;
+  if (m_opt.transport) hello.features |= frame::feature::k_stdio;
   // SESSCP_COMPAT_NO_REPAIR=1: offer no REPAIR (bit 5), as a sender older
   // than verified resume; for the tests of the receiver's fallback.
   if (const char* env = std::getenv("SESSCP_COMPAT_NO_REPAIR"); env && std::string_view(env) == "1")
@@ -158,6 +160,11 @@ Status Session::on_accept(Conn& conn, const frame::Hello& hello, std::span<const
       m_events.info("the receiver does not take --streams (an older sesscp?); sending over one connection");
   }
   m_events.debug("session established with " + accept->identity + " (" + frame::to_string(accept->mode) + ")");
+  if (m_opt.transport)
+    m_events.debug(std::string("transport: ") + m_opt.transport->describe() +
+                   ((m_features & frame::feature::k_stdio) ? "; the receiver confirms a session over its stdio, "
+                                                             "encrypted and authenticated by SSH"
+                                                           : "; the receiver did not confirm --stdio"));
   return {};
 }
 
