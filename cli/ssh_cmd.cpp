@@ -139,7 +139,7 @@ int run_get_ssh(const GetArgs& a, const SshFlags& flags, const Result<ssh::Targe
   Output out(get_output_options(a));
   auto run = [&]() {
     if (auto log = out.open_log(); !log) return fail(out, log.error());
-    out.session_start({{"source", a.url}, {"output", a.output}});
+    out.session_start({{"url", a.url}, {"output", a.output}});
     if (!target) return fail(out, target.error());
     return get_over_ssh(a, flags, target.value(), stop, out);
   };
