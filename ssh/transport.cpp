@@ -44,6 +44,77 @@ std::string remote_error(const std::string& text) {
   return line.substr(line.find("sesscp: error: ") + 15);
 }
 
+// The remote sesscp's exit code, back to the kind of error it reported.
+ErrorKind kind_of_exit(int code, ErrorKind otherwise) {
+  switch (code) {
+  case exit_code::k_cannot_create: return ErrorKind::cannot_create;
+  case exit_code::k_unavailable: return ErrorKind::refused;
+  case exit_code::k_no_perm: return ErrorKind::auth;
+  case exit_code::k_io: return ErrorKind::io;
+  case exit_code::k_integrity: return ErrorKind::integrity;
+  default: return otherwise;
+  }
+}
+
+std::string last_line(const std::string& text) {
+  auto end = text.find_last_not_of('\n');
+  if (end == std::string::npos) return "";
+  auto begin = text.rfind('\n', end);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1, end + 1 - (begin == std::string::npos ? 0 : begin + 1));
+}
+
+
+// What ssh itself said: stderr without the remote sesscp's own lines
+// (whose "Permission denied" is a file's, not a login's).
+std::string ssh_lines(const std::string& text) {
+  std::string out;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    auto end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    std::string_view line(text.data() + begin, end - begin);
+    if (line.rfind("sesscp: ", 0) != 0) out.append(line).push_back('\n');
+    begin = end + 1;
+  }
+  return out;
+}
+
+Error classify_impl(const Error& error, const std::string& all, int code, const std::string& host,
+                  const std::string& command) {
+  const std::string text = ssh_lines(all);
+  for (auto needle : {"REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed",
+                      "host key is known", "Host key for"}) {
+    if (auto line = line_with(text, needle); !line.empty())
+      return make_error(ErrorKind::auth, "ssh to " + host + ": " + line);
+  }
+  if (auto line = line_with(text, "Permission denied"); !line.empty())
+    return make_error(ErrorKind::auth, "ssh to " + host + ": " + line);
+  for (auto needle : {"Connection refused", "No route to host", "Could not resolve hostname", "timed out",
+                      "Network is unreachable", "Connection reset", "Connection closed by"}) {
+    if (auto line = line_with(text, needle); !line.empty())
+      return make_error(ErrorKind::unreachable, "ssh to " + host + ": " + line);
+  }
+  std::string remote = remote_error(all);
+  bool not_found = code == 127 || code == 126 || !line_with(text, "command not found").empty();
+  if (not_found && remote.empty())
+    return make_error(ErrorKind::refused, "no usable sesscp on " + host + " (the remote shell ran '" + command +
+                                              "': " + last_line(text) +
+                                              "); install sesscp there, or give its path with --remote-sesscp PATH");
+  if (code == exit_code::k_usage)
+    return make_error(ErrorKind::version, "the sesscp on " + host + " did not take '" + command + "' (" + remote +
+                                              "); it may be too old for SSH transfers: install the same version "
+                                              "there, or point --remote-sesscp at one");
+  if (!remote.empty() && (error.kind == ErrorKind::disconnected || error.kind == ErrorKind::timeout ||
+                          error.kind == ErrorKind::protocol))
+    return make_error(kind_of_exit(code, error.kind), "on " + host + ": " + remote);
+  if (error.kind == ErrorKind::protocol)
+    return make_error(error.kind, error.message + " (over SSH: does the remote login shell print to stdout, e.g. "
+                                                  "from .bashrc? The session needs a clean channel)");
+  if (error.kind == ErrorKind::disconnected && code == 255 && !last_line(text).empty())
+    return make_error(error.kind, error.message + " (ssh: " + last_line(text) + ")");
+  return error;
+}
+
 class SshTransport final : public Transport {
 public:
   explicit SshTransport(Options options) : m_opt(std::move(options)) {}
@@ -76,7 +147,7 @@ public:
     events.debug("ssh exited " + (status ? (WIFEXITED(*status) ? "with " + std::to_string(code)
                                                                 : "on signal " + std::to_string(WTERMSIG(*status)))
                                          : std::string("not yet")));
-    return classify(error, text, code);
+    return classify_impl(error, text, code, m_opt.target.host, m_command);
   }
 
   std::string describe() const override {
@@ -89,60 +160,6 @@ private:
     std::string s;
     for (auto& a : argv) s += (s.empty() ? "" : " ") + shell_quote(a);
     return s;
-  }
-
-  Error classify(const Error& error, const std::string& text, int code) const {
-    const std::string host = m_opt.target.host;
-    for (auto needle : {"REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed",
-                        "host key is known", "Host key for"}) {
-      if (auto line = line_with(text, needle); !line.empty())
-        return make_error(ErrorKind::auth, "ssh to " + host + ": " + line);
-    }
-    if (auto line = line_with(text, "Permission denied"); !line.empty())
-      return make_error(ErrorKind::auth, "ssh to " + host + ": " + line);
-    for (auto needle : {"Connection refused", "No route to host", "Could not resolve hostname", "timed out",
-                        "Network is unreachable", "Connection reset", "Connection closed by"}) {
-      if (auto line = line_with(text, needle); !line.empty())
-        return make_error(ErrorKind::unreachable, "ssh to " + host + ": " + line);
-    }
-    std::string remote = remote_error(text);
-    bool not_found = code == 127 || code == 126 || !line_with(text, "command not found").empty();
-    if (not_found && remote.empty())
-      return make_error(ErrorKind::refused, "no usable sesscp on " + host + " (the remote shell ran '" + m_command +
-                                                "': " + last_line(text) +
-                                                "); install sesscp there, or give its path with --remote-sesscp PATH");
-    if (code == exit_code::k_usage)
-      return make_error(ErrorKind::version, "the sesscp on " + host + " did not take '" + m_command + "' (" + remote +
-                                                "); it may be too old for SSH transfers: install the same version "
-                                                "there, or point --remote-sesscp at one");
-    if (!remote.empty() && (error.kind == ErrorKind::disconnected || error.kind == ErrorKind::timeout ||
-                            error.kind == ErrorKind::protocol))
-      return make_error(kind_of_exit(code, error.kind), "on " + host + ": " + remote);
-    if (error.kind == ErrorKind::protocol)
-      return make_error(error.kind, error.message + " (over SSH: does the remote login shell print to stdout, e.g. "
-                                                    "from .bashrc? The session needs a clean channel)");
-    if (error.kind == ErrorKind::disconnected && code == 255 && !last_line(text).empty())
-      return make_error(error.kind, error.message + " (ssh: " + last_line(text) + ")");
-    return error;
-  }
-
-  // The remote sesscp's exit code, back to the kind of error it reported.
-  static ErrorKind kind_of_exit(int code, ErrorKind otherwise) {
-    switch (code) {
-    case exit_code::k_cannot_create: return ErrorKind::cannot_create;
-    case exit_code::k_unavailable: return ErrorKind::refused;
-    case exit_code::k_no_perm: return ErrorKind::auth;
-    case exit_code::k_io: return ErrorKind::io;
-    case exit_code::k_integrity: return ErrorKind::integrity;
-    default: return otherwise;
-    }
-  }
-
-  static std::string last_line(const std::string& text) {
-    auto end = text.find_last_not_of('\n');
-    if (end == std::string::npos) return "";
-    auto begin = text.rfind('\n', end);
-    return text.substr(begin == std::string::npos ? 0 : begin + 1, end + 1 - (begin == std::string::npos ? 0 : begin + 1));
   }
 
   Options m_opt;
@@ -163,6 +180,11 @@ std::string remote_command(const Options& o, const std::string& stream_id) {
   if (!stream_id.empty()) cmd += " --stdio-id " + stream_id;
   if (o.verbose) cmd += " -v";
   return cmd;
+}
+
+Error classify(const Error& error, const std::string& ssh_stderr, int exit_status, const std::string& host,
+               const std::string& command) {
+  return classify_impl(error, ssh_stderr, exit_status, host, command);
 }
 
 std::shared_ptr<Transport> make_transport(const Options& options) { return std::make_shared<SshTransport>(options); }

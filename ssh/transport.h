@@ -32,4 +32,11 @@ std::string remote_command(const Options& options, const std::string& stream_id)
 
 std::shared_ptr<Transport> make_transport(const Options& options);
 
+// The error to report after a session over ssh failed with `error`: what
+// ssh wrote to stderr (its own lines and the remote sesscp's "sesscp:
+// error:" line) and its exit status (-1: killed by a signal) say why.
+// `command` is the remote command, for the message. docs/SSH.md has the table.
+Error classify(const Error& error, const std::string& ssh_stderr, int exit_status, const std::string& host,
+               const std::string& command);
+
 } // namespace sesscp::ssh

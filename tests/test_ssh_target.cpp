@@ -101,3 +101,33 @@ TEST_SUITE("ssh") {
     CHECK(argv == std::vector<std::string>{"ssh", "-x", "-p", "2222", "-l", "me", "nas", "cmd"});
   }
 }
+
+TEST_SUITE("ssh") {
+  TEST_CASE("a failed session over ssh is explained by ssh's exit status and words") {
+    const Error lost{ErrorKind::disconnected, "connection closed by peer"};
+    const std::string cmd = "sesscp recv --stdio --dir /d --timeout 30";
+    auto e = ssh::classify(lost, "root@h: Permission denied (publickey).\n", 255, "h", cmd);
+    CHECK(e.kind == ErrorKind::auth);
+    CHECK(e.message.find("Permission denied (publickey)") != std::string::npos);
+    CHECK(ssh::classify(lost, "Host key verification failed.\n", 255, "h", cmd).kind == ErrorKind::auth);
+    e = ssh::classify(lost, "ssh: connect to host h port 22: Connection refused\n", 255, "h", cmd);
+    CHECK(e.kind == ErrorKind::unreachable);
+    e = ssh::classify(lost, "bash: line 1: sesscp: command not found\n", 127, "h", cmd);
+    CHECK(e.kind == ErrorKind::refused);
+    CHECK(e.message.find(cmd) != std::string::npos);
+    CHECK(e.message.find("--remote-sesscp") != std::string::npos);
+    // The remote sesscp's own "Permission denied" is a directory's, not a login's: 73, not 77.
+    e = ssh::classify(lost, "sesscp: error: cannot write to /d (Permission denied)\n", 73, "h", cmd);
+    CHECK(e.kind == ErrorKind::cannot_create);
+    CHECK(e.message == "on h: cannot write to /d (Permission denied)");
+    e = ssh::classify(lost, "sesscp: error: bad command line for 'sesscp recv' (--stdio)\n", 64, "h", cmd);
+    CHECK(e.kind == ErrorKind::version);
+    // Killed mid-transfer (no words, a signal or 255): the session's own error, retryable.
+    CHECK(ssh::classify(lost, "", -1, "h", cmd).kind == ErrorKind::disconnected);
+    CHECK(ssh::classify(lost, "Connection to h closed by remote host.\n", 255, "h", cmd).kind == ErrorKind::disconnected);
+    // Garbage on the channel (a chatty .bashrc): a protocol error that names the likely cause.
+    e = ssh::classify({ErrorKind::protocol, "expected ACCEPT, got 0x57"}, "", 0, "h", cmd);
+    CHECK(e.kind == ErrorKind::protocol);
+    CHECK(e.message.find(".bashrc") != std::string::npos);
+  }
+}
