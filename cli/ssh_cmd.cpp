@@ -20,6 +20,7 @@ const char* ssh_hint(ErrorKind kind) {
   case ErrorKind::refused: return "see the reason given: -e names the local ssh, --remote-sesscp PATH the remote sesscp";
   case ErrorKind::version: return "install the same sesscp version on both hosts, or name it with --remote-sesscp PATH";
   case ErrorKind::cannot_create: return "the remote directory must exist and be writable by the SSH user";
+  case ErrorKind::protocol: return "make the remote login print nothing to stdout for a command, or check both versions";
   default: return nullptr;
   }
 }

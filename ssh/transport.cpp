@@ -104,8 +104,7 @@ Error classify_impl(const Error& error, const std::string& all, int code, const 
     return make_error(ErrorKind::version, "the sesscp on " + host + " did not take '" + command + "' (" + remote +
                                               "); it may be too old for SSH transfers: install the same version "
                                               "there, or point --remote-sesscp at one");
-  if (!remote.empty() && (error.kind == ErrorKind::disconnected || error.kind == ErrorKind::timeout ||
-                          error.kind == ErrorKind::protocol))
+  if (!remote.empty() && (error.kind == ErrorKind::disconnected || error.kind == ErrorKind::timeout))
     return make_error(kind_of_exit(code, error.kind), "on " + host + ": " + remote);
   if (error.kind == ErrorKind::protocol)
     return make_error(error.kind, error.message + " (over SSH: does the remote login shell print to stdout, e.g. "

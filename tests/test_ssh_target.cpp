@@ -126,7 +126,8 @@ TEST_SUITE("ssh") {
     CHECK(ssh::classify(lost, "", -1, "h", cmd).kind == ErrorKind::disconnected);
     CHECK(ssh::classify(lost, "Connection to h closed by remote host.\n", 255, "h", cmd).kind == ErrorKind::disconnected);
     // Garbage on the channel (a chatty .bashrc): a protocol error that names the likely cause.
-    e = ssh::classify({ErrorKind::protocol, "expected ACCEPT, got 0x57"}, "", 0, "h", cmd);
+    e = ssh::classify({ErrorKind::protocol, "expected ACCEPT, got 0x57"},
+                      "sesscp: error: connection closed by peer\n", 75, "h", cmd);
     CHECK(e.kind == ErrorKind::protocol);
     CHECK(e.message.find(".bashrc") != std::string::npos);
   }

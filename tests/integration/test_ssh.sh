@@ -9,7 +9,8 @@
 #      with modes and mtimes;
 #   c) failures, each with its exit code and a line that says what to do:
 #      no sesscp on the remote (69, names --remote-sesscp), a remote sesscp
-#      that does not know --stdio (69), remote PATH not a directory (73),
+#      that does not know --stdio (69), a remote shell that prints to stdout
+#      (76, names the likely .bashrc), remote PATH not a directory (73),
 #      wrong key (77), unknown host key (77), host unreachable (69), ssh not
 #      installed (69), a malformed target or -o FILE for a pull (64); nothing
 #      is left behind. (Option-like hosts: tests/test_ssh_target.cpp.)
@@ -102,6 +103,12 @@ OLD
 chmod +x "$T/old-sesscp"
 run_send "$T/c2.log" "$T/src/data.bin" "$HOST:$T/dst" -e "$RSH" --remote-sesscp "$T/old-sesscp"
 expect_fail "$T/c2.log" 69 "did not take.*too old.*--remote-sesscp" "old remote sesscp"
+
+check "c) a remote login that prints to stdout (a chatty .bashrc) corrupts the channel"
+printf '#!/bin/sh\necho "Welcome to the machine"\nexec %s "$@"\n' "$BIN" >"$T/chatty-sesscp"
+chmod +x "$T/chatty-sesscp"
+run_send "$T/c2b.log" "$T/src/data.bin" "$HOST:$T/dst/chatty" -e "$RSH" --remote-sesscp "$T/chatty-sesscp"
+expect_fail "$T/c2b.log" 76 "print to stdout, e.g. *from .bashrc" "chatty remote shell"
 
 check "c) remote PATH is not a directory / cannot be written"
 ssh_send "$T/c3.log" "$T/src/data.bin" "$HOST:$T/src/data.bin"
