@@ -151,6 +151,19 @@ std::string shell_quote(std::string_view word) {
   return out + "'";
 }
 
+std::vector<std::string> prefer_aes_gcm(std::vector<std::string> rsh) {
+  if (rsh.empty()) return rsh;
+  auto slash = rsh[0].rfind('/');
+  if (rsh[0].substr(slash == std::string::npos ? 0 : slash + 1) != "ssh") return rsh;
+  for (std::size_t i = 1; i < rsh.size(); ++i) {
+    std::string lower;
+    for (char c : rsh[i]) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (rsh[i].rfind("-c", 0) == 0 || lower.find("ciphers") != std::string::npos) return rsh;
+  }
+  rsh.insert(rsh.begin() + 1, {"-o", k_aes_first_ciphers});
+  return rsh;
+}
+
 std::vector<std::string> ssh_argv(const std::vector<std::string>& rsh, const Target& target,
                                   const std::string& remote_command) {
   std::vector<std::string> argv = rsh;

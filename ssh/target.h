@@ -44,4 +44,12 @@ std::string shell_quote(std::string_view word);
 std::vector<std::string> ssh_argv(const std::vector<std::string>& rsh, const Target& target,
                                   const std::string& remote_command);
 
+// OpenSSH's default cipher order with AES-GCM first: on a CPU with AES
+// instructions it moved a file 25 % faster than chacha20-poly1305 (the
+// default) here (docs/SSH.md). Added as -o Ciphers=... after the program
+// when it is ssh and the words choose no cipher themselves (-c, Ciphers=).
+inline constexpr const char* k_aes_first_ciphers =
+    "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+std::vector<std::string> prefer_aes_gcm(std::vector<std::string> rsh);
+
 } // namespace sesscp::ssh

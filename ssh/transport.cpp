@@ -27,6 +27,20 @@ std::string random_id() {
   return id;
 }
 
+// Whether the CPU has AES instructions (the "aes" flag of /proc/cpuinfo).
+bool cpu_has_aes() {
+  std::FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (!f) return false;
+  char line[4096];
+  bool aes = false;
+  while (!aes && std::fgets(line, sizeof line, f)) {
+    std::string_view l(line);
+    if (l.rfind("flags", 0) == 0 || l.rfind("Features", 0) == 0) aes = l.find(" aes") != std::string_view::npos;
+  }
+  std::fclose(f);
+  return aes;
+}
+
 // The first line of `text` that contains `needle`, or "".
 std::string line_with(const std::string& text, std::string_view needle) {
   auto at = text.find(needle);
@@ -116,7 +130,9 @@ Error classify_impl(const Error& error, const std::string& all, int code, const 
 
 class SshTransport final : public Transport {
 public:
-  explicit SshTransport(Options options) : m_opt(std::move(options)) {}
+  explicit SshTransport(Options options) : m_opt(std::move(options)) {
+    if (cpu_has_aes()) m_opt.rsh = prefer_aes_gcm(std::move(m_opt.rsh));
+  }
 
   Result<std::unique_ptr<Conn>> open(Role role, Events& events) override {
     std::lock_guard lock(m_mutex);

@@ -85,6 +85,16 @@ TEST_SUITE("ssh") {
     CHECK_FALSE(ssh::split_command("   ").ok());
   }
 
+  TEST_CASE("AES-GCM first for ssh, unless the words choose a cipher") {
+    using V = std::vector<std::string>;
+    CHECK(ssh::prefer_aes_gcm({"ssh", "-p", "2"}) == V{"ssh", "-o", ssh::k_aes_first_ciphers, "-p", "2"});
+    CHECK(ssh::prefer_aes_gcm({"/usr/bin/ssh"}) == V{"/usr/bin/ssh", "-o", ssh::k_aes_first_ciphers});
+    CHECK(ssh::prefer_aes_gcm({"ssh", "-c", "chacha20-poly1305@openssh.com"}).size() == 3);
+    CHECK(ssh::prefer_aes_gcm({"ssh", "-caes256-ctr"}).size() == 2);
+    CHECK(ssh::prefer_aes_gcm({"ssh", "-o", "ciphers=aes256-ctr"}).size() == 3);
+    CHECK(ssh::prefer_aes_gcm({"dbclient", "-p", "2"}) == V{"dbclient", "-p", "2"});
+  }
+
   TEST_CASE("the remote command quotes the path for the remote shell") {
     CHECK(ssh::shell_quote("/plain/path") == "/plain/path");
     CHECK(ssh::shell_quote("it's $HOME") == "'it'\\''s $HOME'");
