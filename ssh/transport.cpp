@@ -137,6 +137,7 @@ public:
   Result<std::unique_ptr<Conn>> open(Role role, Events& events) override {
     std::lock_guard lock(m_mutex);
     if (role == Role::session) {
+      m_session = nullptr;
       m_channels.clear(); // the last attempt's processes (the destructor waits for them)
       m_stream_id = m_opt.streams > 1 ? random_id() : "";
       m_command = remote_command(m_opt, m_stream_id);
