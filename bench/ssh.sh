@@ -44,7 +44,10 @@ T=$W
 start_sshd
 ssh_opts=(-i "$SSH_KEY" -o "UserKnownHostsFile=$KNOWN_HOSTS" -o BatchMode=yes -o LogLevel=ERROR)
 rsh="ssh -p $SSHD_PORT ${ssh_opts[*]}"
-cipher=$(ssh -o "$(cd "$BENCH_ROOT" && grep -o 'Ciphers=[^"]*' ssh/target.h | head -1)" -p "$SSHD_PORT" "${ssh_opts[@]}" -v root@127.0.0.1 true 2>&1 | sed -nE 's/.*kex: client->server cipher: ([^ ]+).*/\1/p' | head -1)
+# The cipher sesscp's ssh negotiates (sesscp's preferred order: ssh/target.h).
+order=$(grep -o 'Ciphers=aes[^"]*' "$BENCH_ROOT/ssh/target.h" | head -1)
+cipher=$({ ssh -o "$order" -p "$SSHD_PORT" "${ssh_opts[@]}" -v root@127.0.0.1 true 2>&1 || true; } |
+  sed -nE 's/.*kex: client->server cipher: ([^ ]+).*/\1/p' | head -1)
 src=$W/src/data.bin
 dst=$W/dst
 mkdir -p "$W/src" "$dst"
@@ -61,7 +64,7 @@ have() {
 # push TOOL: the command line that pushes $src into $dst.
 push() {
   case $1 in
-  sesscp) "$BIN" send "$src" "root@127.0.0.1:$dst" -q -e "$rsh" --remote-sesscp "$BIN" ;;
+  sesscp) "$BIN" send "$src" "root@127.0.0.1:$dst" ${SESSCP_BENCH_V:--q} -e "$rsh" --remote-sesscp "$BIN" ;;
   sesscp-4) "$BIN" send "$src" "root@127.0.0.1:$dst" -q --streams 4 -e "$rsh" --remote-sesscp "$BIN" ;;
   scp) scp -q -P "$SSHD_PORT" "${ssh_opts[@]}" "$src" "root@127.0.0.1:$dst/" ;;
   scp-aes) scp -q -P "$SSHD_PORT" "${ssh_opts[@]}" -c aes128-gcm@openssh.com "$src" "root@127.0.0.1:$dst/" ;;
@@ -98,7 +101,7 @@ partial_bytes() {
 
 # resume TOOL: kill -9 at 50 %, then time the completing run. Prints "first_s second_s".
 resume() {
-  local tool=$1 pid t0 t1 t2 i
+  local tool=$1 pid t0 t1 t2 t3 i
   rm -rf "${dst:?}"/* "$dst"/.[!.]* 2>/dev/null || true
   sync
   warm "$src"
@@ -118,8 +121,9 @@ resume() {
   warm "$src"
   t2=$(now)
   push "$tool" 2>"$W/$tool.r2.err" || bench_die "$tool resume failed: $(tail -3 "$W/$tool.r2.err")"
+  t3=$(now)
   cmp -s "$src" "$dst/data.bin" || bench_die "$tool resume: destination differs"
-  echo "$(elapsed "$t0" "$t1") $(elapsed "$t2" "$(now)")"
+  echo "$(elapsed "$t0" "$t1") $(elapsed "$t2" "$t3")"
 }
 
 : >"$W/resume"
