@@ -310,7 +310,7 @@ label() { case $1 in socat) echo "socat -u -b 1M" ;; rsync) echo "rsync → rsyn
   aria2c) echo "aria2c ← nginx" ;; sesscp-plain) echo "sesscp --insecure" ;; sesscp-tls) echo "sesscp TLS (PSK)" ;;
   base-plain) echo "base --insecure" ;; base-tls) echo "base TLS (PSK)" ;;
   iperf3) echo "iperf3 -l 1M (limit: transport)" ;; dd-direct) echo "dd oflag=direct bs=1M (limit: disk)" ;; esac; }
-dest_label() { case $1 in disk) echo "disk ($(df -PT "$W" | awk 'NR==2 {print $2 " on " $1}'), source on the same disk" ;;
+dest_label() { case $1 in disk) echo "disk: $(df -PT "$W" | awk 'NR==2 {print $2 " on " $1}'), source on the same disk" ;;
   shm) echo "/dev/shm (tmpfs), source on /dev/shm: memory to memory" ;; esac; }
 
 stamp=$(date -u +%Y-%m-%dT%H%M)
