@@ -20,8 +20,7 @@
 #   SIZE       file size (default 1GiB; K/M/G suffixes, powers of 1024)
 #   RUNS       rounds (default 5)
 #   DESTS      destinations, space-separated: disk shm (default both)
-#   TOOLS      tools to run, space-separated (default: socat rsync curl aria2c sesscp-plain sesscp-tls;
-#              also sesscp-nosendfile: plaintext with SESSCP_SENDFILE=0 on the sender, an A/B of sendfile)
+#   TOOLS      tools to run, space-separated (default: socat rsync curl aria2c sesscp-plain sesscp-tls)
 #   LIMITS     1 (default) adds iperf3 (shm) and dd-direct (disk) to each round
 #   INSTALL    1 (default) installs missing Debian packages via scripts/deps.sh; 0 runs what is installed
 #   SESSCP_BIN use this binary instead of building with scripts/build.sh
@@ -61,7 +60,7 @@ declare -a tools=()
 for t in $TOOLS; do
   case $t in
     socat | rsync | curl | aria2c) need=$t ;;
-    sesscp-plain | sesscp-tls | sesscp-nosendfile) need=$BIN ;;
+    sesscp-plain | sesscp-tls) need=$BIN ;;
     base-plain | base-tls) need=${BASE_BIN:?"base-plain/base-tls need BASE_BIN"} ;;
     *) bench_die "unknown tool '$t'" ;;
   esac
@@ -198,7 +197,7 @@ run_aria2c() {
   elapsed "$t0" "$t1"
 }
 
-run_sesscp() { # $1 = plain|tls [$2 = binary, default $BIN] [$3 = sender's SESSCP_SENDFILE, default 1]
+run_sesscp() { # $1 = plain|tls [$2 = binary, default $BIN]
   local sec=(--insecure) port t0 t1 rp bin=${2:-$BIN}
   [[ $1 == tls ]] && sec=(--key-file "$W/key")
   : >"$W/t/r.log" # empty before the receiver starts: never read the last run's port
@@ -206,14 +205,13 @@ run_sesscp() { # $1 = plain|tls [$2 = binary, default $BIN] [$3 = sender's SESSC
   rp=$BG
   port=$(sesscp_port "$W/t/r.log")
   t0=$(now)
-  SESSCP_SENDFILE=${3:-1} timed "$W/t/s" "$bin" send "$src" "127.0.0.1:$port" "${sec[@]}" 2>"$W/t/s.log" || return 1
+  timed "$W/t/s" "$bin" send "$src" "127.0.0.1:$port" "${sec[@]}" 2>"$W/t/s.log" || return 1
   wait "$rp" || return 1
   t1=$(now)
   elapsed "$t0" "$t1"
 }
 run_sesscp-plain() { run_sesscp plain; }
 run_sesscp-tls() { run_sesscp tls; }
-run_sesscp-nosendfile() { run_sesscp plain "$BIN" 0; } # plaintext chunks by writev from the buffer (A/B of sendfile)
 run_base-plain() { run_sesscp plain "$BASE_BIN"; }
 run_base-tls() { run_sesscp tls "$BASE_BIN"; }
 
@@ -302,7 +300,7 @@ notes() {
     rsync) echo "whole-file checksum | no (has --fsync)" ;;
     curl) echo "none | no" ;;
     aria2c) echo "none (no --checksum given) | no" ;;
-    sesscp-plain | base-plain | sesscp-nosendfile) echo "XXH3-128 per chunk | fdatasync + journal per sync point" ;;
+    sesscp-plain | base-plain) echo "XXH3-128 per chunk | fdatasync + journal per sync point" ;;
     sesscp-tls | base-tls) echo "XXH3-128 per chunk + AES-128-GCM | fdatasync + journal per sync point" ;;
     iperf3) echo "none (no file) | -" ;;
     dd-direct) echo "none | O_DIRECT, no fsync" ;;
@@ -310,7 +308,6 @@ notes() {
 }
 label() { case $1 in socat) echo "socat -u -b 1M" ;; rsync) echo "rsync → rsyncd" ;; curl) echo "curl ← nginx" ;;
   aria2c) echo "aria2c ← nginx" ;; sesscp-plain) echo "sesscp --insecure" ;; sesscp-tls) echo "sesscp TLS (PSK)" ;;
-  sesscp-nosendfile) echo "sesscp --insecure, SESSCP_SENDFILE=0" ;;
   base-plain) echo "base --insecure" ;; base-tls) echo "base TLS (PSK)" ;;
   iperf3) echo "iperf3 -l 1M (limit: transport)" ;; dd-direct) echo "dd oflag=direct bs=1M (limit: disk)" ;; esac; }
 dest_label() { case $1 in disk) echo "disk: $(df -PT "$W" | awk 'NR==2 {print $2 " on " $1}'), source on the same disk" ;;
@@ -352,8 +349,6 @@ md=$W/compare.md
       echo "- sesscp plaintext × socat (throughput, per round): $(xput "$d" socat sesscp-plain);" \
         "CPU of both sides × socat's: $(cpu_ratio "$d" socat sesscp-plain)"
     fi
-    has "$d" sesscp-nosendfile &&
-      echo "- sesscp plaintext with sendfile × without (SESSCP_SENDFILE=0), throughput: $(xput "$d" sesscp-nosendfile sesscp-plain); CPU of both sides: $(cpu_ratio "$d" sesscp-nosendfile sesscp-plain)"
     has "$d" iperf3 && echo "- sesscp plaintext × iperf3 (the transport's limit): $(xput "$d" iperf3 sesscp-plain); socat × iperf3: $(xput "$d" iperf3 socat)"
     has "$d" dd-direct && echo "- sesscp plaintext × dd oflag=direct (the disk's limit): $(xput "$d" dd-direct sesscp-plain); socat × dd: $(xput "$d" dd-direct socat)"
     if [[ -n ${BASE_BIN:-} ]]; then

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <openssl/ssl.h>
 #include <poll.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -13,9 +12,7 @@
 #include <utility>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
-#include <string_view>
 
 namespace sesscp {
 
@@ -128,8 +125,6 @@ private:
 
 Conn::Conn(Fd fd, const std::atomic<bool>* stop, int timeout_ms)
     : m_fd(std::move(fd)), m_stop(stop), m_timeout_ms(timeout_ms), m_rbuf(k_read_buffer) {
-  // SESSCP_SENDFILE=0: chunks through the user-space buffer (writev), as before sendfile; for A/B runs.
-  if (const char* env = std::getenv("SESSCP_SENDFILE"); env && std::string_view(env) == "0") m_sendfile_ok = false;
   int flags = fcntl(m_fd.get(), F_GETFL);
   fcntl(m_fd.get(), F_SETFL, flags | O_NONBLOCK);
   net::set_dead_peer_timeout(m_fd.get(), timeout_ms);
@@ -408,7 +403,7 @@ void Conn::flush_tls_nowait() {
   m_io->out.clear();
 }
 
-Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err, int flags) {
+Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err) {
   iovec iov[2] = {{const_cast<std::uint8_t*>(a.data()), a.size()},
                   {const_cast<std::uint8_t*>(b.data()), b.size()}};
   int first = 0;
@@ -417,7 +412,7 @@ Status Conn::send_raw(std::span<const std::uint8_t> a, std::span<const std::uint
     msghdr msg{};
     msg.msg_iov = iov + first;
     msg.msg_iovlen = static_cast<std::size_t>(count - first);
-    ssize_t n = sendmsg(m_fd.get(), &msg, MSG_NOSIGNAL | flags);
+    ssize_t n = sendmsg(m_fd.get(), &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -487,51 +482,6 @@ Status Conn::send_data(const frame::DataPrefix& prefix, std::span<const std::uin
   std::uint8_t head[frame::k_header_size + frame::k_data_prefix];
   frame::encode_data_prefix(prefix, static_cast<std::uint32_t>(chunk.size()), head);
   return write_all(head, chunk);
-}
-
-Status Conn::send_data_from_file(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk, int file_fd,
-                                 std::uint64_t offset) {
-  if (m_ssl || m_shared || file_fd < 0 || !m_sendfile_ok) return send_data(prefix, chunk);
-  std::uint8_t head[frame::k_header_size + frame::k_data_prefix];
-  frame::encode_data_prefix(prefix, static_cast<std::uint32_t>(chunk.size()), head);
-  // Queued frames and the header first, held back (MSG_MORE) to leave with the chunk's first bytes.
-  int err = 0;
-  Status sent;
-  if (m_later.empty()) {
-    sent = send_raw(head, {}, &err, MSG_MORE);
-  } else {
-    m_later.append(head, sizeof head);
-    sent = send_raw({m_later.data(), m_later.size()}, {}, &err, MSG_MORE);
-    m_later.clear();
-  }
-  SESSCP_TRY(sent);
-  return send_file_range(file_fd, offset, chunk);
-}
-
-Status Conn::send_file_range(int file_fd, std::uint64_t offset, std::span<const std::uint8_t> chunk) {
-  std::size_t done = 0;
-  auto off = static_cast<off_t>(offset);
-  while (done < chunk.size()) {
-    ssize_t n = ::sendfile(m_fd.get(), file_fd, &off, chunk.size() - done);
-    if (n > 0) {
-      done += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      SESSCP_TRY(wait_io(POLLOUT));
-      continue;
-    }
-    if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN || errno == ETIMEDOUT ||
-                  errno == ECONNABORTED || errno == EHOSTUNREACH || errno == ENETUNREACH))
-      return lost("sending", errno);
-    // The file ended early (0) or cannot be sent from (EINVAL, EIO...): the
-    // rest from the buffer that was hashed; sendfile no more if it failed.
-    if (n < 0) m_sendfile_ok = false;
-    int err = 0;
-    return send_raw(chunk.subspan(done), {}, &err);
-  }
-  return {};
 }
 
 void Conn::send_abort(frame::Reason reason, const std::string& message) {

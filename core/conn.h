@@ -78,15 +78,6 @@ public:
   Status send_frame(const frame::Header& header, std::span<const std::uint8_t> payload);
   // Send a DATA frame (header, prefix and chunk) with one writev.
   Status send_data(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk);
-  // The same for a chunk that holds bytes [offset, offset + chunk.size()) of
-  // the file `file_fd`: in plaintext the chunk leaves from the file with
-  // sendfile (the kernel hands the page-cache pages to TCP: no copy of
-  // `chunk` into the socket); with TLS, or on a connection shared between
-  // threads, exactly send_data. If the file yields fewer bytes than
-  // chunk.size() (it shrank), the rest is sent from `chunk`, so the frame
-  // stays whole and the receiver's hash check decides.
-  Status send_data_from_file(const frame::DataPrefix& prefix, std::span<const std::uint8_t> chunk, int file_fd,
-                             std::uint64_t offset);
   // Send ABORT(reason) if the socket still takes it; errors are ignored
   // because the session is ending anyway.
   void send_abort(frame::Reason reason, const std::string& message);
@@ -143,9 +134,7 @@ private:
   // a, then b, through TLS or straight to the socket.
   Status write_now(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b);
   // Plain bytes to the socket within the timeout; *err is the errno of a failure.
-  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err, int flags = 0);
-  // send_data_from_file's chunk: sendfile from `file_fd` at `offset`, the rest from `chunk` if need be.
-  Status send_file_range(int file_fd, std::uint64_t offset, std::span<const std::uint8_t> chunk);
+  Status send_raw(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b, int* err);
   // Buffered TLS: encrypt into TlsIo::out, then send it with few calls.
   Status encrypt(std::span<const std::uint8_t> data);
   Status flush_tls();
@@ -167,7 +156,6 @@ private:
   // reads only a few KiB, so the next chunk's bytes go from the socket
   // straight into the caller's buffer instead of through m_rbuf.
   bool m_large_frames = false;
-  bool m_sendfile_ok = true; // false once sendfile failed other than on the socket
   std::vector<std::uint8_t> m_payload;
   bool m_shared = false;
   std::mutex m_ssl_mutex;

@@ -86,12 +86,8 @@ Status Session::send_next_chunk(Conn& conn) {
   m_file.record(index, chunk->hash);
   // A small file's only chunk of up to 64 KiB waits for company
   // (Conn::send_data_later): several such files then leave in one send.
-  // Larger chunks leave from the source file itself (sendfile in plaintext:
-  // the buffer was read for the hash, the socket takes the page-cache pages).
-  auto sent = m_active->small && len <= 64 * 1024
-                  ? conn.send_data_later({index, chunk->hash}, chunk->data)
-                  : conn.send_data_from_file({index, chunk->hash}, chunk->data, m_active->source->fd(),
-                                             index * m_file.chunk_size);
+  auto sent = m_active->small && len <= 64 * 1024 ? conn.send_data_later({index, chunk->hash}, chunk->data)
+                                                   : conn.send_data({index, chunk->hash}, chunk->data);
   release_chunk(index);
   SESSCP_TRY(sent);
   m_active->drop_bytes_after(index, m_file.chunks);
