@@ -1,6 +1,13 @@
 #include "base/hash.h"
 
 #include <xxhash.h>
+#if defined(__x86_64__) && __has_include(<xxh_x86dispatch.h>)
+// libxxhash's own CPU dispatch (SSE2, AVX2 or AVX-512, chosen at the first
+// call): the same digests as the plain entry points, which Debian builds for
+// SSE2 only (1.1 instructions per byte; docs/PERFORMANCE.md). The macros map
+// XXH3_128bits, XXH3_64bits and their _update to the _dispatch functions.
+#include <xxh_x86dispatch.h>
+#endif
 
 namespace sesscp {
 

@@ -11,6 +11,7 @@
 set -euo pipefail
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 declare -a BENCH_PIDS=()
+declare -a BENCH_DIRS=() # more scratch directories (bench_track_dir), removed on exit like $W
 W=""
 BIN=""
 
@@ -32,12 +33,17 @@ bench_cleanup() {
   trap - EXIT INT TERM
   for pid in "${BENCH_PIDS[@]}"; do kill_tree "$pid"; done
   for pid in "${BENCH_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -n $W && ${KEEP:-0} != 1 ]] && rm -rf "$W"
+  if [[ ${KEEP:-0} != 1 ]]; then
+    [[ -n $W ]] && rm -rf "$W"
+    for pid in "${BENCH_DIRS[@]}"; do rm -rf "$pid"; done
+  fi
   return 0
 }
 
 # bench_track PID: kill PID and its descendants (-9) when the script exits.
 bench_track() { BENCH_PIDS+=("$1"); }
+# bench_track_dir DIR: remove DIR when the script exits (as $W; KEEP=1 keeps both).
+bench_track_dir() { BENCH_DIRS+=("$1"); }
 
 # bench_init NAME: scratch directory under $BENCH_DIR (default /var/tmp, a
 # real disk: the destination must not be tmpfs), cleanup on exit.

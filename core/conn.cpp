@@ -19,6 +19,10 @@ namespace sesscp {
 namespace {
 
 constexpr std::size_t k_read_buffer = 256 * 1024;
+// What fill() reads at a frame boundary after a large frame: the next header
+// and its DATA prefix with room to spare, not the next chunk's first 256 KiB
+// (copied out of m_rbuf: 0.25 instructions per byte; docs/PERFORMANCE.md).
+constexpr std::size_t k_header_fill = 4096;
 // Bytes send_later queues before it sends them anyway.
 constexpr std::size_t k_later_limit = 128 * 1024;
 // After the handshake, TLS records go through these buffers instead of one
@@ -230,9 +234,9 @@ Result<std::size_t> Conn::read_some(std::span<std::uint8_t> out) {
   }
 }
 
-Status Conn::fill() {
+Status Conn::fill(std::size_t limit) {
   if (m_rpos == m_rend) m_rpos = m_rend = 0;
-  auto n = read_some({m_rbuf.data() + m_rend, m_rbuf.size() - m_rend});
+  auto n = read_some({m_rbuf.data() + m_rend, std::min(limit, m_rbuf.size() - m_rend)});
   if (!n) return n.error();
   m_rend += *n;
   return {};
@@ -250,7 +254,10 @@ Status Conn::read_exact(std::span<std::uint8_t> out) {
       continue;
     }
     std::size_t want = out.size() - done;
-    if (want < m_rbuf.size() / 2) { SESSCP_TRY(fill()); continue; }
+    if (want < m_rbuf.size() / 2) {
+      SESSCP_TRY(fill(m_large_frames ? k_header_fill : m_rbuf.size()));
+      continue;
+    }
     auto n = read_some(out.subspan(done));
     if (!n) return n.error();
     done += *n;
@@ -261,7 +268,9 @@ Status Conn::read_exact(std::span<std::uint8_t> out) {
 Result<frame::Header> Conn::read_header(std::uint32_t max_data_payload) {
   std::uint8_t raw[frame::k_header_size];
   SESSCP_TRY(read_exact(raw));
-  return frame::decode_header(std::span<const std::uint8_t, frame::k_header_size>(raw), max_data_payload);
+  auto header = frame::decode_header(std::span<const std::uint8_t, frame::k_header_size>(raw), max_data_payload);
+  if (header) m_large_frames = header->length >= k_read_buffer / 2;
+  return header;
 }
 
 Result<std::span<const std::uint8_t>> Conn::read_control_payload(const frame::Header& header) {

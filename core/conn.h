@@ -123,7 +123,8 @@ public:
 
 private:
   Status wait_io(short events);
-  Status fill();
+  // Read what the socket has into m_rbuf, at most `limit` bytes.
+  Status fill(std::size_t limit);
   // Read at least one byte (at most out.size()), waiting within the timeout.
   Result<std::size_t> read_some(std::span<std::uint8_t> out);
   Status write_tls(std::span<const std::uint8_t> data);
@@ -151,6 +152,10 @@ private:
   std::vector<std::uint8_t> m_rbuf;
   std::size_t m_rpos = 0;
   std::size_t m_rend = 0;
+  // The last frame's payload was large (a chunk): the next header's fill()
+  // reads only a few KiB, so the next chunk's bytes go from the socket
+  // straight into the caller's buffer instead of through m_rbuf.
+  bool m_large_frames = false;
   std::vector<std::uint8_t> m_payload;
   bool m_shared = false;
   std::mutex m_ssl_mutex;
