@@ -101,6 +101,22 @@ StdioBridge::~StdioBridge() {
 
 std::string stream_socket_path(const std::string& id) { return socket_dir() + "/" + id + ".sock"; }
 
+namespace {
+
+// A unix stream socket and the address of stream_socket_path(id) in `addr`.
+Result<Fd> unix_socket(const std::string& id, sockaddr_un& addr) {
+  addr = {};
+  addr.sun_family = AF_UNIX;
+  std::string path = stream_socket_path(id);
+  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorKind::cannot_create, "socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_error(ErrorKind::io, "socket", errno);
+  return fd;
+}
+
+} // namespace
+
 Result<Fd> listen_stream_socket(const std::string& id) {
   std::string dir = socket_dir();
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(ErrorKind::cannot_create, "cannot create " + dir, errno);
@@ -108,12 +124,10 @@ Result<Fd> listen_stream_socket(const std::string& id) {
   if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 077))
     return make_error(ErrorKind::cannot_create, dir + " is not a directory of this user's with mode 0700");
   sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::string path = stream_socket_path(id);
-  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorKind::cannot_create, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return errno_error(ErrorKind::io, "socket", errno);
+  auto made = unix_socket(id, addr);
+  if (!made) return made.error();
+  Fd fd = std::move(*made);
+  std::string path = addr.sun_path;
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(fd.get(), 64) != 0)
     return errno_error(ErrorKind::cannot_create, "cannot listen at " + path, errno);
   return fd;
@@ -123,12 +137,10 @@ void unlink_stream_socket(const std::string& id) { ::unlink(stream_socket_path(i
 
 Status join_stream(const std::string& id) {
   sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::string path = stream_socket_path(id);
-  if (path.size() >= sizeof addr.sun_path) return make_error(ErrorKind::usage, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return errno_error(ErrorKind::io, "socket", errno);
+  auto made = unix_socket(id, addr);
+  if (!made) return made.error();
+  Fd fd = std::move(*made);
+  std::string path = addr.sun_path;
   if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     return errno_error(ErrorKind::refused, "no session to join at " + path, errno);
   int out = fcntl(1, F_DUPFD_CLOEXEC, 3);
