@@ -21,7 +21,7 @@ namespace {
 struct S3Args {
   std::vector<std::string> positional;
   s3::ConfigFlags config;
-  std::string part_size, state_dir, output, log_file, verify_resume = "full";
+  std::string part_size, state_dir, output, log_file, bwlimit, verify_resume = "full";
   int connections = 4;
   bool all = false, quiet = false, verbose = false, json = false, s3_flag = false;
 };
@@ -104,6 +104,11 @@ int get_one(const S3Args& a, const s3::Config& config, Output& out, const std::a
   o.connections = a.connections;
   o.resume_check = a.verify_resume == "tail" ? checkpoint::ResumeCheck::tail : checkpoint::ResumeCheck::full;
   o.stop = stop;
+  if (!a.bwlimit.empty()) {
+    auto rate = parse_size(a.bwlimit, "--bwlimit");
+    if (!rate) return fail(out, rate.error());
+    o.bwlimit = *rate;
+  }
   FileReport report;
   auto st = s3::get_object(config, *what, o, out, report);
   if (report.state != FileReport::State::failed || st) out.file_report(false, report);
@@ -183,6 +188,7 @@ void add_command_options(CLI::App& app, const std::string& cmd, S3Args& a) {
   if (cmd == "send") app.add_option("--part-size", a.part_size, "Part size, a multiple of 1 MiB from 5M (default 8M or what fits 10000 parts)");
   if (cmd == "get") {
     app.add_option("-o,--output", a.output, "File to write, or a directory (default: the key's last name here)");
+    app.add_option("--bwlimit", a.bwlimit, "Limit the rate to RATE bytes/s over all connections, e.g. 50M");
     app.add_option("--verify-resume", a.verify_resume, "full (default) or tail, as for get URL")->check(CLI::IsMember({"full", "tail"}));
   }
   if (cmd == "status") app.add_flag("--s3", a.s3_flag, "List the incomplete multipart uploads under s3://BUCKET/[PREFIX]");

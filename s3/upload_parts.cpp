@@ -133,7 +133,7 @@ Status PartSender::settle(PartSlot& slot, Status done) {
     return {};
   }
   if (!done) return done.error();
-  if (resp.code() == "NoSuchUpload")
+  if (resp.code() == "NoSuchUpload" || (resp.status == 404 && resp.code() == "NoSuchKey"))
     return make_error(ErrorKind::refused, what + ": upload id " + m_u.m_state.upload_id +
                                               " no longer exists on the server (expired or aborted); re-run to start a new upload");
   return response_error(resp, what);

@@ -62,7 +62,8 @@ Result<std::map<std::uint32_t, ServerPart>> Upload::list_parts(bool& no_such_upl
     r.what = "list parts of " + what();
     auto resp = m_client.send(r);
     if (!resp) return resp.error();
-    if (resp->code() == "NoSuchUpload") {
+    // RGW answers an aborted upload id with NoSuchKey, AWS with NoSuchUpload.
+    if (resp->code() == "NoSuchUpload" || (resp->status == 404 && resp->code() == "NoSuchKey")) {
       no_such_upload = true;
       return held;
     }
