@@ -1,6 +1,7 @@
 // sesscp: send and receive large files in resumable, verified sessions.
 #include "cli/args.h"
 #include "cli/output.h"
+#include "cli/s3_cmd.h"
 #include "cli/status.h"
 #include "cli/ssh_cmd.h"
 #include "cli/url_cmd.h"
@@ -503,6 +504,8 @@ CLI::App* add_keygen_command(CLI::App& app, std::string& keygen_out) {
 
 int main(int argc, char** argv) {
   install_signal_handlers();
+  // s3:// targets, status --s3 and s3-abort have their own options (docs/S3.md).
+  if (auto code = sesscp::cli::run_s3_command(argc, argv, &g_stop)) return *code;
   CLI::App app{"sesscp: move large files in sessions that resume from verified checkpoints"};
   describe_app(app);
 

@@ -17,6 +17,10 @@ SESSCP_DEPS=(g++ cmake make pkg-config ccache mold libcli11-dev libxxhash-dev do
 # clients compared against); scripts/test.sh installs them.
 SESSCP_TEST_DEPS=(nginx-light openssh-server openssh-client python3-pyftpdlib curl aria2)
 
+# Optional, only for the S3 tests and bench/s3.sh: a local Ceph RADOS Gateway
+# (scripts/s3-local.sh) and the independent clients they check against.
+SESSCP_S3_DEPS=(ceph-mon ceph-osd ceph-mgr radosgw ceph-common awscli s3cmd python3)
+
 # sesscp_install_missing PKG...: install those of the Debian packages that
 # are missing (apt-get update first), or say what to install when not root.
 sesscp_install_missing() {
@@ -38,15 +42,15 @@ sesscp_install_missing() {
   echo "deps: missing: ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then
     echo "deps: error: not root, cannot install the missing packages; run:" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    echo "  sudo apt-get update && sudo apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends ${missing[*]}" >&2
     return 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get update -q </dev/null; then
+  if ! apt-get -o DPkg::Lock::Timeout=300 update -q </dev/null; then
     echo "deps: error: apt-get update failed (offline?); missing: ${missing[*]}" >&2
     return 1
   fi
-  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null; then
+  if ! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}" </dev/null; then
     echo "deps: error: apt-get install failed for: ${missing[*]}" >&2
     return 1
   fi
@@ -55,6 +59,7 @@ sesscp_install_missing() {
 
 sesscp_deps() { sesscp_install_missing "${SESSCP_DEPS[@]}"; }
 sesscp_test_deps() { sesscp_install_missing "${SESSCP_TEST_DEPS[@]}"; }
+sesscp_s3_deps() { sesscp_install_missing "${SESSCP_S3_DEPS[@]}"; }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail

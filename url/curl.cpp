@@ -128,6 +128,7 @@ Result<Easy> make_easy(const std::string& url, const UrlOptions& o, char* errbuf
   }
   auto scheme = scheme_of(url);
   if (scheme == "sftp") SESSCP_TRY(apply_ssh(h, o, secret));
+  if (o.configure) SESSCP_TRY(o.configure(h));
   return easy;
 }
 

@@ -7,6 +7,7 @@
 
 #include <curl/curl.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,9 @@ struct UrlOptions {
   std::string known_hosts;     // --known-hosts (default ~/.ssh/known_hosts)
   double timeout_s = 30;       // connect timeout and longest stall
   std::string password_env = "SESSCP_URL_PASSWORD"; // env var holding the password or key passphrase
+  // Called last on every new handle, for what this layer does not know
+  // (s3/ signs requests with it).
+  std::function<Status(CURL*)> configure;
 };
 
 // Initialise libcurl once per process (thread-safe; idempotent).
