@@ -366,6 +366,8 @@ void describe_app(CLI::App& app) {
                          "  sesscp send /big/disk.img backup-host:7070 --key-file sesscp.key\n"
                          "  sesscp status /data/incoming\n"
                          "  sesscp get https://mirror.example/disk.img -o /data/disk.img --connections 8\n"
+                         "  sesscp send /big/disk.img backup@nas:/data/   # over SSH, no daemon (docs/SSH.md)\n"
+                         "  sesscp send /big/disk.img s3://bucket/disk.img --connections 8   # S3 (docs/S3.md)\n"
                          "'sesscp COMMAND --help' for each command; 'man sesscp' for the manual.\n\n") +
              k_exit_codes);
   app.require_subcommand(1);
