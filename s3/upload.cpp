@@ -98,14 +98,10 @@ Status Upload::single_put() {
   auto data = read_part(1);
   if (!data) return data.error();
   auto d = digest_part(data->data(), data->size(), m_opt.chunk_size);
-  Request r;
-  r.method = "PUT";
-  r.bucket = m_opt.dest.bucket;
-  r.key = m_opt.dest.key;
+  Request r = object_request("PUT", "PUT " + what());
   r.data = data->data();
   r.size = data->size();
   r.headers = {"Content-MD5: " + d.md5_base64, "Content-Type: application/octet-stream"};
-  r.what = "PUT " + what();
   auto resp = m_client.send(r);
   if (!resp) return resp.error();
   if (!resp->ok()) return response_error(*resp, r.what);
@@ -129,13 +125,18 @@ Status Upload::run() {
   return {};
 }
 
-Status Upload::abort_upload(const std::string& upload_id) {
+Request Upload::object_request(const char* method, std::string what) const {
   Request r;
-  r.method = "DELETE";
+  r.method = method;
   r.bucket = m_opt.dest.bucket;
   r.key = m_opt.dest.key;
+  r.what = std::move(what);
+  return r;
+}
+
+Status Upload::abort_upload(const std::string& upload_id) {
+  Request r = object_request("DELETE", "abort upload of " + what());
   r.query = "uploadId=" + uri_encode(upload_id, false);
-  r.what = "abort upload of " + what();
   auto resp = m_client.send(r);
   if (!resp) return resp.error();
   if (!resp->ok() && resp->code() != "NoSuchUpload") return response_error(*resp, r.what);
@@ -144,13 +145,9 @@ Status Upload::abort_upload(const std::string& upload_id) {
 
 Status Upload::start_new(const std::string& why) {
   if (!why.empty()) m_client.events().info(m_report.name + ": " + why);
-  Request r;
-  r.method = "POST";
-  r.bucket = m_opt.dest.bucket;
-  r.key = m_opt.dest.key;
+  Request r = object_request("POST", "start upload of " + what());
   r.query = "uploads=";
   r.headers = {"Content-Type: application/octet-stream"};
-  r.what = "start upload of " + what();
   auto resp = m_client.send(r);
   if (!resp) return resp.error();
   if (!resp->ok()) return response_error(*resp, r.what);

@@ -38,6 +38,8 @@ private:
   Status resume_or_start();
   Status start_new(const std::string& why);
   Status abort_upload(const std::string& upload_id);
+  // A request on the destination object: method, bucket, key and `what` (for messages) set.
+  Request object_request(const char* method, std::string what) const;
   Result<std::map<std::uint32_t, ServerPart>> list_parts(bool& no_such_upload);
   Status reconcile(const std::map<std::uint32_t, ServerPart>& held);
   Result<bool> already_complete();

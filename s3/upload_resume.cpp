@@ -54,12 +54,9 @@ Result<std::map<std::uint32_t, ServerPart>> Upload::list_parts(bool& no_such_upl
   std::map<std::uint32_t, ServerPart> held;
   std::string marker;
   while (true) {
-    Request r;
-    r.bucket = m_opt.dest.bucket;
-    r.key = m_opt.dest.key;
+    Request r = object_request("GET", "list parts of " + what());
     r.query = "max-parts=1000" + (marker.empty() ? "" : "&part-number-marker=" + marker) +
               "&uploadId=" + uri_encode(m_state.upload_id, false);
-    r.what = "list parts of " + what();
     auto resp = m_client.send(r);
     if (!resp) return resp.error();
     // RGW answers an aborted upload id with NoSuchKey, AWS with NoSuchUpload.
@@ -128,14 +125,10 @@ Status Upload::complete() {
     md5s.push_back(p.md5);
   }
   body += "</CompleteMultipartUpload>";
-  Request r;
-  r.method = "POST";
-  r.bucket = m_opt.dest.bucket;
-  r.key = m_opt.dest.key;
+  Request r = object_request("POST", "complete upload of " + what());
   r.query = "uploadId=" + uri_encode(m_state.upload_id, false);
   r.body = body;
   r.headers = {"Content-Type: application/xml"};
-  r.what = "complete upload of " + what();
   m_client.events().phase(m_report.name, Events::Phase::finalising, "");
   auto resp = m_client.send(r);
   if (!resp) return resp.error();
@@ -149,11 +142,7 @@ Status Upload::complete() {
 
 // HEAD the object: its size and ETag must be those of what we sent.
 Status Upload::verify(const std::string& expected_etag) {
-  Request r;
-  r.method = "HEAD";
-  r.bucket = m_opt.dest.bucket;
-  r.key = m_opt.dest.key;
-  r.what = "check of " + what();
+  Request r = object_request("HEAD", "check of " + what());
   auto resp = m_client.send(r);
   if (!resp) return resp.error();
   if (!resp->ok()) return response_error(*resp, r.what);

@@ -1,5 +1,6 @@
 #include "ssh/transport.h"
 
+#include "base/hash.h"
 #include "core/conn.h"
 #include "ssh/channel.h"
 
@@ -16,15 +17,9 @@ namespace {
 
 // A name for the rendezvous of a session's extra streams on the remote host.
 std::string random_id() {
-  unsigned char raw[12];
+  std::uint8_t raw[12];
   if (RAND_bytes(raw, sizeof raw) != 1) return "";
-  std::string id;
-  char hex[3];
-  for (unsigned char b : raw) {
-    std::snprintf(hex, sizeof hex, "%02x", b);
-    id += hex;
-  }
-  return id;
+  return to_hex(raw);
 }
 
 // Whether the CPU has AES instructions (the "aes" flag of /proc/cpuinfo).

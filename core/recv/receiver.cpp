@@ -175,11 +175,11 @@ Status Receiver::serve(Fd first) {
   recv::Wake primary_wake;
   Connections connections; // (after the wake: its threads may poke it until joined)
   if (first) {
+    auto stream = std::make_shared<std::atomic<bool>>(false);
     auto session = std::make_unique<Session>(m_dir.get(), m_opt, m_umask, m_events, tls_ptr, std::move(first),
-                                             m_serve.get(), m_streams.get(), Admission::session_or_join,
-                                             std::make_shared<std::atomic<bool>>(false));
-    primary_done = connections.start(std::move(session), Admission::session_or_join,
-                                     std::make_shared<std::atomic<bool>>(false), primary_status, &primary_wake);
+                                             m_serve.get(), m_streams.get(), Admission::session_or_join, stream);
+    primary_done = connections.start(std::move(session), Admission::session_or_join, std::move(stream),
+                                     primary_status, &primary_wake);
   }
   // poll() skips a negative descriptor: with --stdio and no --streams, only the wake is watched.
   int listener = m_listener ? m_listener.get() : m_opt.stream_listener;

@@ -31,8 +31,9 @@ ssh_get() {
   [[ $GET_RC -ne 124 && $GET_RC -ne 137 ]] || fail_with_logs "sesscp get did not finish within ${SESSCP_RUN_TIMEOUT}s" "$logf"
 }
 
-# remote_pids: the remote 'sesscp recv --stdio' processes (children of our sshd's sessions).
-remote_pids() { pgrep -f -- "^$BIN recv --stdio" || true; }
+# remote_pids: this test's remote 'sesscp recv --stdio' processes (their
+# --dir or --serve is under $T; another test's may run at the same time).
+remote_pids() { pgrep -f -- "^$BIN recv --stdio --(dir|serve) $T/" || true; }
 
 # local_ssh_pids PID: the ssh client processes that sesscp PID started.
 local_ssh_pids() { pgrep -P "$1" -x ssh || true; }

@@ -74,9 +74,9 @@ assert_rc 0 "$GET_RC" "get tree over ssh" "$T/b2.log"
 assert_same_tree "$T/src/tree" "$T/pull/tree" "pulled tree"
 
 check "b) pull a directory by name (no slash): it lands as DIR/NAME"
-ssh_get "$T/b3.log" "$HOST:$T/src/tree" -o "$T/pull"
+ssh_get "$T/b3.log" "$HOST:$T/src/tree" -o "$T/pull-named/"
 assert_rc 0 "$GET_RC" "get directory over ssh" "$T/b3.log"
-assert_same_tree "$T/src/tree" "$T/pull/tree" "pulled directory (resumed over the complete copy)"
+assert_same_tree "$T/src/tree" "$T/pull-named/tree" "pulled directory"
 
 # ------------------------------------------------------------------ c
 # expect_fail LOG RC PATTERN WHAT: the last command exited RC and LOG's error line matches PATTERN.
