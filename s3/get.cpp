@@ -6,6 +6,9 @@ Status get_object(const Config& c, const Location& what, url::GetOptions o, Even
   if (what.key.empty() || what.key.back() == '/')
     return make_error(ErrorKind::usage, "get s3://" + what.bucket + "/" + what.key + ": name one object, not a prefix");
   o.url = request_url(c, what.bucket, what.key);
+  // Throttling (503 SlowDown) and dropped connections are retried inside
+  // the run, resuming from the journal, as uploads retry their parts.
+  if (!o.retry.enabled()) o.retry = {.retries = 7, .retry_for_s = 0, .initial_delay_s = 0.25, .max_delay_s = 8};
   o.url_options.cacert = c.cacert;
   o.url_options.timeout_s = c.timeout_s;
   o.url_options.password_env.clear();

@@ -102,9 +102,15 @@ Status Upload::single_put() {
   r.data = data->data();
   r.size = data->size();
   r.headers = {"Content-MD5: " + d.md5_base64, "Content-Type: application/octet-stream"};
-  auto resp = m_client.send(r);
-  if (!resp) return resp.error();
-  if (!resp->ok()) return response_error(*resp, r.what);
+  // A body the server found damaged goes up once more, as a part does.
+  for (int tries = 0;; ++tries) {
+    auto resp = m_client.send(r);
+    if (!resp) return resp.error();
+    if (resp->ok()) break;
+    Error e = response_error(*resp, r.what);
+    if (e.kind != ErrorKind::integrity || tries == 1) return e;
+    m_client.events().info(r.what + ": the server found it damaged (" + resp->code() + "); sending it again");
+  }
   m_report.bytes = data->size();
   SESSCP_TRY(verify(d.md5_hex));
   m_report.state = FileReport::State::complete;
