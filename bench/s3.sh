@@ -7,10 +7,14 @@
 #
 #   bench/s3.sh [SIZE_MiB=1024] [ROUNDS=3]
 #
-# Interrupted case: each tool's upload is killed (-9) at half its own median
-# upload time, then re-run; what is timed is the completing run (sesscp
-# resumes from its journal and ListParts; aws-cli and s3cmd start over: aws
-# cannot resume, s3cmd only with --upload-id given by hand).
+# Interrupted case: each tool's upload is killed (-9) once the server holds
+# half of the object in confirmed parts (bench/lib/s3_kill_at.py polls
+# ListParts every 50 ms: the same amount of confirmed data for every tool),
+# then re-run; timed are the completing run and the whole (first run to the
+# kill + completing run). sesscp resumes from its journal and ListParts;
+# aws-cli starts over (it cannot resume); s3cmd is run twice: plain (starts
+# over) and with --continue-put on the re-run (s3cmd's own resume, which finds
+# the upload by key and skips parts whose size and MD5 match).
 # Needs SESSCP_S3_DEPS (scripts/deps.sh). Env: SESSCP_BIN, S3_CONNECTIONS (8).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,26 +75,29 @@ timed_run() {
   fmt_ms $((t1 - t0))
 }
 
-# killed_then_completed TOOL KEY DELAY: start the upload, kill -9 after DELAY
-# seconds, re-run it; print the re-run's seconds.
+# killed_then_completed TOOL KEY: start the upload, kill -9 it once the
+# server holds half of it, re-run it; print "HELD_BYTES FIRST_S REST_S".
 killed_then_completed() {
-  local pid
+  local pid t0 held first rest again=()
+  t0=$(now_ms)
   # shellcheck disable=SC2046
-  $(cmd_up "$1" "$2") >/dev/null 2>&1 &
+  $(cmd_up "${1%-continue}" "$2") >/dev/null 2>&1 &
   pid=$!
   register "$pid"
-  sleep "$3"
-  kill -9 "$pid" 2>/dev/null || true
+  held=$(/usr/bin/python3 "$root/bench/lib/s3_kill_at.py" bench "$2" $((size_mib * MiB)) 0.5 "$pid" 300) ||
+    fail "$1 ended or stalled before the server held half of $2"
   wait "$pid" 2>/dev/null || true
   unregister "$pid"
+  first=$(fmt_ms $(($(now_ms) - t0)))
+  [[ $1 == s3cmd-continue ]] && again=(--continue-put)
   # shellcheck disable=SC2046
-  timed_run $(cmd_up "$1" "$2")
+  rest=$(timed_run $(cmd_up "${1%-continue}" "$2") "${again[@]}")
+  echo "$held $first $rest"
 }
-
 # Untimed warm-up: RGW creates its data pools on the first write.
 awsc s3 cp --only-show-errors "$src" s3://bench/warm.img
 
-declare -A up down res
+declare -A up down res tot
 for ((r = 1; r <= rounds; r++)); do
   # Alternate which tool goes first.
   order=("${tools[@]:$(((r - 1) % 3))}" "${tools[@]:0:$(((r - 1) % 3))}")
@@ -107,14 +114,21 @@ for ((r = 1; r <= rounds; r++)); do
     log "round $r $tool: up ${up[$tool,$r]} s, down ${down[$tool,$r]} s" >&2
   done
 done
-for tool in "${tools[@]}"; do
-  half=$(for ((r = 1; r <= rounds; r++)); do echo "${up[$tool,$r]}"; done | sort -g | awk '{a[NR]=$1} END {printf "%.2f", a[int((NR+1)/2)] / 2}')
-  for ((r = 1; r <= rounds; r++)); do
-    res[$tool,$r]=$(killed_then_completed "$tool" "resume-$tool-$r.img" "$half")
+rtools=(sesscp aws s3cmd s3cmd-continue)
+declare -A held first
+for ((r = 1; r <= rounds; r++)); do
+  order=("${rtools[@]:$(((r - 1) % 4))}" "${rtools[@]:0:$(((r - 1) % 4))}")
+  for tool in "${order[@]}"; do
+    read -r h f k < <(killed_then_completed "$tool" "resume-$tool-$r.img")
+    [[ -n ${k:-} ]] || fail "$tool: the interrupted upload did not complete (see above)"
+    held[$tool,$r]=$h first[$tool,$r]=$f res[$tool,$r]=$k
+    tot[$tool,$r]=$(awk -v a="$f" -v b="$k" 'BEGIN {printf "%.3f", a + b}')
     [[ $(remote_sha bench "resume-$tool-$r.img") == "$want" ]] || fail "$tool's resumed upload differs"
     awsc s3 rm --only-show-errors "s3://bench/resume-$tool-$r.img"
-    log "round $r $tool: killed at ${half} s, completing run ${res[$tool,$r]} s" >&2
+    log "round $r $tool: killed at $((h / MiB)) MiB held after $f s, completing run $k s" >&2
   done
+  # The starting-over tools leave their killed uploads behind: abort them.
+  "$BIN" s3-abort --all -q s3://bench/ >/dev/null 2>&1 || true
 done
 
 # stats NAME: "median (min-max)" of the rounds of array NAME for $tool.
@@ -128,13 +142,28 @@ ratios() {
   local -n a=$1
   for ((r = 1; r <= rounds; r++)); do awk -v o="${a[$tool,$r]}" -v s="${a[sesscp,$r]}" 'BEGIN {printf "%.2f ", o / s}'; done
 }
+# mratio NAME: median (min-max) of the per-round ratios tool / sesscp.
+mratio() {
+  ratios "$1" | tr ' ' '\n' | grep . | sort -g |
+    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+}
 mb=$size_mib
 echo
 echo "S3 to a local Ceph RGW ($(ceph --version | awk '{print $3}')), $mb MiB, $rounds rounds, sesscp --connections $conns"
 echo
-echo "| tool | upload s, median (min-max) | MiB/s | download s | MiB/s | completing run after kill at 50% s | ratio up / down / resume (per round, tool / sesscp) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| tool | upload s, median (min-max) | MiB/s | download s | MiB/s | ratio up / down (per round, tool / sesscp) |"
+echo "|---|---|---|---|---|---|"
 for tool in "${tools[@]}"; do
-  u=$(stats up) d=$(stats down) k=$(stats res)
-  echo "| $tool | $u | $(awk -v m="$mb" -v t="${u%% *}" 'BEGIN {printf "%.0f", m / t}') | $d | $(awk -v m="$mb" -v t="${d%% *}" 'BEGIN {printf "%.0f", m / t}') | $k | $(ratios up)/ $(ratios down)/ $(ratios res)|"
+  u=$(stats up) d=$(stats down)
+  echo "| $tool | $u | $(awk -v m="$mb" -v t="${u%% *}" 'BEGIN {printf "%.0f", m / t}') | $d | $(awk -v m="$mb" -v t="${d%% *}" 'BEGIN {printf "%.0f", m / t}') | $(ratios up)/ $(ratios down)|"
+done
+echo
+echo "Interrupted upload: kill -9 once the server holds half of the object in parts, then the same command again"
+echo "(s3cmd-continue: the re-run adds --continue-put)."
+echo
+echo "| tool | MiB held at the kill | completing run s | whole (to kill + completing) s | completing run, tool / sesscp (per round) | median | whole, tool / sesscp (per round) | median |"
+echo "|---|---|---|---|---|---|---|---|"
+for tool in "${rtools[@]}"; do
+  h=$(for ((r = 1; r <= rounds; r++)); do echo $((${held[$tool,$r]} / MiB)); done | sort -g | awk '{v[NR]=$1} END {printf "%d-%d", v[1], v[NR]}')
+  echo "| $tool | $h | $(stats res) | $(stats tot) | $(ratios res)| $(mratio res) | $(ratios tot)| $(mratio tot) |"
 done
