@@ -111,8 +111,9 @@ int get_tree(const S3Args& a, s3::Client& client, const s3::Location& where, con
   if (!tree) return fail(out, tree.error());
   if (!tree->first) return exit_code::k_ok;
   auto first = *tree->first;
-  first.message = std::to_string(tree->failed) + " of " + std::to_string(tree->objects) + " objects under s3://" +
-                  where.bucket + "/" + where.key + " not downloaded; the first: " + first.message;
+  first.message = std::to_string(tree->objects - tree->done) + " of " + std::to_string(tree->objects) +
+                  " objects under s3://" + where.bucket + "/" + where.key + " not downloaded (" +
+                  std::to_string(tree->failed) + " failed); the first failure: " + first.message;
   return fail(out, first);
 }
 

@@ -144,7 +144,10 @@ Result<TreeOutcome> get_tree(Client& client, const Location& where, const std::s
     FileReport report;
     auto st = get_entry(client, where, dir, e, options, report);
     if (e.key.back() != '/' || !st) done(report, st);
-    if (st) continue;
+    if (st) {
+      ++out.done;
+      continue;
+    }
     ++out.failed;
     if (!out.first) out.first = st.error();
     if (stops_tree(st.error().kind)) break;

@@ -40,9 +40,10 @@ Result<std::string> tree_path(const std::string& prefix, const std::string& key)
 // component ("a/b/" -> "b"), or the bucket's name for the whole bucket.
 std::string default_tree_dir(const Location& where);
 
-// What a prefix download did: objects listed, files that failed, the first failure.
+// What a prefix download did: keys listed, keys done (fetched, already
+// complete, or made a directory), keys that failed, the first failure.
 struct TreeOutcome {
-  std::size_t objects = 0, failed = 0;
+  std::size_t objects = 0, done = 0, failed = 0;
   std::optional<Error> first;
 };
 

@@ -4,7 +4,7 @@
 # over several ranges, 3 levels deep, spaces, a folder marker) arrives
 # byte-identical over a paginated listing; keys with ".." are refused and
 # nothing lands outside DEST; a get killed with -9 midway is re-run and
-# fetches only what was missing; an empty prefix exits 69.
+# fetches only what was missing; Ctrl-C exits 75; an empty prefix exits 69.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=s3_lib.sh
@@ -106,6 +106,25 @@ else
 fi
 diff <(sums "$T/many") <(sums "$T/m") >"$T/sums3.diff" || fail_with_logs "the killed tree differs" "$T/sums3.diff"
 ok "killed with $complete_before of 3 complete, part2.bin resumed at $resumed; the re-run fetched $got of $total bytes; identical"
+
+check "Ctrl-C midway stops the tree: exit 75, said once"
+"$BIN" get s3://trees/many/ -o "$T/sig" --bwlimit 20M 2>"$T/s1.log" &
+pid=$!
+register "$pid"
+for ((i = 0; i < 1200; i++)); do
+  [[ -f $T/sig/part1.bin ]] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.05
+done
+kill -INT "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+unregister "$pid"
+((rc == 75)) || fail_with_logs "exit $rc after SIGINT, expected 75" "$T/s1.log"
+grep -qE 'objects under s3://trees/many/ not downloaded' "$T/s1.log" || fail_with_logs "no summary" "$T/s1.log"
+errors=$(grep -c '^sesscp: error:' "$T/s1.log" || true)
+((errors == 1)) || fail_with_logs "$errors error lines, expected the one summary" "$T/s1.log"
+ok "exit 75: $(grep -o '[0-9]* of 3 objects[^;]*' "$T/s1.log")"
 
 check "an empty prefix exits 69"
 rc=0
