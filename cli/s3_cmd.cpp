@@ -22,7 +22,7 @@ struct S3Args {
   std::vector<std::string> positional;
   s3::ConfigFlags config;
   std::string part_size, state_dir, output, log_file, bwlimit, verify_resume = "full";
-  int connections = 4;
+  int connections = 4, list_page = 1000;
   bool all = false, quiet = false, verbose = false, json = false, s3_flag = false;
 };
 
@@ -96,7 +96,28 @@ int send_all(const S3Args& a, s3::Client& client, Output& out, const std::atomic
   return exit_code::k_ok;
 }
 
-int get_one(const S3Args& a, const s3::Config& config, Output& out, const std::atomic<bool>* stop) {
+// `get s3://B/PREFIX/`: every object, each reported; the first failure's
+// code at the end (the others still go on unless it stops everything).
+int get_tree(const S3Args& a, s3::Client& client, const s3::Location& where, const url::GetOptions& o, Output& out) {
+  std::string dir = a.output.empty() ? s3::default_tree_dir(where) : a.output;
+  auto tree = s3::get_tree(
+      client, where, dir, o,
+      [&](const FileReport& report, const Status& st) {
+        if (report.state != FileReport::State::failed || st) out.file_report(false, report);
+        // An error that stops the tree is reported once, at the end.
+        if (!st && !s3::stops_tree(st.error().kind)) fail(out, st.error());
+      },
+      a.list_page);
+  if (!tree) return fail(out, tree.error());
+  if (!tree->first) return exit_code::k_ok;
+  auto first = *tree->first;
+  first.message = std::to_string(tree->objects - tree->done) + " of " + std::to_string(tree->objects) +
+                  " objects under s3://" + where.bucket + "/" + where.key + " not downloaded (" +
+                  std::to_string(tree->failed) + " failed); the first failure: " + first.message;
+  return fail(out, first);
+}
+
+int get_one(const S3Args& a, s3::Client& client, Output& out, const std::atomic<bool>* stop) {
   auto what = s3::parse_s3_url(a.positional.front());
   if (!what) return fail(out, what.error());
   url::GetOptions o;
@@ -109,8 +130,9 @@ int get_one(const S3Args& a, const s3::Config& config, Output& out, const std::a
     if (!rate) return fail(out, rate.error());
     o.bwlimit = *rate;
   }
+  if (what->key.empty() || what->key.back() == '/') return get_tree(a, client, *what, o, out);
   FileReport report;
-  auto st = s3::get_object(config, *what, o, out, report);
+  auto st = s3::get_object(client.config(), *what, o, out, report);
   if (report.state != FileReport::State::failed || st) out.file_report(false, report);
   if (!st) return fail(out, st.error());
   return exit_code::k_ok;
@@ -162,7 +184,7 @@ int dispatch(const std::string& cmd, const S3Args& a, Output& out, const std::at
   out.session_start({{"command", cmd}, {"target", a.positional.back()}, {"endpoint", config->endpoint}});
   s3::Client client(*config, out);
   if (cmd == "send") return send_all(a, client, out, stop);
-  if (cmd == "get") return get_one(a, *config, out, stop);
+  if (cmd == "get") return get_one(a, client, out, stop);
   return pending(a, client, out, cmd == "s3-abort");
 }
 
@@ -180,17 +202,31 @@ std::string s3_command(int argc, char** argv) {
 
 void add_command_options(CLI::App& app, const std::string& cmd, S3Args& a) {
   add_config_flags(app, a);
-  app.add_option("args", a.positional, cmd == "send" ? "FILE|DIR... s3://BUCKET/KEY (or PREFIX/)" : "s3://BUCKET/[KEY]")
+  app.add_option("args", a.positional, cmd == "send"  ? "FILE|DIR... s3://BUCKET/KEY (or PREFIX/)"
+                                         : "s3://BUCKET/KEY, or s3://BUCKET/[PREFIX/] for every object under it")
       ->required()
       ->expected(1, cmd == "send" ? -1 : 1);
   if (cmd == "send" || cmd == "get")
     app.add_option("--connections", a.connections, "Concurrent requests (parts or ranges; default 4)")->check(CLI::Range(1, 256));
   if (cmd == "send") app.add_option("--part-size", a.part_size, "Part size, a multiple of 1 MiB from 5M (default 8M or what fits 10000 parts)");
   if (cmd == "get") {
-    app.add_option("-o,--output", a.output, "File to write, or a directory (default: the key's last name here)");
+    app.add_option("-o,--output", a.output, "File to write, or a directory; for s3://B/PREFIX/ the directory to "
+                                            "fill, created if missing (default: the key's or prefix's last name here)");
+    app.add_option("--list-page", a.list_page, "Keys per ListObjectsV2 page for a PREFIX/ (default 1000)")
+        ->check(CLI::Range(1, 1000));
     app.add_option("--bwlimit", a.bwlimit, "Limit the rate to RATE bytes/s over all connections, e.g. 50M");
     app.add_option("--verify-resume", a.verify_resume, "full (default) or tail, as for get URL")->check(CLI::IsMember({"full", "tail"}));
   }
+  if (cmd == "get")
+    app.footer("Examples:\n  sesscp get s3://bkt/images/disk.img -o disk.img --connections 8\n"
+               "  sesscp get s3://bkt/photos/2024/ -o ./2024   # every object under the prefix; the whole bucket: s3://bkt/\n"
+               "A PREFIX/ goes into -o DIR (created; default: the prefix's last name, or the bucket's, here), each\n"
+               "key at DIR/<key minus the prefix>, a key ending in '/' as a directory. Keys that would leave DIR\n"
+               "(absolute, '.', '..', empty components, control characters) are refused (exit 69) and the others\n"
+               "still fetched; a failed object does not stop the rest (an interruption, an auth failure or a local\n"
+               "I/O error does), and the exit code is the first failure's.\n"
+               "No objects under the prefix: exit 69. Re-running resumes: complete files are skipped (one HEAD\n"
+               "each), a partial one continues from its journal.");
   if (cmd == "status") app.add_flag("--s3", a.s3_flag, "List the incomplete multipart uploads under s3://BUCKET/[PREFIX]");
   if (cmd == "s3-abort") app.add_flag("--all", a.all, "Abort every incomplete upload there, not only those sesscp started here");
 }

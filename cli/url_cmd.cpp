@@ -69,6 +69,8 @@ CLI::App* add_get_command(CLI::App& app, GetArgs& a) {
   get->footer("Examples:\n  sesscp get https://example.org/disk.img -o /data/disk.img --sha256 HEX\n"
               "  sesscp get sftp://user@host/srv/disk.img --connections 4\n"
               "  sesscp get backup@host:/srv/photos/ -o ./photos   # over SSH, no daemon (docs/SSH.md)\n"
+              "  sesscp get s3://bucket/photos/ -o ./photos   # every object under a prefix (docs/S3.md;\n"
+              "                                              # 'sesscp get s3://B/K --help' for its options)\n"
               "Passwords come from ~/.netrc or SESSCP_URL_PASSWORD, never from the command line.\n"
               "Re-running the same command after any interruption resumes it.");
   return get;

@@ -1,5 +1,13 @@
 #include "s3/get.h"
 
+#include "base/file_io.h"
+#include "core/frame.h"
+#include "s3/xml.h"
+
+#include <charconv>
+#include <filesystem>
+#include <sys/stat.h>
+
 namespace sesscp::s3 {
 
 Status get_object(const Config& c, const Location& what, url::GetOptions o, Events& events, FileReport& report) {
@@ -27,6 +35,127 @@ Status get_object(const Config& c, const Location& what, url::GetOptions o, Even
     return {};
   };
   return url::get_url(o, events, report);
+}
+
+Result<std::vector<ObjectEntry>> list_objects(Client& client, const Location& where, int page_size) {
+  std::vector<ObjectEntry> out;
+  std::string token;
+  for (int page = 1;; ++page) {
+    Request r;
+    r.bucket = where.bucket;
+    // In SigV4's canonical order (libcurl signs the query as written).
+    r.query = (token.empty() ? "" : "continuation-token=" + uri_encode(token, false) + "&") +
+              "list-type=2&max-keys=" + std::to_string(page_size) + "&prefix=" + uri_encode(where.key, false);
+    r.what = "list s3://" + where.bucket + "/" + where.key + " (page " + std::to_string(page) + ")";
+    auto resp = client.send(r);
+    if (!resp) return resp.error();
+    if (!resp->ok()) return response_error(*resp, r.what);
+    for (auto c : xml_elements(resp->body, "Contents")) {
+      ObjectEntry e{xml_text(c, "Key"), 0};
+      std::string size = xml_text(c, "Size");
+      auto [end, ec] = std::from_chars(size.data(), size.data() + size.size(), e.size);
+      if (ec != std::errc() || end != size.data() + size.size() || e.key.empty())
+        return make_error(ErrorKind::protocol, r.what + ": an entry without a key or a size");
+      out.push_back(std::move(e));
+    }
+    if (xml_text(resp->body, "IsTruncated") != "true") return out;
+    std::string next = xml_text(resp->body, "NextContinuationToken");
+    if (next.empty() || next == token)
+      return make_error(ErrorKind::protocol, r.what + ": a truncated listing without a new continuation token");
+    token = std::move(next);
+  }
+}
+
+Result<std::string> tree_path(const std::string& prefix, const std::string& key) {
+  auto refuse = [&](const std::string& why) {
+    return make_error(ErrorKind::refused, "refused key '" + key + "' of the listing: " + why +
+                                              "; nothing written for it (get it by name with -o FILE to choose where it goes)");
+  };
+  if (key.compare(0, prefix.size(), prefix) != 0) return refuse("it does not start with the prefix '" + prefix + "'");
+  std::string rel = key.substr(prefix.size());
+  if (!rel.empty() && rel.back() == '/') rel.pop_back();
+  if (rel.empty() && key.size() == prefix.size()) return rel;
+  if (auto why = frame::check_path(rel); !why.empty()) return refuse(why);
+  return rel;
+}
+
+std::string default_tree_dir(const Location& where) {
+  std::string p = where.key;
+  while (!p.empty() && p.back() == '/') p.pop_back();
+  std::string name = basename_of(p);
+  return name.empty() || name == "." || name == ".." ? where.bucket : name;
+}
+
+bool stops_tree(ErrorKind kind) {
+  return kind == ErrorKind::interrupted || kind == ErrorKind::auth || kind == ErrorKind::io ||
+         kind == ErrorKind::internal;
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+Status make_dir(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec || !fs::is_directory(path, ec))
+    return make_error(ErrorKind::cannot_create, "cannot create directory " + path +
+                                                    (ec ? ": " + ec.message() : ": a file is in the way"));
+  return {};
+}
+
+// One entry of the listing: a folder marker becomes a directory, an object a file.
+Status get_entry(Client& client, const Location& where, const std::string& dir, const ObjectEntry& e,
+                 url::GetOptions o, FileReport& report) {
+  report.name = e.key.substr(std::min(where.key.size(), e.key.size()));
+  report.size = e.size;
+  auto rel = tree_path(where.key, e.key);
+  if (!rel) return rel.error();
+  report.name = *rel;
+  std::string path = rel->empty() ? dir : dir + "/" + *rel;
+  if (e.key.back() == '/') {
+    client.events().debug("s3: directory " + path + " for the folder marker " + e.key);
+    SESSCP_TRY(make_dir(path));
+    report.state = FileReport::State::complete;
+    return {};
+  }
+  SESSCP_TRY(make_dir(dirname_of(path)));
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return make_error(ErrorKind::cannot_create, "cannot write " + path + ": something other than a file is there");
+  o.output = path;
+  o.name = *rel;
+  return get_object(client.config(), {where.bucket, e.key}, o, client.events(), report);
+}
+
+} // namespace
+
+Result<TreeOutcome> get_tree(Client& client, const Location& where, const std::string& dir,
+                             const url::GetOptions& options, const TreeFileDone& done, int page_size) {
+  auto list = list_objects(client, where, page_size);
+  if (!list) return list.error();
+  if (list->empty())
+    return make_error(ErrorKind::refused, "no objects under s3://" + where.bucket + "/" + where.key);
+  SESSCP_TRY(make_dir(dir));
+  TreeOutcome out;
+  out.objects = list->size();
+  for (const auto& e : *list) {
+    if (options.stop && options.stop->load()) {
+      out.first = out.first ? out.first : make_error(ErrorKind::interrupted, "interrupted");
+      break;
+    }
+    FileReport report;
+    auto st = get_entry(client, where, dir, e, options, report);
+    if (e.key.back() != '/' || !st) done(report, st);
+    if (st) {
+      ++out.done;
+      continue;
+    }
+    ++out.failed;
+    if (!out.first) out.first = st.error();
+    if (stops_tree(st.error().kind)) break;
+  }
+  return out;
 }
 
 } // namespace sesscp::s3

@@ -1,4 +1,5 @@
 #include "s3/config.h"
+#include "s3/get.h"
 #include "s3/upload.h"
 #include "s3/upload_journal.h"
 #include "s3/xml.h"
@@ -75,6 +76,25 @@ TEST_SUITE("s3") {
     ::unsetenv("AWS_SHARED_CREDENTIALS_FILE");
     ::unsetenv("AWS_CONFIG_FILE");
     std::filesystem::remove_all(dir);
+  }
+
+  TEST_CASE("prefix downloads: where each key lands, and the keys refused") {
+    CHECK(tree_path("p/", "p/a/b c.txt").value() == "a/b c.txt");
+    CHECK(tree_path("p/", "p/dir/").value() == "dir");  // a folder marker
+    CHECK(tree_path("p/", "p/").value().empty());       // the prefix's own marker
+    CHECK(tree_path("", "top").value() == "top");
+    for (const char* bad : {"p/../evil", "p/a/../../evil", "p/./a", "p/a//b", "p//a", "p/a\x01" "b",
+                            "p/a.sesscp.part", "q/other"}) {
+      auto r = tree_path("p/", bad);
+      REQUIRE_FALSE(r);
+      CHECK(r.error().kind == ErrorKind::refused);
+    }
+    CHECK_FALSE(tree_path("", "/abs"));
+    CHECK_FALSE(tree_path("p/", std::string("p/a\0b", 5)));
+    CHECK(default_tree_dir({"bkt", "a/b/"}) == "b");
+    CHECK(default_tree_dir({"bkt", "a/"}) == "a");
+    CHECK(default_tree_dir({"bkt", ""}) == "bkt");
+    CHECK(default_tree_dir({"bkt", "../"}) == "bkt");
   }
 
   TEST_CASE("part sizes fit 10000 parts in whole chunks") {

@@ -326,7 +326,7 @@ Status Download::attempt() {
   m_restart = false;
   m_ranges_ignored = false;
   m_abort_all = false;
-  m_identity.name = basename_of(m_out);
+  m_identity.name = m_opt.name.empty() ? basename_of(m_out) : m_opt.name;
   auto remote = probe();
   if (!remote) return remote.error();
   m_report.size = remote->size;
@@ -391,7 +391,7 @@ Result<std::string> normalise_hex(const std::string& hex, std::size_t bits, cons
 Status get_url(const GetOptions& o, Events& events, FileReport& report) {
   auto out = output_path(o);
   if (!out) return out.error();
-  report.name = basename_of(*out);
+  report.name = o.name.empty() ? basename_of(*out) : o.name;
   Download download(o, events, report, *out);
   SESSCP_TRY(download.lock());
   int restarts = 0;

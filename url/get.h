@@ -17,6 +17,7 @@ namespace sesscp::url {
 struct GetOptions {
   std::string url;
   std::string output;                 // file or directory; "" = the URL's file name here
+  std::string name;                   // the file's name in events and its report; "" = the output's base name
   UrlOptions url_options;
   std::uint32_t chunk_size = 1u << 20;
   int connections = 1;                // concurrent ranged requests
