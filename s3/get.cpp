@@ -104,6 +104,26 @@ Status make_dir(const std::string& path) {
   return {};
 }
 
+// Create DIR/REL's directories one component at a time; a component that is
+// a symbolic link (planted locally: S3 has none) is refused, not followed,
+// as the TCP receiver's make_dirs refuses it.
+Status make_dirs_beneath(const std::string& dir, const std::string& rel) {
+  std::string path = dir;
+  std::size_t start = 0;
+  while (start < rel.size()) {
+    auto slash = rel.find('/', start);
+    path += "/" + rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    start = slash == std::string::npos ? rel.size() : slash + 1;
+    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+      return errno_error(ErrorKind::cannot_create, "cannot create directory " + path, errno);
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return make_error(ErrorKind::cannot_create, "cannot create directory " + path +
+                                                      ": something other than a directory (a symlink?) is there");
+  }
+  return {};
+}
+
 // One entry of the listing: a folder marker becomes a directory, an object a file.
 Status get_entry(Client& client, const Location& where, const std::string& dir, const ObjectEntry& e,
                  url::GetOptions o, FileReport& report) {
@@ -115,11 +135,12 @@ Status get_entry(Client& client, const Location& where, const std::string& dir, 
   std::string path = rel->empty() ? dir : dir + "/" + *rel;
   if (e.key.back() == '/') {
     client.events().debug("s3: directory " + path + " for the folder marker " + e.key);
-    SESSCP_TRY(make_dir(path));
+    SESSCP_TRY(make_dirs_beneath(dir, *rel));
     report.state = FileReport::State::complete;
     return {};
   }
-  SESSCP_TRY(make_dir(dirname_of(path)));
+  auto slash = rel->rfind('/');
+  SESSCP_TRY(make_dirs_beneath(dir, slash == std::string::npos ? std::string() : rel->substr(0, slash)));
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
     return make_error(ErrorKind::cannot_create, "cannot write " + path + ": something other than a file is there");

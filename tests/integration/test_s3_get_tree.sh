@@ -3,7 +3,7 @@
 # Gateway, with awscli as the independent uploader: a tree (0 B, 1 B, 20 MiB
 # over several ranges, 3 levels deep, spaces, a folder marker) arrives
 # byte-identical over a paginated listing; keys with ".." are refused and
-# nothing lands outside DEST; a get killed with -9 midway is re-run and
+# nothing lands outside DEST; a symlink planted in DEST is refused; a get killed with -9 midway is re-run and
 # fetches only what was missing; Ctrl-C exits 75; an empty prefix exits 69.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -66,6 +66,18 @@ grep -q "refused key 'bad/a/../../evil2'" "$T/t4.log" || fail_with_logs "no refu
   fail "unexpected entries: $(find "$T/jail" -mindepth 1 | tr '\n' ' ')"
 [[ -z $(find "$T" -name 'evil*' -print -quit) ]] || fail "an evil key was written: $(find "$T" -name 'evil*')"
 ok "exit 69, both refused by name, fine.txt fetched, nothing else written"
+
+check "a symlink planted in DEST is refused, not followed"
+mkdir -p "$T/linked" "$T/outside"
+ln -s "$T/outside" "$T/linked/d1"
+rc=0
+"$BIN" get s3://trees/photos/2024/ -o "$T/linked" 2>"$T/t5.log" || rc=$?
+((rc == 73)) || fail_with_logs "exit $rc with d1 a symlink, expected 73" "$T/t5.log"
+grep -q "cannot create directory $T/linked/d1: something other than a directory" "$T/t5.log" ||
+  fail_with_logs "no refusal naming d1" "$T/t5.log"
+[[ -z $(find "$T/outside" -mindepth 1 -print -quit) ]] || fail "written through the link: $(find "$T/outside" -mindepth 1)"
+[[ -f $T/linked/big.bin && -f "$T/linked/with space/a b.txt" ]] || fail "the objects outside d1/ did not arrive"
+ok "exit 73, d1/ refused by name, nothing under the link's target, the other objects arrived"
 
 check "kill -9 midway, the re-run fetches only what was missing"
 # part1 complete and part2 journaled in part at the kill, part3 untouched;
