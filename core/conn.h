@@ -46,17 +46,6 @@ private:
   std::size_t m_cap = 0;
 };
 
-// A pipe that carries a chunk from the socket to a file without a copy
-// into user space (Conn::read_to_file): made as large as the kernel allows
-// an unprivileged process, up to one chunk, so a chunk takes few calls.
-struct SplicePipe {
-  Fd r, w;
-  std::size_t capacity = 0;
-  // The pipe, or none if the kernel refuses one (the caller then reads).
-  static SplicePipe open(std::size_t want);
-  explicit operator bool() const { return r && w; }
-};
-
 class Conn {
 public:
   // Take ownership of a connected socket. `stop` (may be null) is polled
@@ -108,12 +97,6 @@ public:
   Result<frame::Header> read_header(std::uint32_t max_data_payload);
   // Read exactly out.size() bytes of payload.
   Status read_exact(std::span<std::uint8_t> out);
-  // Plaintext only: move exactly `len` payload bytes into `file_fd` at
-  // `offset`, buffered bytes with pwrite, the rest spliced from the socket
-  // through `pipe` (no copy of the socket's pages into user space; the pipe
-  // to the file is the one copy). A file error is ErrorKind::io with
-  // `what`; a socket error is what read_exact would return.
-  Status read_to_file(int file_fd, std::uint64_t offset, std::size_t len, SplicePipe& pipe, const std::string& what);
   // Read a control frame's payload (<= k_max_control_payload) into an
   // internal buffer valid until the next read.
   Result<std::span<const std::uint8_t>> read_control_payload(const frame::Header& header);

@@ -27,13 +27,10 @@
 //  the Syncer (poke).
 #include "core/recv/incoming_file.h"
 
-#include "base/mapped.h"
 #include "core/conn.h"
 #include "core/recv/destination.h"
 
 #include <fcntl.h>
-#include <linux/magic.h>
-#include <sys/vfs.h>
 
 #include <algorithm>
 
@@ -49,16 +46,6 @@ constexpr std::size_t k_max_pending_chunks = checkpoint::k_max_record_hashes;
 // A chunk that arrives corrupt this many times is not a transient fault.
 constexpr int k_max_resends_per_chunk = 3;
 
-// Experiment (docs/PERFORMANCE.md, issue 20, "splice"): plaintext chunks
-// spliced into the part instead of read into a buffer and written from it,
-// on tmpfs (where O_DIRECT is a copy into the page cache anyway) and where
-// there is no O_DIRECT. SESSCP_SPLICE=1 forces it (a disk too), 0 turns it off.
-bool splice_into(int part, bool direct) {
-  if (const char* env = std::getenv("SESSCP_SPLICE"); env && *env) return env[0] == '1';
-  struct statfs fs{};
-  return !direct || (fstatfs(part, &fs) == 0 && fs.f_type == TMPFS_MAGIC);
-}
-
 } // namespace
 
 void IncomingFile::start_pipeline() {
@@ -72,7 +59,6 @@ void IncomingFile::start_pipeline() {
                                         record_chunk(index, hash);
                                       },
                                       [this](Error error) { m_syncer->fail(std::move(error)); }});
-  if (!m_conn.ssl() && splice_into(m_part.get(), m_direct.valid())) m_pipe = SplicePipe::open(m_chunk_size);
 }
 
 // Receive.
@@ -107,7 +93,6 @@ Status IncomingFile::on_data(const frame::Header& header) {
   if (!claim) return claim.error();
   const auto index = claim->prefix.chunk;
   const auto len = claim->len;
-  if (m_pipe && m_writer && index >= m_first) return on_spliced_data(*claim); // not a repair
   // A journaled file's chunk goes into one of its writer's buffers, a small
   // file's into one of the small-file writer's, no longer than the file
   // (a zero-filled megabyte per small file was measured to cost page faults).
@@ -124,7 +109,18 @@ Status IncomingFile::on_data(const frame::Header& header) {
   if (!read) return read.error();
   std::unique_lock lock(m_mx);
   m_report.bytes += len;
-  if (!good) return corrupt_chunk(index, lock);
+  if (!good) {
+    // A file of one chunk may already be followed by the next file's frames
+    // (docs/PROTOCOL.md, pipelining), so its chunk cannot be asked for again.
+    if (m_small)
+      return make_error(ErrorKind::integrity, m_offer.name + ": its only chunk arrived corrupt; re-run to send it again");
+    // Never journal a chunk whose bytes do not match the sender's hash.
+    SESSCP_TRY(chunk_failed(index));
+    lock.unlock();
+    m_events.debug(m_report.name + ": chunk " + std::to_string(index) + " failed its hash; asking again");
+    if (index < m_first) return send_repairs(); // a repair: REPAIR again, not RESEND
+    return m_conn.send(frame::encode(frame::Resend{index}));
+  }
   if (index < m_first) {
     if (auto wrong = check_repair(index, claim->prefix.hash); !wrong) {
       m_inflight.erase(index);
@@ -146,24 +142,6 @@ Status IncomingFile::on_data(const frame::Header& header) {
   record_chunk(index, claim->prefix.hash);
   lock.unlock();
   m_write_ticket = m_small_writer.submit(*this, std::move(small), len);
-  return {};
-}
-
-Status IncomingFile::on_spliced_data(const Claim& claim) {
-  const auto index = claim.prefix.chunk;
-  const auto offset = index * m_chunk_size;
-  SESSCP_TRY(m_conn.read_to_file(m_part.get(), offset, claim.len, m_pipe, "write " + m_part_name));
-  // Verify, from the pages just written (mapped: no copy). The bytes are in
-  // the part now but nowhere recorded: a chunk that fails is written again
-  // by its RESEND, and a crash before that leaves them outside the journal,
-  // which is all a resume trusts (docs/JOURNAL.md).
-  auto hash = xxh3_128_of_range(m_part.get(), offset, claim.len, "read back " + m_part_name);
-  if (!hash) return hash.error();
-  sync_file_range(m_part.get(), static_cast<off_t>(offset), static_cast<off_t>(claim.len), SYNC_FILE_RANGE_WRITE);
-  std::unique_lock lock(m_mx);
-  m_report.bytes += claim.len;
-  if (*hash != claim.prefix.hash) return corrupt_chunk(index, lock);
-  record_chunk(index, *hash);
   return {};
 }
 
@@ -198,19 +176,6 @@ Result<std::optional<std::uint64_t>> IncomingFile::on_stream_data(Conn& conn, co
 }
 
 // Verify.
-
-Status IncomingFile::corrupt_chunk(std::uint64_t index, std::unique_lock<std::mutex>& lock) {
-  // A file of one chunk may already be followed by the next file's frames
-  // (docs/PROTOCOL.md, pipelining), so its chunk cannot be asked for again.
-  if (m_small)
-    return make_error(ErrorKind::integrity, m_offer.name + ": its only chunk arrived corrupt; re-run to send it again");
-  // Never journal a chunk whose bytes do not match the sender's hash.
-  SESSCP_TRY(chunk_failed(index));
-  lock.unlock();
-  m_events.debug(m_report.name + ": chunk " + std::to_string(index) + " failed its hash; asking again");
-  if (index < m_first) return send_repairs(); // a repair: REPAIR again, not RESEND
-  return m_conn.send(frame::encode(frame::Resend{index}));
-}
 
 Status IncomingFile::chunk_failed(std::uint64_t index) {
   m_inflight.erase(index);

@@ -8,7 +8,6 @@
 #include "base/result.h"
 #include "checkpoint/journal.h"
 #include "checkpoint/verify.h"
-#include "core/conn.h"
 #include "core/events.h"
 #include "core/frame.h"
 #include "core/recv/chunk_writer.h"
@@ -160,12 +159,6 @@ private:
   Result<std::uint64_t> claim_chunk(std::uint64_t index, std::uint32_t length);
   // Under m_mx: a claimed chunk failed its hash (or could not be read).
   Status chunk_failed(std::uint64_t index);
-  // A chunk that failed its hash (m_mx held by `lock`, which this releases):
-  // never journaled; asked for again (RESEND or REPAIR), or the end of a small file.
-  Status corrupt_chunk(std::uint64_t index, std::unique_lock<std::mutex>& lock);
-  // A claimed plaintext chunk spliced from the socket into the part, then
-  // hashed from the part's pages before it is recorded (m_pipe).
-  Status on_spliced_data(const Claim& claim);
   // Under m_mx: a repaired chunk's DATA matches what it must hold.
   Status check_repair(std::uint64_t index, const Hash128& hash);
   // Write a verified chunk of a journaled file: O_DIRECT when it can, else
@@ -260,9 +253,6 @@ private:
   bool m_had_final = false;            // NAME existed when the file was offered
   bool m_lease_created = false;        // open() created the lease file (so it was empty)
   Fd m_direct;                         // the part with O_DIRECT, if allowed
-  // Plaintext on tmpfs (or without O_DIRECT): chunks go socket -> pipe -> part
-  // (on_spliced_data); otherwise none, and chunks go through the writer's buffers.
-  SplicePipe m_pipe;
   std::atomic<bool> m_direct_ok{true}; // false after the file system refused a direct write
   // Its thread records chunks into the members above, so it stops first ...
   std::optional<ChunkWriter> m_writer;
