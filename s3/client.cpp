@@ -131,7 +131,8 @@ Result<Response> Client::send(const Request& request) {
     Exchange x;
     x.request = request;
     SESSCP_TRY(prepare(x));
-    m_events.debug("s3: " + request.method + " " + request.what);
+    bool named = request.what.compare(0, request.method.size() + 1, request.method + " ") == 0;
+    m_events.debug("s3: " + (named ? request.what : request.method + " " + request.what));
     auto done = finish(x, curl_easy_perform(x.easy.get()));
     bool again = done ? retryable(x.response) : (done.error().kind == ErrorKind::disconnected ||
                                                  done.error().kind == ErrorKind::timeout);

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Many small objects: a tree of FILES files of SIZE_KiB each (default 500 x
+# 64 KiB) uploaded to and downloaded from a local Ceph RADOS Gateway
+# (scripts/s3-local.sh) by sesscp and by `aws s3 cp --recursive`, tools
+# alternating within each round; prints per-round times, the per-round ratio
+# aws / sesscp and its median (min-max) as Markdown. Every tree is checked by
+# sorted SHA-256 lists. Timings never fail it.
+#
+#   bench/s3_tree.sh [FILES=500] [SIZE_KiB=64] [ROUNDS=3]
+#
+# Needs SESSCP_S3_DEPS (scripts/deps.sh). Env: SESSCP_BIN, S3_CONNECTIONS (8).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+files=${1:-500}
+size_kib=${2:-64}
+rounds=${3:-3}
+conns=${S3_CONNECTIONS:-8}
+bin=${SESSCP_BIN:-$root/build/sesscp}
+# shellcheck source=../tests/integration/lib.sh
+. "$root/tests/integration/lib.sh"
+# shellcheck source=../tests/integration/s3_lib.sh
+. "$root/tests/integration/s3_lib.sh"
+TEST_NAME=bench-s3-tree
+itest_init "$bin" >/dev/null
+export SESSCP_S3_OSD_GIB=${SESSCP_S3_OSD_GIB:-40}
+start_rgw >&2
+make_bucket bench
+src=$T/src
+for ((i = 0; i < files; i++)); do
+  d=$src/d$((i % 10))
+  mkdir -p "$d"
+  head -c $((size_kib * 1024)) /dev/urandom >"$d/f$i.bin"
+done
+sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum); }
+want=$(sums "$src" | sha256sum | cut -d' ' -f1)
+
+cmd_up() {
+  case $1 in
+    sesscp) echo "$BIN" send "$src/" "s3://bench/$2/" --connections "$conns" -q ;;
+    aws) echo /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL" s3 cp --only-show-errors --recursive "$src" "s3://bench/$2/" ;;
+  esac
+}
+cmd_down() {
+  case $1 in
+    sesscp) echo "$BIN" get "s3://bench/$2/" -o "$3" --connections "$conns" -q ;;
+    aws) echo /usr/bin/aws --endpoint-url "$AWS_ENDPOINT_URL" s3 cp --only-show-errors --recursive "s3://bench/$2/" "$3" ;;
+  esac
+}
+timed_run() {
+  local t0
+  t0=$(now_ms)
+  "$@" >/dev/null 2>"$T/last.err" || { show_log "$T/last.err"; fail "failed: $*"; }
+  fmt_ms $(($(now_ms) - t0))
+}
+
+# Untimed warm-up: RGW's first write to a bucket takes about 2 s (it makes
+# the bucket's index and data pools), which the first tool would pay.
+head -c 1024 /dev/urandom >"$T/warm.bin"
+awsc s3 cp --only-show-errors "$T/warm.bin" s3://bench/warm.bin
+tools=(sesscp aws)
+declare -A up down
+for ((r = 1; r <= rounds; r++)); do
+  order=("${tools[@]:$(((r - 1) % 2))}" "${tools[@]:0:$(((r - 1) % 2))}")
+  for tool in "${order[@]}"; do
+    # shellcheck disable=SC2046
+    up[$tool,$r]=$(timed_run $(cmd_up "$tool" "$tool-$r"))
+    rm -rf "$T/down"
+    # shellcheck disable=SC2046
+    down[$tool,$r]=$(timed_run $(cmd_down "$tool" "$tool-$r" "$T/down"))
+    [[ $(sums "$T/down" | sha256sum | cut -d' ' -f1) == "$want" ]] || fail "$tool's tree differs"
+    awsc s3 rm --only-show-errors --recursive "s3://bench/$tool-$r/"
+    log "round $r $tool: up ${up[$tool,$r]} s, down ${down[$tool,$r]} s" >&2
+  done
+done
+
+stats() {
+  local -n a=$1
+  for ((r = 1; r <= rounds; r++)); do echo "${a[$tool,$r]}"; done | sort -g |
+    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+}
+ratio() {
+  local -n a=$1
+  for ((r = 1; r <= rounds; r++)); do awk -v o="${a[aws,$r]}" -v s="${a[sesscp,$r]}" 'BEGIN {printf "%.2f\n", o / s}'; done | sort -g |
+    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+}
+echo
+echo "S3 tree to a local Ceph RGW ($(ceph --version | awk '{print $3}')): $files files x $size_kib KiB, $rounds rounds, sesscp --connections $conns"
+echo
+echo "| tool | upload s, median (min-max) | download s, median (min-max) |"
+echo "|---|---|---|"
+for tool in "${tools[@]}"; do echo "| $tool | $(stats up) | $(stats down) |"; done
+echo
+echo "aws / sesscp per round, median (min-max): upload $(ratio up), download $(ratio down)"
