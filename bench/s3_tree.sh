@@ -8,13 +8,17 @@
 #
 #   bench/s3_tree.sh [FILES=500] [SIZE_KiB=64] [ROUNDS=3]
 #
-# Needs SESSCP_S3_DEPS (scripts/deps.sh). Env: SESSCP_BIN, S3_CONNECTIONS (8).
+# LATENCY_MS=N puts tests/tools' faultproxy with --latency-ms N (one way:
+# RTT 2N) between both tools and the gateway, as a distant gateway would be.
+# Needs SESSCP_S3_DEPS (scripts/deps.sh) and a build (the proxy). Env:
+# SESSCP_BIN, S3_CONNECTIONS (10, aws-cli's default max_concurrent_requests).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 files=${1:-500}
 size_kib=${2:-64}
 rounds=${3:-3}
-conns=${S3_CONNECTIONS:-8}
+conns=${S3_CONNECTIONS:-10}
+latency=${LATENCY_MS:-0}
 bin=${SESSCP_BIN:-$root/build/sesscp}
 # shellcheck source=../tests/integration/lib.sh
 . "$root/tests/integration/lib.sh"
@@ -53,6 +57,15 @@ timed_run() {
   fmt_ms $(($(now_ms) - t0))
 }
 
+if [[ $latency != 0 ]]; then
+  proxy=$(dirname "$bin")/tests/faultproxy
+  [[ -x $proxy ]] || fail "no faultproxy beside $bin (build the tests)"
+  "$proxy" --listen 127.0.0.1:0 --target "127.0.0.1:${AWS_ENDPOINT_URL##*:}" --port-file "$T/proxy.port" \
+    --latency-ms "$latency" 2>"$T/proxy.log" &
+  register $!
+  for ((i = 0; i < 100; i++)); do [[ -s $T/proxy.port ]] && break; sleep 0.05; done
+  export AWS_ENDPOINT_URL=http://127.0.0.1:$(<"$T/proxy.port")
+fi
 # Untimed warm-up: RGW's first write to a bucket takes about 2 s (it makes
 # the bucket's index and data pools), which the first tool would pay.
 head -c 1024 /dev/urandom >"$T/warm.bin"
@@ -84,7 +97,7 @@ ratio() {
     awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
 }
 echo
-echo "S3 tree to a local Ceph RGW ($(ceph --version | awk '{print $3}')): $files files x $size_kib KiB, $rounds rounds, sesscp --connections $conns"
+echo "S3 tree to a local Ceph RGW ($(ceph --version | awk '{print $3}')): $files files x $size_kib KiB, $rounds rounds, sesscp --connections $conns, added one-way latency ${latency} ms"
 echo
 echo "| tool | upload s, median (min-max) | download s, median (min-max) |"
 echo "|---|---|---|"

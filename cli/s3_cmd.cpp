@@ -4,6 +4,7 @@
 #include "cli/output.h"
 #include "s3/get.h"
 #include "s3/manage.h"
+#include "s3/tree.h"
 #include "s3/upload.h"
 #include "s3/upload_journal.h"
 
@@ -84,15 +85,9 @@ int send_all(const S3Args& a, s3::Client& client, Output& out, const std::atomic
     if (!size) return fail(out, size.error());
     o.part_size = *size;
   }
-  for (const auto& entry : *plan) {
-    o.source = entry.path;
-    o.dest = {dest->bucket, entry.key};
-    FileReport report;
-    report.name = entry.path;
-    auto st = s3::upload_file(client, o, report);
-    out.file_report(true, report);
-    if (!st) return fail(out, st.error());
-  }
+  o.dest = *dest;
+  auto st = s3::upload_tree(client, *plan, o, [&](const FileReport& report, const Status&) { out.file_report(true, report); });
+  if (!st) return fail(out, st.error());
   return exit_code::k_ok;
 }
 
@@ -207,7 +202,7 @@ void add_command_options(CLI::App& app, const std::string& cmd, S3Args& a) {
       ->required()
       ->expected(1, cmd == "send" ? -1 : 1);
   if (cmd == "send" || cmd == "get")
-    app.add_option("--connections", a.connections, "Concurrent requests (parts or ranges; default 4)")->check(CLI::Range(1, 256));
+    app.add_option("--connections", a.connections, "Concurrent requests: parts, ranges, or a tree's small objects (default 4)")->check(CLI::Range(1, 256));
   if (cmd == "send") app.add_option("--part-size", a.part_size, "Part size, a multiple of 1 MiB from 5M (default 8M or what fits 10000 parts)");
   if (cmd == "get") {
     app.add_option("-o,--output", a.output, "File to write, or a directory; for s3://B/PREFIX/ the directory to "

@@ -2,10 +2,14 @@
 
 #include "base/file_io.h"
 #include "core/frame.h"
+#include "s3/tree.h"
+#include "s3/upload.h"
 #include "s3/xml.h"
 
+#include <atomic>
 #include <charconv>
 #include <filesystem>
+#include <mutex>
 #include <sys/stat.h>
 
 namespace sesscp::s3 {
@@ -160,22 +164,38 @@ Result<TreeOutcome> get_tree(Client& client, const Location& where, const std::s
   SESSCP_TRY(make_dir(dir));
   TreeOutcome out;
   out.objects = list->size();
-  for (const auto& e : *list) {
+  std::mutex mutex;
+  // False once nothing more should start.
+  auto one = [&](const ObjectEntry& e) {
     if (options.stop && options.stop->load()) {
-      out.first = out.first ? out.first : make_error(ErrorKind::interrupted, "interrupted");
-      break;
+      std::lock_guard lock(mutex);
+      if (!out.first) out.first = make_error(ErrorKind::interrupted, "interrupted");
+      return false;
     }
     FileReport report;
     auto st = get_entry(client, where, dir, e, options, report);
     if (e.key.back() != '/' || !st) done(report, st);
+    std::lock_guard lock(mutex);
     if (st) {
       ++out.done;
-      continue;
+      return true;
     }
     ++out.failed;
     if (!out.first) out.first = st.error();
-    if (stops_tree(st.error().kind)) break;
-  }
+    return !stops_tree(st.error().kind);
+  };
+  // Small objects (one GET each) several at a time, then large ones one
+  // after another with their ranges over --connections (s3/tree.h).
+  std::vector<const ObjectEntry*> small, large;
+  for (const auto& e : *list) (e.size < k_default_part ? small : large).push_back(&e);
+  std::atomic<bool> go_on{true};
+  run_parallel(small.size(), options.connections, [&](std::size_t i) {
+    if (one(*small[i])) return true;
+    go_on = false;
+    return false;
+  });
+  for (const auto* e : large)
+    if (!go_on || !one(*e)) break;
   return out;
 }
 

@@ -1,12 +1,17 @@
 #include "s3/config.h"
 #include "s3/get.h"
+#include "s3/tree.h"
 #include "s3/upload.h"
 #include "s3/upload_journal.h"
 #include "s3/xml.h"
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 #include <filesystem>
 #include <fstream>
 #include <unistd.h>
@@ -95,6 +100,34 @@ TEST_SUITE("s3") {
     CHECK(default_tree_dir({"bkt", "a/"}) == "a");
     CHECK(default_tree_dir({"bkt", ""}) == "bkt");
     CHECK(default_tree_dir({"bkt", "../"}) == "bkt");
+  }
+
+  TEST_CASE("run_parallel: every job once, at most `width` at a time; one thread stops at the first false") {
+    std::vector<std::atomic<int>> runs(200);
+    std::atomic<int> now{0}, peak{0};
+    run_parallel(runs.size(), 4, [&](std::size_t i) {
+      int in = ++now;
+      for (int p = peak.load(); in > p && !peak.compare_exchange_weak(p, in);) {}
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      ++runs[i];
+      --now;
+      return true;
+    });
+    int once = 0;
+    for (auto& r : runs) once += r.load() == 1;
+    CHECK(once == 200);
+    CHECK(peak.load() <= 4);
+    CHECK(peak.load() >= 2); // 200 sleeping jobs on 4 threads overlap
+    // One thread: the jobs run in order, and none after the first false.
+    std::vector<std::size_t> seen;
+    run_parallel(10, 1, [&](std::size_t i) {
+      seen.push_back(i);
+      return i != 3;
+    });
+    CHECK(seen == std::vector<std::size_t>{0, 1, 2, 3});
+    std::atomic<int> none{0};
+    run_parallel(0, 4, [&](std::size_t) { return ++none, true; });
+    CHECK(none.load() == 0);
   }
 
   TEST_CASE("part sizes fit 10000 parts in whole chunks") {
