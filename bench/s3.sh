@@ -26,6 +26,8 @@ bin=${SESSCP_BIN:-$root/build/sesscp}
 . "$root/tests/integration/lib.sh"
 # shellcheck source=../tests/integration/s3_lib.sh
 . "$root/tests/integration/s3_lib.sh"
+# shellcheck source=lib/med_range.sh
+. "$root/bench/lib/med_range.sh"
 TEST_NAME=bench-s3
 itest_init "$bin" >/dev/null
 # Objects are removed after use, but the OSD still needs room for a round
@@ -134,8 +136,7 @@ done
 # stats NAME: "median (min-max)" of the rounds of array NAME for $tool.
 stats() {
   local -n a=$1
-  for ((r = 1; r <= rounds; r++)); do echo "${a[$tool,$r]}"; done | sort -g |
-    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+  for ((r = 1; r <= rounds; r++)); do echo "${a[$tool,$r]}"; done | med_range
 }
 # ratios NAME: per-round other/sesscp time ratios for $tool.
 ratios() {
@@ -144,8 +145,7 @@ ratios() {
 }
 # mratio NAME: median (min-max) of the per-round ratios tool / sesscp.
 mratio() {
-  ratios "$1" | tr ' ' '\n' | grep . | sort -g |
-    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+  ratios "$1" | tr ' ' '\n' | med_range
 }
 mb=$size_mib
 echo

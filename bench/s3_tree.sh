@@ -24,6 +24,8 @@ bin=${SESSCP_BIN:-$root/build/sesscp}
 . "$root/tests/integration/lib.sh"
 # shellcheck source=../tests/integration/s3_lib.sh
 . "$root/tests/integration/s3_lib.sh"
+# shellcheck source=lib/med_range.sh
+. "$root/bench/lib/med_range.sh"
 TEST_NAME=bench-s3-tree
 itest_init "$bin" >/dev/null
 export SESSCP_S3_OSD_GIB=${SESSCP_S3_OSD_GIB:-40}
@@ -88,13 +90,11 @@ done
 
 stats() {
   local -n a=$1
-  for ((r = 1; r <= rounds; r++)); do echo "${a[$tool,$r]}"; done | sort -g |
-    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+  for ((r = 1; r <= rounds; r++)); do echo "${a[$tool,$r]}"; done | med_range
 }
 ratio() {
   local -n a=$1
-  for ((r = 1; r <= rounds; r++)); do awk -v o="${a[aws,$r]}" -v s="${a[sesscp,$r]}" 'BEGIN {printf "%.2f\n", o / s}'; done | sort -g |
-    awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, v[1], v[NR]}'
+  for ((r = 1; r <= rounds; r++)); do awk -v o="${a[aws,$r]}" -v s="${a[sesscp,$r]}" 'BEGIN {printf "%.2f\n", o / s}'; done | med_range
 }
 echo
 echo "S3 tree to a local Ceph RGW ($(ceph --version | awk '{print $3}')): $files files x $size_kib KiB, $rounds rounds, sesscp --connections $conns, added one-way latency ${latency} ms"

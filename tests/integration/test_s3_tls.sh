@@ -28,21 +28,8 @@ start_tls_proxy() {
   mkdir -p "$dir/tmp"
   for ((try = 0; try < 5; try++)); do
     port=$(free_port)
-    cat >"$dir/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 256; }
-http {
+    { nginx_conf_head "$dir"; cat <<CONF
   access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
   server {
     listen 127.0.0.1:$port ssl;
     ssl_certificate $T/tls/cert.pem;
@@ -59,6 +46,7 @@ http {
   }
 }
 CONF
+    } >"$dir/nginx.conf"
     nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" &
     pid=$!
     register "$pid"

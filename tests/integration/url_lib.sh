@@ -37,6 +37,27 @@ make_cert() {
     skip "openssl could not make a self-signed certificate"
 }
 
+# nginx_conf_head DIR: the start of an nginx.conf for a test's own nginx:
+# one process in the foreground, its pid, log and temp files under DIR, up
+# to and including the opening of the http block.
+nginx_conf_head() {
+  cat <<CONF
+user root;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $1/nginx.pid;
+error_log $1/error.log;
+events { worker_connections 512; }
+http {
+  client_body_temp_path $1/tmp/body;
+  proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi;
+  uwsgi_temp_path $1/tmp/uwsgi;
+  scgi_temp_path $1/tmp/scgi;
+CONF
+}
+
 # start_nginx RATE: nginx serving $WWW on NGINX_PORT (HTTP) and NGINX_TLS_PORT
 # (HTTPS, certificate $T/tls/cert.pem). Locations:
 #   /f/NAME       plain static files (ranges honoured)
@@ -59,23 +80,10 @@ start_nginx() {
   for ((try = 0; try < 5; try++)); do
     NGINX_PORT=$(free_port)
     NGINX_TLS_PORT=$(free_port)
-    cat >"$dir/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 512; }
-http {
+    { nginx_conf_head "$dir"; cat <<CONF
   default_type application/octet-stream;
   log_format ranges '\$request_method \$uri range="\$http_range" status=\$status body=\$body_bytes_sent';
   access_log $NGINX_LOG ranges;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
   sendfile on;
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -90,6 +98,7 @@ http {
   }
 }
 CONF
+    } >"$dir/nginx.conf"
     nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/stderr.log" &
     NGINX_PID=$!
     register "$NGINX_PID"
