@@ -23,6 +23,7 @@ Status get_object(const Config& config, const Location& what, url::GetOptions op
 struct ObjectEntry {
   std::string key;
   std::uint64_t size = 0;
+  std::string etag; // unquoted
 };
 
 // Every object whose key starts with `where.key`, in key order, over every

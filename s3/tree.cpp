@@ -1,8 +1,11 @@
 #include "s3/tree.h"
 
+#include "s3/get.h"
+
 #include <sys/stat.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -40,18 +43,36 @@ bool one_put(const std::string& path, const UploadOptions& o) {
   return part && size <= *part;
 }
 
+// "SIZE ETAG" of every object under the tree's destination prefix, listed
+// once so that its small files need no HEAD each; nullopt (HEAD each) for a
+// single file, or when the listing fails (the PUTs will say why).
+std::optional<std::map<std::string, std::string>> list_destination(Client& client, const UploadOptions& o,
+                                                                   std::size_t small) {
+  if (small < 2) return std::nullopt;
+  auto list = list_objects(client, o.dest);
+  if (!list) {
+    client.events().debug("s3: listing " + o.dest.key + " failed (" + list.error().message + "); HEAD each file");
+    return std::nullopt;
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& e : *list) out[e.key] = std::to_string(e.size) + " " + e.etag;
+  return out;
+}
+
 } // namespace
 
 Status upload_tree(Client& client, const std::vector<TreeEntry>& plan, const UploadOptions& options,
                    const UploadDone& done) {
   std::vector<const TreeEntry*> small, large;
   for (const auto& e : plan) (one_put(e.path, options) ? small : large).push_back(&e);
+  auto listed = list_destination(client, options, small.size());
   std::mutex mutex;
   std::optional<Error> first;
   auto one = [&](const TreeEntry& e) {
     UploadOptions o = options;
     o.source = e.path;
     o.dest = {options.dest.bucket, e.key};
+    if (listed) o.listed = listed->count(e.key) ? listed->at(e.key) : std::string();
     FileReport report;
     report.name = e.path;
     auto st = upload_file(client, o, report);

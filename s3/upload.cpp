@@ -98,6 +98,16 @@ Status Upload::single_put() {
   auto data = read_part(1);
   if (!data) return data.error();
   auto d = digest_part(data->data(), data->size(), m_opt.chunk_size);
+  // A re-run (of a tree cut short, say) skips an object the server holds
+  // with these very bytes: same size, ETag = their MD5, from the tree's
+  // listing or else a HEAD. Any other answer, 404 or an error, means PUT.
+  bool held = m_opt.listed ? *m_opt.listed == std::to_string(m_id.size) + " " + d.md5_hex : bool(verify(d.md5_hex));
+  if (held) {
+    m_report.state = FileReport::State::already_complete;
+    m_report.resumed_at = m_id.size;
+    m_client.events().info(m_report.name + ": already complete (the server holds these bytes)");
+    return {};
+  }
   Request r = object_request("PUT", "PUT " + what());
   r.data = data->data();
   r.size = data->size();

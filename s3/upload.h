@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace sesscp::s3 {
@@ -26,6 +27,10 @@ struct UploadOptions {
   std::uint32_t chunk_size = 1u << 20; // the hashing unit; parts are whole chunks
   int connections = 4;                 // parts in flight
   const std::atomic<bool>* stop = nullptr;
+  // What a listing of the tree's destination said of this key, for an
+  // object of one PUT: nullopt = not listed (ask with HEAD), "" = absent,
+  // else its size and ETag as "SIZE ETAG".
+  std::optional<std::string> listed;
 };
 
 // Return the part size for `size` bytes: `wanted` (checked) or the default.

@@ -47,6 +47,17 @@ done
 (($(pending_uploads big-one) == 0)) || fail "multipart uploads left incomplete"
 ok "4 objects byte-identical (0 B, 1 B, single PUT, 3 parts)"
 
+check "b2) a re-run of the tree sends only the file that changed"
+printf y >"$T/tree/one"
+"$BIN" send "$T/tree/" s3://big-one/tree/ --connections 3 -v 2>"$T/b2.log" || fail_with_logs "tree re-run failed" "$T/b2.log"
+(($(grep -c 'sesscp: send .*: already complete' "$T/b2.log") == 3)) || fail_with_logs "not 3 files already complete" "$T/b2.log"
+(($(grep -c 's3: PUT s3://big-one/tree/one$' "$T/b2.log") == 1)) || fail_with_logs "the changed file was not PUT once" "$T/b2.log"
+(($(grep -c 's3: PUT' "$T/b2.log") == 1)) || fail_with_logs "more than the changed file was PUT" "$T/b2.log"
+grep -q 's3: GET list s3://big-one/tree/ (page 1)' "$T/b2.log" || fail_with_logs "the destination was not listed once" "$T/b2.log"
+! grep -q 'HEAD check of s3://big-one/tree/zero' "$T/b2.log" || fail_with_logs "a listed small file was asked about with HEAD" "$T/b2.log"
+[[ $(remote_sha big-one tree/one) == $(sha256sum "$T/tree/one" | cut -d' ' -f1) ]] || fail "tree/one is not the new content"
+ok "one listing, 3 already complete, 1 PUT (the changed one), new content on the server"
+
 check "c) sesscp get of 1 GiB"
 "$BIN" get s3://big-one/images/big.img -o "$T/back.img" --connections 4 -q || fail "get failed"
 [[ $(sha256sum "$T/back.img" | cut -d' ' -f1) == "$want" ]] || fail "get delivered different bytes"
