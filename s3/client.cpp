@@ -140,8 +140,9 @@ Result<Response> Client::send(const Request& request) {
       if (!done) return done.error();
       return std::move(x.response);
     }
-    m_events.info(request.what + ": " + (done ? "HTTP " + std::to_string(x.response.status) + " " + x.response.code()
-                                              : done.error().message) +
+    // A transfer error's message names the request already.
+    m_events.info((done ? request.what + ": HTTP " + std::to_string(x.response.status) + " " + x.response.code()
+                        : done.error().message) +
                   "; retrying (" + std::to_string(attempt) + "/" + std::to_string(k_attempts - 1) + ")");
     backoff(attempt);
   }

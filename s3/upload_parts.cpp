@@ -125,8 +125,9 @@ Status PartSender::settle(PartSlot& slot, Status done) {
     return {};
   }
   if (transient && slot.attempts < k_part_attempts) {
-    m_u.m_client.events().info(what + ": " + (done ? "HTTP " + std::to_string(resp.status) + " " + resp.code()
-                                                    : done.error().message) + "; retrying");
+    // A transfer error's message names the part already.
+    m_u.m_client.events().info((done ? what + ": HTTP " + std::to_string(resp.status) + " " + resp.code()
+                                     : done.error().message) + "; retrying");
     double delay = std::min(8.0, 0.25 * double(1u << std::min(slot.attempts, 6)));
     m_queue.push_front({slot.number, slot.attempts, slot.digest_retries,
                         Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay))});

@@ -121,6 +121,16 @@ class Client:
         reply = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: "
                  + str(len(SLOWDOWN_BODY)).encode() + b"\r\nConnection: close\r\n\r\n" + SLOWDOWN_BODY)
         self.conn.sendall(reply)
+        # Half-close and read what the client still sends (a body it began
+        # before the answer came): closing now would reset the connection,
+        # and the client would see "broken pipe" instead of the 503.
+        self.conn.shutdown(socket.SHUT_WR)
+        self.conn.settimeout(5)
+        try:
+            while self.conn.recv(1 << 16):
+                pass
+        except OSError:
+            pass
 
     def serve(self):
         while True:

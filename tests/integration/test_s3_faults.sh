@@ -98,7 +98,10 @@ start_fault c --slowdown 3
 via_fault "$T/c.log" send "$T/f.img" s3://faults/c.img --part-size 5M --connections 2
 ((RC == 0)) || fail_with_logs "exit $RC" "$T/c.log"
 (($(wc -l <"$T/c.faults") == 3)) || fail_with_logs "the proxy throttled $(wc -l <"$T/c.faults") PUTs, not 3" "$T/c.faults"
-(($(grep -c 'HTTP 503 SlowDown; retrying' "$T/c.log") == 3)) || fail_with_logs "not three SlowDown retries" "$T/c.log"
+# One retry per throttled PUT; a client that had begun the body may see the
+# connection end before the 503, so not every retry need name SlowDown.
+(($(grep -c '^sesscp: PUT part .*; retrying$' "$T/c.log") == 3)) || fail_with_logs "not three retries" "$T/c.log"
+grep -q 'HTTP 503 SlowDown; retrying' "$T/c.log" || fail_with_logs "no retry names the SlowDown" "$T/c.log"
 [[ $(remote_sha faults c.img) == "$want" ]] || fail "object differs"
 (($(pending_uploads faults) == 0)) || fail "multipart uploads left incomplete"
 ok "three SlowDowns retried, object identical"
