@@ -55,8 +55,7 @@ Result<std::vector<ObjectEntry>> list_objects(Client& client, const Location& wh
     if (!resp) return resp.error();
     if (!resp->ok()) return response_error(*resp, r.what);
     for (auto c : xml_elements(resp->body, "Contents")) {
-      ObjectEntry e{xml_text(c, "Key"), 0, xml_text(c, "ETag")};
-      if (e.etag.size() >= 2 && e.etag.front() == '"' && e.etag.back() == '"') e.etag = e.etag.substr(1, e.etag.size() - 2);
+      ObjectEntry e{xml_text(c, "Key"), 0, unquote(xml_text(c, "ETag"))};
       std::string size = xml_text(c, "Size");
       auto [end, ec] = std::from_chars(size.data(), size.data() + size.size(), e.size);
       if (ec != std::errc() || end != size.data() + size.size() || e.key.empty())

@@ -1,6 +1,7 @@
 // The parts of an upload over `--connections` concurrent requests on one
 // libcurl multi handle, each journaled once the server confirmed it.
 #include "s3/upload_detail.h"
+#include "s3/xml.h"
 
 #include "base/hash.h"
 
@@ -106,8 +107,7 @@ Status PartSender::settle(PartSlot& slot, Status done) {
   bool transient = done ? retryable(resp)
                         : (done.error().kind == ErrorKind::disconnected || done.error().kind == ErrorKind::timeout);
   if (done && resp.ok()) {
-    std::string etag = resp.header("etag");
-    if (etag.size() >= 2 && etag.front() == '"') etag = etag.substr(1, etag.size() - 2);
+    std::string etag = unquote(resp.header("etag"));
     // S3's part ETag is the MD5 of the bytes it stored.
     if (etag != slot.digest.md5_hex)
       return make_error(ErrorKind::integrity, what + ": server's ETag " + etag + " is not the part's MD5 " + slot.digest.md5_hex);

@@ -9,15 +9,6 @@
 
 namespace sesscp::s3::detail {
 
-namespace {
-
-std::string unquote(std::string etag) {
-  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
-  return etag;
-}
-
-} // namespace
-
 Status Upload::resume_or_start() {
   auto old = read_journal(m_journal_path);
   if (!old) return old.error();

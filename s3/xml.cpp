@@ -81,4 +81,9 @@ std::string xml_escape(std::string_view text) {
   return out;
 }
 
+std::string unquote(std::string etag) {
+  if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+  return etag;
+}
+
 } // namespace sesscp::s3

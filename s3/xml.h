@@ -16,6 +16,10 @@ std::vector<std::string_view> xml_elements(std::string_view doc, std::string_vie
 // Return the unescaped text of the first <tag> in `doc`, "" when absent.
 std::string xml_text(std::string_view doc, std::string_view tag);
 
+// An ETag without its surrounding double quotes (S3 quotes them in headers
+// and listings alike).
+std::string unquote(std::string etag);
+
 // Escape &, <, >, " and ' for element text.
 std::string xml_escape(std::string_view text);
 
