@@ -7,7 +7,8 @@
 //  verify       network                   xxh3_128 against the DATA prefix;
 //                                         chunk_failed -> RESEND (REPAIR again);
 //                                         check_repair for a repaired chunk
-//  write        ChunkWriter               write_chunk (O_DIRECT)
+//  write        ChunkWriter               write_chunk (page cache + writeback;
+//                                         O_DIRECT with SESSCP_DIRECT_IO=1)
 //  record       ChunkWriter               record_chunk (m_mx) -> dispatch
 //  make durable Syncer                    a SYNC's chunks all recorded: dispatch
 //                                         -> Syncer: fdatasync, journal append
@@ -49,7 +50,7 @@ constexpr int k_max_resends_per_chunk = 3;
 } // namespace
 
 void IncomingFile::start_pipeline() {
-  m_syncer.emplace(m_part.get(), *m_journal, m_part_name);
+  m_syncer.emplace(m_part.get(), m_chunk_size, *m_journal, m_part_name);
   m_writer.emplace(pipeline_buffers(m_chunk_size), m_chunk_size,
                    ChunkWriter::Hooks{[this](std::span<const std::uint8_t> chunk, std::uint64_t offset) {
                                         return write_chunk(chunk, offset);

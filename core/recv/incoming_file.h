@@ -161,8 +161,9 @@ private:
   Status chunk_failed(std::uint64_t index);
   // Under m_mx: a repaired chunk's DATA matches what it must hold.
   Status check_repair(std::uint64_t index, const Hash128& hash);
-  // Write a verified chunk of a journaled file: O_DIRECT when it can, else
-  // through the page cache with writeback started at once.
+  // Write a verified chunk of a journaled file: through the page cache with
+  // writeback started at once, or with O_DIRECT where it was asked for
+  // (SESSCP_DIRECT_IO=1) and the file system allows it.
   Status write_chunk(std::span<const std::uint8_t> chunk, std::uint64_t offset);
   // Under m_mx: a claimed chunk arrived whole and verified (and is written).
   void record_chunk(std::uint64_t index, const Hash128& hash);
@@ -252,7 +253,7 @@ private:
   Status m_write_status;               // set on the writer's thread, read after written() waited
   bool m_had_final = false;            // NAME existed when the file was offered
   bool m_lease_created = false;        // open() created the lease file (so it was empty)
-  Fd m_direct;                         // the part with O_DIRECT, if allowed
+  Fd m_direct;                         // the part with O_DIRECT, if asked for and allowed
   std::atomic<bool> m_direct_ok{true}; // false after the file system refused a direct write
   // Its thread records chunks into the members above, so it stops first ...
   std::optional<ChunkWriter> m_writer;

@@ -12,6 +12,9 @@
 #include "checkpoint/journal.h"
 #include "core/recv/wake.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -38,8 +41,8 @@ struct Job {
 // so a slow disk costs fewer syncs rather than more latency.
 class Syncer {
 public:
-  Syncer(int part_fd, checkpoint::Journal& journal, std::string part_path)
-      : m_part_fd(part_fd), m_journal(journal), m_part_path(std::move(part_path)),
+  Syncer(int part_fd, std::uint32_t chunk_size, checkpoint::Journal& journal, std::string part_path)
+      : m_part_fd(part_fd), m_chunk_size(chunk_size), m_journal(journal), m_part_path(std::move(part_path)),
         m_thread([this] { loop(); }) {}
   ~Syncer() {
     {
@@ -143,10 +146,16 @@ private:
     // durable data, or a power cut could leave the journal vouching for
     // bytes the disk never got.
     if (fdatasync(m_part_fd) != 0) return errno_error(ErrorKind::io, "fdatasync " + m_part_path, errno);
+    // Its chunks are clean now: drop them from the page cache, so a copy
+    // larger than memory keeps about a window of it cached, not all of it
+    // (a hint; chunks written with O_DIRECT have no pages to drop).
+    (void)posix_fadvise(m_part_fd, static_cast<off_t>(job.first_chunk * m_chunk_size),
+                        static_cast<off_t>(job.hashes.size() * m_chunk_size), POSIX_FADV_DONTNEED);
     return m_journal.append({job.serial, job.first_chunk, job.hashes});
   }
 
   int m_part_fd;
+  std::uint32_t m_chunk_size;
   checkpoint::Journal& m_journal;
   std::string m_part_path;
   Wake m_wake;

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Scenario: the receiver writes a journaled file's chunks with O_DIRECT
-# (docs/PROTOCOL.md): the result is byte-identical, the aligned chunks never
-# sit in the page cache (fincore), the unaligned tail goes through the cache;
-# SESSCP_DIRECT_IO=0 writes through the page cache and is identical too; a
-# kill -9 of the receiver mid-transfer (chunks queued for the writer thread)
-# leaves a journal whose every record is backed by the part's bytes, and the
-# re-run resumes and completes identical.
+# Scenario: how the receiver writes a journaled file's chunks
+# (docs/PROTOCOL.md). By default through the page cache, each sync point's
+# chunks dropped from the cache once fdatasynced: the result is
+# byte-identical and (fincore) almost none of it is left in the page cache.
+# With SESSCP_DIRECT_IO=1, O_DIRECT: identical, the aligned chunks never in
+# the cache. A kill -9 of the receiver mid-transfer (chunks queued for the
+# writer thread) leaves a journal whose every record is backed by the part's
+# bytes, and the re-run resumes and completes identical.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 itest_init "$@"
 command -v fincore >/dev/null || skip "fincore (util-linux) not installed"
 
 name=data.bin
-size=$((48 * MiB + 4321)) # not a multiple of 4 KiB: the last chunk is buffered
+size=$((48 * MiB + 4321)) # not a multiple of 4 KiB: the last chunk is unaligned
 gen_file "$T/$name" "$size" direct-io
 "$BIN" keygen -o "$T/key" >/dev/null 2>&1
 sec=(--key-file "$T/key")
@@ -20,41 +21,42 @@ sec=(--key-file "$T/key")
 # resident_bytes FILE: bytes of FILE in the page cache.
 resident_bytes() { fincore --bytes --noheadings --output RES "$1" | tr -d ' '; }
 
-check "TLS transfer with direct writes: identical, chunks not in the page cache"
-dest="$T/dest1"
-mkdir -p "$dest"
-start_recv "$dest" "$T/recv1.log" "${sec[@]}"
-run_send "$T/send1.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${sec[@]}"
-assert_rc 0 "$SEND_RC" "send" "$T/send1.log" "$T/recv1.log"
-res=$(resident_bytes "$dest/$name")
-log "destination resident in the page cache: $res of $size bytes"
-assert_same "$T/$name" "$dest/$name"
-assert_no_leftovers "$dest" "$name"
 fstype=$(stat -f -c %T "$T")
-if [[ $fstype == tmpfs || $fstype == ramfs ]]; then
-  log "scratch on $fstype: a file's data lives in the page cache whatever the writes (cache check not applicable)"
-  ok "identical"
-elif dd if=/dev/zero of="$T/probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
-  # Only the last, unaligned chunk (<= 1 MiB) may have gone through the cache.
-  ((res <= MiB)) || fail "$res bytes of the destination are in the page cache: chunks were not written with O_DIRECT"
-  ok "identical; $res bytes cached (the tail)"
-else
-  log "this file system refuses O_DIRECT: the receiver fell back to the page cache (cache check not applicable)"
-  ok "identical"
-fi
+# transfer N WHAT [ENV...]: a TLS transfer into $T/destN with the receiver's
+# environment ENV; identical, and at most 1 MiB (the unaligned tail) of the
+# destination in the page cache on a disk file system.
+transfer() {
+  local n=$1 what=$2 dest="$T/dest$1"
+  shift 2
+  mkdir -p "$dest"
+  RECV_ENV=("$@")
+  start_recv "$dest" "$T/recv$n.log" "${sec[@]}"
+  RECV_ENV=()
+  run_send "$T/send$n.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${sec[@]}"
+  assert_rc 0 "$SEND_RC" "send" "$T/send$n.log" "$T/recv$n.log"
+  local res
+  res=$(resident_bytes "$dest/$name")
+  log "destination resident in the page cache: $res of $size bytes"
+  assert_same "$T/$name" "$dest/$name"
+  assert_no_leftovers "$dest" "$name"
+  if [[ $fstype == tmpfs || $fstype == ramfs ]]; then
+    log "scratch on $fstype: a file's data lives in the page cache whatever the writes (cache check not applicable)"
+    ok "identical"
+  else
+    ((res <= MiB)) || fail "$res bytes of the destination are in the page cache: $what"
+    ok "identical; $res bytes cached"
+  fi
+}
 
-check "SESSCP_DIRECT_IO=0: through the page cache, identical"
-dest="$T/dest2"
-mkdir -p "$dest"
-RECV_ENV=(SESSCP_DIRECT_IO=0)
-start_recv "$dest" "$T/recv2.log" "${sec[@]}"
-RECV_ENV=()
-run_send "$T/send2.log" "$T/$name" "127.0.0.1:$RECV_PORT" "${sec[@]}"
-assert_rc 0 "$SEND_RC" "send" "$T/send2.log" "$T/recv2.log"
-log "destination resident in the page cache: $(resident_bytes "$dest/$name") of $size bytes"
-assert_same "$T/$name" "$dest/$name"
-assert_no_leftovers "$dest" "$name"
-ok "identical"
+check "TLS transfer through the page cache: identical, synced chunks dropped from the cache"
+transfer 1 "synced chunks were not dropped from the cache"
+
+check "SESSCP_DIRECT_IO=1: O_DIRECT writes, identical, chunks not in the page cache"
+if [[ $fstype != tmpfs && $fstype != ramfs ]] &&
+  ! dd if=/dev/zero of="$T/probe" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+  log "this file system refuses O_DIRECT: the receiver falls back to the page cache"
+fi
+transfer 2 "chunks were not written with O_DIRECT" SESSCP_DIRECT_IO=1
 
 check "kill -9 of the receiver mid-transfer: the journal vouches only for written bytes; resume completes"
 dest="$T/dest3"
