@@ -61,8 +61,8 @@ inline Fd reopen_direct(int fd, int access) {
 // True when the receiver should write a journaled file's chunks with
 // O_DIRECT (SESSCP_DIRECT_IO=1) rather than through the page cache, the
 // default: on this machine's disk the page cache, with writeback started per
-// chunk and the synced range dropped after each sync point, measured 1.7x
-// faster (docs/PERFORMANCE.md, "Receiver writes").
+// chunk and the synced range dropped after each sync point, measured 1.5x
+// as fast (docs/PERFORMANCE.md, "Receiver writes").
 inline bool direct_writes_requested() {
   const char* env = std::getenv("SESSCP_DIRECT_IO");
   return env && std::string_view(env) == "1";
